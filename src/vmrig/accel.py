@@ -1,0 +1,103 @@
+"""Choosing QEMU's accelerator: KVM when it really runs a guest, TCG otherwise.
+
+Some hosts have a /dev/kvm that hangs every guest, so its presence proves
+nothing: boot the image's kernel under KVM once, with a time limit, and see
+whether it prints anything. The answer is cached per host; VMRIG_ACCEL=kvm|tcg
+overrides it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import select
+import subprocess
+import time
+from pathlib import Path
+
+from vmrig import proc
+from vmrig.errors import UsageError
+
+PROBE_SECONDS = 15.0
+ACCELERATORS = ("kvm", "tcg")
+
+
+def _host_fingerprint(qemu: str) -> str:
+    parts = [platform.release(), qemu, str(os.stat(qemu).st_mtime_ns)]
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        parts += sorted({line for line in cpuinfo.splitlines() if line.startswith(("model name", "flags"))})
+    except OSError:
+        pass
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def kvm_runs_guest(qemu: str, kernel: Path, seconds: float = PROBE_SECONDS) -> bool:
+    """Boots `kernel` with no root under KVM and waits for its first message."""
+    child = proc.spawn(
+        [
+            qemu,
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host",
+            "-m",
+            "256",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+            "-kernel",
+            kernel,
+            "-append",
+            "console=ttyS0 panic=-1 loglevel=4",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert child.stdout is not None
+    deadline = time.monotonic() + seconds
+    seen = b""
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([child.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            chunk = os.read(child.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            seen += chunk
+            if b"Linux version" in seen or b"Kernel panic" in seen or b"VFS:" in seen:
+                return True
+        return False
+    finally:
+        proc.stop(child, grace=1.0)
+
+
+def choose(cache_dir: Path, kernel: Path) -> str:
+    """ "kvm" or "tcg" for this host."""
+    forced = os.environ.get("VMRIG_ACCEL", "").strip().lower()
+    if forced:
+        if forced not in ACCELERATORS:
+            raise UsageError(f"VMRIG_ACCEL={forced!r}: expected one of {', '.join(ACCELERATORS)}")
+        return forced
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "tcg"
+    qemu = proc.require_tool("qemu-system-x86_64")
+    cache = cache_dir / "accel.json"
+    fingerprint = _host_fingerprint(qemu)
+    try:
+        cached = json.loads(cache.read_text())
+        if cached.get("host") == fingerprint and cached.get("accel") in ACCELERATORS:
+            return str(cached["accel"])
+    except (OSError, ValueError):
+        pass
+    accel = "kvm" if kvm_runs_guest(qemu, kernel) else "tcg"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"host": fingerprint, "accel": accel}) + "\n")
+    return accel

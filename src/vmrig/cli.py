@@ -1,0 +1,235 @@
+"""`vmrig`: the command line. Thin: it loads a test file and hands it to the driver.
+
+Exit status: 0 the test passed, 1 it failed (or a VM broke), 2 bad usage or a
+test file that cannot run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from vmrig import images as images_module
+from vmrig.driver import Driver
+from vmrig.errors import (
+    HostToolMissing,
+    ImageBuildError,
+    MachineError,
+    TestFileError,
+    UsageError,
+    VmrigError,
+)
+from vmrig.log import Logger
+from vmrig.testfile import TestSpec, load_test_file
+
+EXIT_PASSED = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class EnvDefault(argparse.Action):
+    """An option whose default comes from an environment variable."""
+
+    def __init__(self, envvar: str, required: bool = False, default: object = None, **kwargs: object) -> None:
+        if envvar in os.environ:
+            default = os.environ[envvar]
+            required = False
+        super().__init__(default=default, required=required, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+
+
+def writable_dir(value: str) -> Path:
+    path = Path(value)
+    path.mkdir(parents=True, exist_ok=True)
+    if not os.access(path, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{value} is not writable")
+    return path
+
+
+def positive_seconds(value: str) -> float:
+    seconds = float(value)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return seconds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vmrig",
+        description="Run NixOS-style integration tests in QEMU virtual machines built from Debian.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every host command vmrig runs")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="build the images a test needs, boot its machines and run its script",
+        description="Build what is missing, boot the test's machines and run its test script. "
+        "Exit status: 0 passed, 1 failed, 2 bad usage or test file.",
+    )
+    run.add_argument("testfile", type=Path, help="the test file (a Python module defining nodes and test_script)")
+    run.add_argument(
+        "-K",
+        "--keep-vm-state",
+        action="store_true",
+        help="keep $TMPDIR/vm-state-<node> from the last run and boot from it (default: reset it)",
+    )
+    run.add_argument(
+        "--global-timeout",
+        type=positive_seconds,
+        action=EnvDefault,
+        envvar="globalTimeout",
+        help="seconds after which the whole test is stopped (default: the test's options, 3600)",
+    )
+    run.add_argument(
+        "-o",
+        "--output-directory",
+        dest="output_directory",
+        type=writable_dir,
+        default=Path.cwd(),
+        help="where screenshots, copy_from_vm results and the JUnit report go (default: the working directory)",
+    )
+    run.add_argument(
+        "--junit-xml",
+        metavar="PATH",
+        help="write a JUnit XML report (one case per subtest) to PATH, relative to the output directory",
+    )
+    run.add_argument(
+        "--no-serial",
+        action="store_true",
+        help="do not print the machines' serial console lines",
+    )
+    run.set_defaults(handler=command_run)
+
+    build = commands.add_parser("build", help="only build the images a test needs")
+    build.add_argument("testfile", type=Path, help="the test file")
+    build.set_defaults(handler=command_build)
+
+    check = commands.add_parser("check", help="check a test file and its script without booting anything")
+    check.add_argument("testfile", type=Path, help="the test file")
+    check.set_defaults(handler=command_check)
+
+    gc = commands.add_parser("gc", help="remove cached images that have not been used for a while")
+    gc.add_argument(
+        "--older-than",
+        type=float,
+        default=14.0,
+        metavar="DAYS",
+        help="remove images unused for this many days (default: 14)",
+    )
+    gc.add_argument("--all", action="store_true", help="remove every cached image")
+    gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    gc.set_defaults(handler=command_gc)
+    return parser
+
+
+def _load(args: argparse.Namespace, logger: Logger) -> tuple[TestSpec, Driver]:
+    spec = load_test_file(args.testfile)
+    out_dir = getattr(args, "output_directory", None) or Path.cwd()
+    driver = Driver(
+        spec,
+        logger=logger,
+        out_dir=out_dir,
+        keep_vm_state=getattr(args, "keep_vm_state", False),
+        global_timeout=getattr(args, "global_timeout", None),
+    )
+    driver.check_script()
+    return spec, driver
+
+
+def command_check(args: argparse.Namespace, logger: Logger) -> int:
+    spec, _driver = _load(args, logger)
+    logger.log(f"{spec.path}: {len(spec.nodes)} node(s), script checked")
+    return EXIT_PASSED
+
+
+def command_build(args: argparse.Namespace, logger: Logger) -> int:
+    _spec, driver = _load(args, logger)
+    driver.build_images()
+    return EXIT_PASSED
+
+
+def command_run(args: argparse.Namespace, logger: Logger) -> int:
+    spec, driver = _load(args, logger)
+    if args.junit_xml:
+        logger.junit(args.output_directory / args.junit_xml, spec.name)
+    if args.no_serial:
+        logger.print_serial_logs(False)
+    try:
+        with driver:
+            driver.setup()
+            passed = driver.run_tests()
+    finally:
+        logger.write_junit()
+    return EXIT_PASSED if passed else EXIT_FAILED
+
+
+def command_gc(args: argparse.Namespace, logger: Logger) -> int:
+    store = images_module.ImageStore()
+    days = 0.0 if args.all else args.older_than
+    removed = store.gc(days, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for path in removed:
+        logger.log(f"{verb} {path}")
+    logger.log(f"{verb} {len(removed)} cache entr{'y' if len(removed) == 1 else 'ies'} from {store.root}")
+    return EXIT_PASSED
+
+
+def _terminate_on_signal(signum: int, _frame: FrameType | None) -> None:
+    # Unwinds through the driver's cleanup, which stops every VM.
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(name)s: %(message)s",
+    )
+    logger = Logger()
+    signal.signal(signal.SIGTERM, _terminate_on_signal)
+    signal.signal(signal.SIGHUP, _terminate_on_signal)
+    started = time.monotonic()
+    try:
+        status: int = args.handler(args, logger)
+    except TestFileError as error:
+        logger.log_test_error(f"error: {error}")
+        return EXIT_USAGE
+    except (UsageError, HostToolMissing) as error:
+        logger.log_test_error(f"error: {error}")
+        return EXIT_USAGE
+    except ImageBuildError as error:
+        logger.log_test_error(f"image build failed: {error}")
+        return EXIT_FAILED
+    except MachineError as error:
+        logger.log_test_error(f"machine error: {error}")
+        return EXIT_FAILED
+    except VmrigError as error:
+        logger.log_test_error(f"error: {error}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        logger.log_test_error("interrupted")
+        return 130
+    if args.command == "run":
+        outcome = "passed" if status == EXIT_PASSED else "FAILED"
+        logger.log(f"test {outcome} ({time.monotonic() - started:.1f} s)")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

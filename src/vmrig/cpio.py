@@ -1,0 +1,76 @@
+"""A writer for the newc cpio format, the only one the kernel unpacks as an initramfs."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+from pathlib import Path
+from typing import BinaryIO
+
+_TRAILER = "TRAILER!!!"
+
+
+class CpioWriter:
+    """Appends entries to a newc archive; owners are whatever the caller says."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._ino = 1
+
+    def _entry(self, name: str, mode: int, data: bytes, uid: int = 0, gid: int = 0, mtime: int = 0) -> None:
+        encoded = name.encode() + b"\0"
+        fields = [
+            self._ino,
+            mode,
+            uid,
+            gid,
+            1,
+            mtime,
+            len(data),
+            0,
+            0,
+            0,
+            0,
+            len(encoded),
+            0,
+        ]
+        self._ino += 1
+        header = b"070701" + b"".join(b"%08x" % f for f in fields)
+        self._out.write(header + encoded)
+        self._out.write(b"\0" * (-(len(header) + len(encoded)) % 4))
+        self._out.write(data)
+        self._out.write(b"\0" * (-len(data) % 4))
+
+    def directory(self, name: str, mode: int = 0o755, uid: int = 0, gid: int = 0) -> None:
+        self._entry(name, stat.S_IFDIR | mode, b"", uid, gid)
+
+    def file(self, name: str, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
+        self._entry(name, stat.S_IFREG | mode, data, uid, gid)
+
+    def symlink(self, name: str, target: str) -> None:
+        self._entry(name, stat.S_IFLNK | 0o777, target.encode())
+
+    def tree(self, source: Path, prefix: str) -> None:
+        """Adds a host directory tree (files, dirs, symlinks), owned by root."""
+        for dirpath, dirnames, filenames in os.walk(source):
+            rel = Path(dirpath).relative_to(source)
+            base = f"{prefix}/{rel}" if str(rel) != "." else prefix
+            self.directory(base, stat.S_IMODE(os.stat(dirpath).st_mode))
+            for name in sorted(dirnames + filenames):
+                path = Path(dirpath) / name
+                st = os.lstat(path)
+                if stat.S_ISLNK(st.st_mode):
+                    self.symlink(f"{base}/{name}", os.readlink(path))
+                elif stat.S_ISREG(st.st_mode):
+                    self.file(f"{base}/{name}", path.read_bytes(), stat.S_IMODE(st.st_mode))
+            dirnames.sort()
+
+    def close(self) -> None:
+        self._entry(_TRAILER, 0, b"")
+        self._out.write(b"\0" * (-self._out.tell() % 512) if self._out.seekable() else b"")
+
+
+def archive_bytes() -> tuple[io.BytesIO, CpioWriter]:
+    buffer = io.BytesIO()
+    return buffer, CpioWriter(buffer)

@@ -1,0 +1,608 @@
+"""The driver: builds a test's machines and networks, and runs its script.
+
+It gives the script the NixOS test driver's globals (start_all, subtest,
+retry, one variable per machine, ...), enforces the global timeout, reports a
+failure as the script's own traceback plus the failing node's console, and
+leaves no QEMU or vde_switch behind.
+"""
+
+from __future__ import annotations
+
+import _thread
+import contextlib
+import fcntl
+import os
+import shutil
+import tempfile
+import textwrap
+import threading
+import time
+import traceback
+import types
+import unittest
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from vmrig import accel, guestconfig, scriptcheck
+from vmrig.errors import (
+    MachineError,
+    PollingConditionError,
+    RequestedAssertionFailed,
+    TestFileError,
+    UsageError,
+    VmrigError,
+)
+from vmrig.guestconfig import Interface, NodeNetwork
+from vmrig.images import ImageStore, NodeImage
+from vmrig.log import Logger
+from vmrig.machine import Machine, MachineConfig
+from vmrig.spec import Node, python_name
+from vmrig.testfile import TestSpec
+from vmrig.vlan import VLan
+
+# Names every script sees besides its machines and vlans (see test_symbols).
+DRIVER_SYMBOLS = (
+    "start_all",
+    "join_all",
+    "test_script",
+    "run_tests",
+    "machines",
+    "vlans",
+    "driver",
+    "log",
+    "os",
+    "create_machine",
+    "subtest",
+    "retry",
+    "serial_stdout_on",
+    "serial_stdout_off",
+    "polling_condition",
+    "Machine",
+    "t",
+)
+
+
+class AssertionTester(unittest.TestCase):
+    """`t` in scripts: unittest's assert methods, failing like succeed() does."""
+
+    failureException = RequestedAssertionFailed
+
+    def runTest(self) -> None:  # noqa: N802 (unittest's name)
+        pass
+
+
+class PollingCondition:
+    """A check that must keep holding while active (`with cond:`)."""
+
+    def __init__(
+        self,
+        condition: Callable[[], Any],
+        logger: Logger,
+        seconds_interval: float = 2.0,
+        description: str | None = None,
+    ) -> None:
+        self.condition = condition
+        self.logger = logger
+        self.seconds_interval = seconds_interval
+        self.description = description or condition.__doc__ or condition.__name__
+        self.last_called = float("-inf")
+        self.entered = False
+        self.active: list[PollingCondition] | None = None
+
+    def check(self, force: bool = False) -> bool:
+        if (self.entered or not self.overdue) and not force:
+            return True
+        with self, self.logger.nested(self.nested_message):
+            self.last_called = time.monotonic()
+            try:
+                result = self.condition()
+            except Exception as error:
+                self.logger.log(f"polling condition raised: {error}")
+                result = False
+            passed = result is None or bool(result)
+            self.logger.log("Polling condition " + ("passed" if passed else "failed"))
+            return passed
+
+    def maybe_raise(self) -> None:
+        if not self.check():
+            raise PollingConditionError(f"Polling condition failed: {self.description}")
+
+    def wait(self, timeout: int = 900) -> None:
+        deadline = time.monotonic() + timeout
+        with self.logger.nested(f"waiting for {self.description}"):
+            while not self.check(force=True):
+                if time.monotonic() > deadline:
+                    raise RequestedAssertionFailed(f"timed out waiting for {self.description}")
+                time.sleep(self.seconds_interval)
+
+    @property
+    def nested_message(self) -> str:
+        return f"checking polling condition {self.description!r}"
+
+    @property
+    def overdue(self) -> bool:
+        return self.last_called + self.seconds_interval < time.monotonic()
+
+    def __enter__(self) -> PollingCondition:
+        self.entered = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.entered = False
+
+
+def retry(fn: Callable[[bool], bool], timeout: int = 900) -> None:
+    """Calls fn(False) once a second until it returns True, then fn(True) once.
+
+    The final call lets `fn` log why it still fails before the error is raised.
+    """
+    __tracebackhide__ = True
+    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    while time.monotonic() < deadline:
+        if fn(False):
+            return
+        time.sleep(1)
+    if not fn(True):
+        raise RequestedAssertionFailed(
+            f"action timed out after {time.monotonic() - started:.2f} seconds (timeout={timeout})"
+        )
+
+
+class Driver:
+    """Owns a test run: images, vlans, machines, the script's namespace."""
+
+    def __init__(
+        self,
+        spec: TestSpec,
+        *,
+        logger: Logger,
+        out_dir: Path,
+        keep_vm_state: bool = False,
+        global_timeout: float | None = None,
+        interactive: bool = False,
+        images: ImageStore | None = None,
+        tmp_dir: Path | None = None,
+    ) -> None:
+        self.spec = spec
+        self.logger = logger
+        self.out_dir = out_dir
+        self.keep_vm_state = keep_vm_state
+        self.global_timeout = global_timeout if global_timeout is not None else spec.options.global_timeout
+        self.interactive = interactive
+        self.images = images or ImageStore(progress=logger.info)
+        self.tmp_dir = tmp_dir or Path(os.environ.get("TMPDIR") or "/tmp")
+        self.machines: list[Machine] = []
+        self.vlans: list[VLan] = []
+        self.polling_conditions: list[PollingCondition] = []
+        self.node_images: dict[str, NodeImage] = {}
+        self.timed_out = False
+        self._extra_machines: list[Machine] = []
+        self._timer: threading.Timer | None = None
+        self._run_dir: Path | None = None
+        self._state_locks: list[TextIO] = []
+        self._namespace: dict[str, Any] | None = None
+        self._accel: str | None = None
+
+    # -- preparation -----------------------------------------------------------
+
+    def machine_names(self) -> list[str]:
+        return sorted(self.spec.nodes)
+
+    def script_names(self) -> list[str]:
+        """Every global a script of this test can use."""
+        names = list(DRIVER_SYMBOLS)
+        names += [python_name(name) for name in self.machine_names()]
+        if len(self.spec.nodes) == 1:
+            names.append("machine")
+        names += [f"vlan{nr}" for nr in self.vlan_numbers()]
+        return names
+
+    def check_script(self) -> None:
+        """Reports script mistakes (syntax, unknown names) before anything boots."""
+        machine_vars = [python_name(name) for name in self.machine_names()]
+        if len(self.spec.nodes) == 1:
+            machine_vars.append("machine")
+        methods = [name for name in dir(Machine) if not name.startswith("__")]
+        methods += [
+            "name",
+            "state_dir",
+            "out_dir",
+            "logger",
+            "process",
+            "pid",
+            "booted",
+            "connected",
+            "qmp",
+            "config",
+            "callbacks",
+            "keep_vm_state",
+        ]
+        scriptcheck.check_script(
+            self.spec.script,
+            filename=self.spec.script_path,
+            first_line=self.spec.script_first_line,
+            known_names=self.script_names(),
+            machine_names=machine_vars,
+            machine_methods=methods,
+        )
+
+    def vlan_numbers(self) -> list[int]:
+        return sorted({nr for node in self.spec.nodes.values() for nr in node.vlans})
+
+    def build_images(self) -> dict[str, NodeImage]:
+        options = self.spec.options
+        with self.logger.nested("building node images"):
+            for name in self.machine_names():
+                node = self.spec.nodes[name]
+                with self.logger.nested(f"image for {name}"):
+                    self.node_images[name] = self.images.node_image(node, options.suite, options.mirror)
+        return self.node_images
+
+    def network_of(self, name: str, number: int, node: Node) -> NodeNetwork:
+        numbers = {n: i for i, n in enumerate(self.machine_names(), start=1)}
+        hosts = []
+        for other in self.machine_names():
+            other_node = self.spec.nodes[other]
+            if other_node.vlans:
+                vlan = other_node.vlans[0]
+                hosts.append((other, f"192.168.{vlan}.{numbers[other]}", f"2001:db8:{vlan}::{numbers[other]}"))
+        interfaces = tuple(
+            Interface(index, vlan, f"192.168.{vlan}.{number}/24", f"2001:db8:{vlan}::{number}/64")
+            for index, vlan in enumerate(node.vlans, start=1)
+        )
+        return NodeNetwork(number=number, interfaces=interfaces, hosts=tuple(hosts), outside_access=self.interactive)
+
+    def _lock_state_dir(self, name: str) -> None:
+        lock_path = self.tmp_dir / f"vm-state-{name}.lock"
+        lock = open(lock_path, "a+")  # noqa: SIM115 (held until the run ends)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            lock.close()
+            raise UsageError(
+                f"{self.tmp_dir / f'vm-state-{name}'} is in use by another vmrig run ({holder}); "
+                "set TMPDIR to another directory to run both at once"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}\n")
+        lock.flush()
+        self._state_locks.append(lock)
+
+    def _machine_config(self, name: str, number: int, node: Node, image: NodeImage) -> MachineConfig:
+        assert self._run_dir is not None and self._accel is not None
+        if node.disk_size < image.fs_size_mib:
+            raise TestFileError(
+                f"node {name}: disk_size {node.disk_size} MiB is smaller than its image ({image.fs_size_mib} MiB)",
+                self.spec.script_path,
+            )
+        network = self.network_of(name, number, node)
+        kernel_params = list(node.kernel_params)
+        forwards = ",".join(f"hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in node.forward_ports)
+        return MachineConfig(
+            name=name,
+            disk=image.disk,
+            kernel=image.kernel,
+            initrd=image.initrd,
+            config_layer=guestconfig.config_layer(name, node, network, grow_root=node.disk_size > image.fs_size_mib),
+            memory_mib=node.memory_size,
+            cores=node.cores,
+            disk_mib=node.disk_size,
+            kernel_params=kernel_params,
+            qemu_options=list(node.qemu_options),
+            accel=self._accel,
+            vlan_nics=[
+                (vlan, f"52:54:00:12:{vlan:02x}:{number:02x}", str(self._run_dir / f"vde{vlan}.ctl"))
+                for vlan in node.vlans
+            ],
+            user_net_options=forwards,
+            outside_access=self.interactive,
+        )
+
+    def setup(self) -> None:
+        """Builds what is missing, starts the vlans and creates (not boots) the machines."""
+        if not self.node_images:
+            self.build_images()
+        first_image = self.node_images[self.machine_names()[0]]
+        self._accel = accel.choose(self.images.root, first_image.kernel)
+        self.logger.log(f"accelerator: {self._accel}")
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._run_dir = Path(tempfile.mkdtemp(prefix="vmrig-", dir=self.tmp_dir))
+        with self.logger.nested("start all VLans"):
+            for nr in self.vlan_numbers():
+                vlan = VLan(nr, self._run_dir, self.logger)
+                self.vlans.append(vlan)
+                vlan.start()
+        for number, name in enumerate(self.machine_names(), start=1):
+            self._lock_state_dir(name)
+            node = self.spec.nodes[name]
+            config = self._machine_config(name, number, node, self.node_images[name])
+            self.machines.append(
+                Machine(
+                    config,
+                    state_dir=self.tmp_dir / f"vm-state-{name}",
+                    out_dir=self.out_dir,
+                    logger=self.logger,
+                    keep_vm_state=self.keep_vm_state,
+                    callbacks=[self.check_polling_conditions],
+                )
+            )
+
+    # -- the script's world ----------------------------------------------------
+
+    def test_symbols(self) -> dict[str, Any]:
+        if self._namespace is not None:
+            return self._namespace
+        namespace: dict[str, Any] = {
+            "start_all": self.start_all,
+            "join_all": self.join_all,
+            "test_script": self.test_script,
+            "run_tests": self.run_tests,
+            "machines": self.machines,
+            "vlans": self.vlans,
+            "driver": self,
+            "log": self.logger,
+            "os": os,
+            "create_machine": self.create_machine,
+            "subtest": self.subtest,
+            "retry": retry,
+            "serial_stdout_on": self.serial_stdout_on,
+            "serial_stdout_off": self.serial_stdout_off,
+            "polling_condition": self.polling_condition,
+            "Machine": Machine,
+            "t": AssertionTester(),
+        }
+        for machine in self.machines:
+            namespace[python_name(machine.name)] = machine
+        if len(self.machines) == 1:
+            namespace["machine"] = self.machines[0]
+        for vlan in self.vlans:
+            namespace[f"vlan{vlan.nr}"] = vlan
+        self.logger.log(
+            "additionally exposed symbols:\n    "
+            + ", ".join(m.name for m in self.machines)
+            + (",\n    " + ", ".join(f"vlan{v.nr}" for v in self.vlans) if self.vlans else "")
+            + ",\n    "
+            + ", ".join(DRIVER_SYMBOLS)
+        )
+        self._namespace = namespace
+        return namespace
+
+    def start_all(self) -> None:
+        """Starts every machine; they boot in parallel."""
+        with self.logger.nested("start all VMs"):
+            for machine in self.machines:
+                machine.start()
+
+    def join_all(self) -> None:
+        with self.logger.nested("wait for all VMs to finish"):
+            for machine in self.machines:
+                machine.wait_for_shutdown()
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def subtest(self, name: str) -> contextlib.AbstractContextManager[None]:
+        return self.logger.subtest(name)
+
+    def serial_stdout_on(self) -> None:
+        self.logger.print_serial_logs(True)
+
+    def serial_stdout_off(self) -> None:
+        self.logger.print_serial_logs(False)
+
+    def check_polling_conditions(self) -> None:
+        for condition in self.polling_conditions:
+            condition.maybe_raise()
+
+    def polling_condition(
+        self,
+        fun_: Callable[[], Any] | None = None,
+        *,
+        seconds_interval: float = 2.0,
+        description: str | None = None,
+    ) -> Any:
+        driver = self
+
+        class Poll:
+            def __init__(self, fun: Callable[[], Any]) -> None:
+                self.condition = PollingCondition(fun, driver.logger, seconds_interval, description)
+
+            def __enter__(self) -> None:
+                driver.polling_conditions.append(self.condition)
+
+            def __exit__(self, *exc: object) -> None:
+                driver.polling_conditions.remove(self.condition)
+
+            def __call__(self) -> Any:
+                return self.condition.condition()
+
+            def wait(self, timeout: int = 900) -> None:
+                self.condition.wait(timeout)
+
+        if fun_ is None:
+            return Poll
+        return Poll(fun_)
+
+    def create_machine(
+        self,
+        start_command: str | Node,
+        *,
+        name: str | None = None,
+        keep_vm_state: bool = False,
+    ) -> Machine:
+        """A machine outside `nodes`: from a Node (built like any other) or a QEMU command.
+
+        A start command is a shell command that starts QEMU with a vmrig-style
+        guest; vmrig appends its own arguments, like the NixOS driver does.
+        """
+        assert self._run_dir is not None
+        number = len(self.machines) + len(self._extra_machines) + 1
+        if isinstance(start_command, Node):
+            node = start_command
+            name = name or f"machine{number}"
+            image = self.images.node_image(node, self.spec.options.suite, self.spec.options.mirror)
+            config = self._machine_config(name, number, node, image)
+        else:
+            name = name or "machine"
+            some_image = next(iter(self.node_images.values()))
+            node = Node()
+            config = self._machine_config(name, number, node, some_image)
+            config.start_command = start_command
+        self._lock_state_dir(name)
+        machine = Machine(
+            config,
+            state_dir=self.tmp_dir / f"vm-state-{name}",
+            out_dir=self.out_dir,
+            logger=self.logger,
+            keep_vm_state=keep_vm_state,
+        )
+        self._extra_machines.append(machine)
+        return machine
+
+    # -- running ---------------------------------------------------------------
+
+    def _compiled_script(self) -> Callable[[], None]:
+        namespace = self.test_symbols()
+        script = self.spec.script
+        if callable(script):
+            function = script
+            merged = dict(function.__globals__)
+            merged.update(namespace)
+            bound = types.FunctionType(
+                function.__code__, merged, function.__name__, function.__defaults__, function.__closure__
+            )
+            return lambda: bound()
+        source = textwrap.dedent(script)
+        code = compile("\n" * (self.spec.script_first_line - 1) + source, self.spec.script_path, "exec")
+        return lambda: exec(code, namespace, None)
+
+    def test_script(self) -> bool:
+        """Runs the test script; logs its failure and returns False if it fails."""
+        run = self._compiled_script()
+        try:
+            with self.logger.nested("run the VM test script"):
+                run()
+        except KeyboardInterrupt:
+            if not self.timed_out:
+                raise
+            self.report_failure(None)
+            return False
+        except Exception as error:  # the script's own errors are test failures
+            self.report_failure(error)
+            return False
+        return True
+
+    def run_tests(self) -> bool:
+        """The whole non-interactive test: timer, script, final sync."""
+        if self.global_timeout:
+            self.logger.log(f"Test will time out and terminate in {self.global_timeout:g} seconds")
+            self._timer = threading.Timer(self.global_timeout, self.terminate_test)
+            self._timer.daemon = True
+            self._timer.start()
+        started = time.monotonic()
+        passed = self.test_script()
+        if passed:
+            for machine in self.machines:
+                if machine.is_up():
+                    machine.execute("sync")
+        if self._timer is not None:
+            self._timer.cancel()
+        self.logger.log(f"test script finished in {time.monotonic() - started:.2f}s")
+        return passed
+
+    def terminate_test(self) -> None:
+        """Runs on the timer thread when the global timeout is reached."""
+        self.timed_out = True
+        self.logger.error("timeout reached; test terminating...")
+        for machine in self.all_machines():
+            machine.release()
+        _thread.interrupt_main()
+
+    def all_machines(self) -> list[Machine]:
+        return self.machines + self._extra_machines
+
+    def report_failure(self, error: BaseException | None) -> None:
+        """Logs a failure the way a script author wants to see it."""
+        if self.timed_out:
+            message = f"global timeout of {self.global_timeout:g} seconds reached"
+            self.logger.log_test_error(message)
+            self.logger.mark_failed(message)
+            return
+        assert error is not None
+        lines = ["Traceback (most recent call last):"]
+        script_file = os.path.abspath(self.spec.script_path)
+        frames = [
+            frame
+            for frame in traceback.extract_tb(error.__traceback__)
+            if os.path.abspath(frame.filename) == script_file
+        ]
+        for frame in frames:
+            lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
+            if frame.line:
+                lines.append(f"    {frame.line}")
+        lines.append(f"{type(error).__name__}: {error}")
+        machine = _failing_machine(error)
+        if machine is not None and not isinstance(error, MachineError):
+            lines.append(f"last console lines of {machine.name}:")
+            lines.append(machine.console_tail())
+        text = "\n".join(lines)
+        self.logger.log_test_error(text)
+        self.logger.mark_failed(f"{type(error).__name__}: {error}")
+
+    # -- teardown --------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for machine in self.all_machines():
+            with contextlib.suppress(Exception):
+                machine.release()
+        for vlan in self.vlans:
+            with contextlib.suppress(Exception):
+                vlan.stop()
+        if self._run_dir is not None:
+            shutil.rmtree(self._run_dir, ignore_errors=True)
+            self._run_dir = None
+        for lock in self._state_locks:
+            lock.close()
+        self._state_locks.clear()
+
+    def __enter__(self) -> Driver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+def _failing_machine(error: BaseException) -> Machine | None:
+    """The machine whose method raised `error`, found in the traceback's frames."""
+    found = None
+    tb = error.__traceback__
+    while tb is not None:
+        candidate = tb.tb_frame.f_locals.get("self")
+        if isinstance(candidate, Machine):
+            found = candidate
+        tb = tb.tb_next
+    return found
+
+
+@contextlib.contextmanager
+def running(driver: Driver) -> Iterator[Driver]:
+    """Cleans up the driver however the block ends."""
+    try:
+        yield driver
+    finally:
+        driver.cleanup()
+
+
+__all__ = [
+    "AssertionTester",
+    "Driver",
+    "PollingCondition",
+    "VmrigError",
+    "retry",
+]

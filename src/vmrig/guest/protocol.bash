@@ -1,0 +1,40 @@
+# Sourced by the backdoor shell (through BASH_ENV): the driver's commands.
+# Each command runs in a forked subshell, so nothing persists between
+# commands, and nothing is executed per command but the command itself.
+unset BASH_ENV
+set -m  # each command its own process group, so a timeout kills it whole
+exec 8<>/run/vmrig/out 9<>/run/vmrig/watchdog
+
+# __vmrig_run NONCE TIMEOUT CMD [INPUT_BYTES]
+# Prints "NONCE B", the command's stdout, then "\nNONCE E STATUS", all through
+# the output pipe. With INPUT_BYTES, the command's stdin is that many bytes
+# read from the console right after this line; otherwise /dev/null.
+__vmrig_run() {
+    local nonce=$1 timeout=$2 cmd=$3 input=${4:-} pid watchdog=0 status fired
+    printf '%s B\n' "$nonce" >&8
+    if [[ -n $input ]]; then
+        (set -euo pipefail; eval "$cmd") < <(head -c "$input") >&8 &
+    else
+        (set -euo pipefail; eval "$cmd") </dev/null >&8 &
+    fi
+    pid=$!
+    if ((timeout > 0)); then
+        (
+            read -r -t "$timeout" -u 9 || true
+            printf '%s\n' "$nonce" >/run/vmrig/timeout
+            kill -TERM -- "-$pid" 2>/dev/null
+            read -r -t 5 -u 9 || true
+            kill -KILL -- "-$pid" 2>/dev/null
+        ) &
+        watchdog=$!
+    fi
+    wait "$pid"
+    status=$?
+    if ((watchdog)); then
+        kill -PIPE -- "-$watchdog" 2>/dev/null  # bash reports no SIGPIPE deaths
+        fired=
+        [[ -e /run/vmrig/timeout ]] && read -r fired </run/vmrig/timeout
+        [[ $fired == "$nonce" ]] && status=124
+    fi
+    printf '\n%s E %d\n' "$nonce" "$status" >&8
+}

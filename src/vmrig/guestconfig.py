@@ -1,0 +1,163 @@
+"""The per-run config layer: what makes a booted image into one particular node.
+
+Hostname, /etc/hosts, files, systemd units, users and network addresses change
+from run to run; none of them goes into a cached image. They travel as a small
+cpio archive appended to the image's initramfs: the kernel unpacks it next to
+vmrig's init, which copies `config/` over the root disk, sources `network.sh`
+(busybox `ip`) and runs `setup.sh` in the root (for users and owners) before
+systemd starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shlex
+from dataclasses import dataclass, field
+
+from vmrig.cpio import CpioWriter
+from vmrig.spec import Node
+
+USER_NET_ADDRESS = "10.0.2.15/24"
+USER_NET_GATEWAY = "10.0.2.2"
+USER_NET_DNS = "10.0.2.3"
+
+
+@dataclass(frozen=True)
+class Interface:
+    """A vlan interface of a node: `eth<index>` on vlan `vlan`."""
+
+    index: int
+    vlan: int
+    ipv4: str | None  # with prefix length, e.g. 192.168.1.2/24
+    ipv6: str | None
+
+
+@dataclass(frozen=True)
+class NodeNetwork:
+    number: int
+    interfaces: tuple[Interface, ...]
+    # Every node's name and primary addresses, for /etc/hosts.
+    hosts: tuple[tuple[str, str | None, str | None], ...]
+    outside_access: bool = False
+    extra_hosts: dict[str, str] = field(default_factory=dict)
+
+
+def machine_id(name: str) -> str:
+    """A stable machine-id per node name, so a boot is never a 'first boot'."""
+    return hashlib.sha256(f"vmrig-machine-id:{name}".encode()).hexdigest()[:32]
+
+
+def hosts_file(name: str, network: NodeNetwork) -> str:
+    lines = [
+        "127.0.0.1 localhost",
+        f"127.0.1.1 {name}" if not any(host == name and v4 for host, v4, _ in network.hosts) else "",
+        "::1 localhost ip6-localhost ip6-loopback",
+        "ff02::1 ip6-allnodes",
+        "ff02::2 ip6-allrouters",
+    ]
+    for host, ipv4, ipv6 in network.hosts:
+        if ipv4:
+            lines.append(f"{ipv4} {host}")
+        if ipv6:
+            lines.append(f"{ipv6} {host}")
+    for host, address in network.extra_hosts.items():
+        lines.append(f"{address} {host}")
+    return "\n".join(line for line in lines if line) + "\n"
+
+
+def network_script(network: NodeNetwork) -> str:
+    """busybox sh that brings up eth0 (QEMU's user network) and the vlan interfaces."""
+    lines = [
+        "ip link set lo up",
+        "ip link set eth0 up",
+        f"ip addr add {USER_NET_ADDRESS} dev eth0",
+    ]
+    if network.outside_access:
+        lines.append(f"ip route add default via {USER_NET_GATEWAY} dev eth0")
+    for interface in network.interfaces:
+        dev = f"eth{interface.index}"
+        lines.append(f"ip link set {dev} up")
+        if interface.ipv4:
+            lines.append(f"ip addr add {interface.ipv4} dev {dev}")
+        if interface.ipv6:
+            lines.append(f"ip -6 addr add {interface.ipv6} dev {dev} nodad")
+    return "".join(f"{line} 2>/dev/null\n" for line in lines)
+
+
+def setup_script(node: Node) -> str:
+    """sh run in the node's root before systemd: users and file owners."""
+    lines: list[str] = []
+    for user_name, user in sorted(node.users.items()):
+        args = ["useradd", "--shell", user.shell]
+        args += ["--home-dir", user.home or f"/home/{user_name}", "--create-home"]
+        if user.uid is not None:
+            args += ["--uid", str(user.uid)]
+        if user.system:
+            args.append("--system")
+        if user.groups:
+            for group in user.groups:
+                lines.append(f"getent group {shlex.quote(group)} >/dev/null || groupadd {shlex.quote(group)}")
+            args += ["--groups", ",".join(user.groups)]
+        args.append(user_name)
+        lines.append(f"id -u {shlex.quote(user_name)} >/dev/null 2>&1 || {shlex.join(args)}")
+        if user.password == "":
+            lines.append(f"passwd -d {shlex.quote(user_name)} >/dev/null")
+        elif user.password is not None:
+            lines.append(f"echo {shlex.quote(f'{user_name}:{user.password}')} | chpasswd")
+    for path, entry in sorted(node.file_entries().items()):
+        if (entry.owner, entry.group) != ("root", "root"):
+            lines.append(f"chown {shlex.quote(f'{entry.owner}:{entry.group}')} {shlex.quote(path)}")
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _add_parents(archive: CpioWriter, path: str, seen: set[str]) -> None:
+    parts = path.strip("/").split("/")[:-1]
+    current = "config"
+    for part in parts:
+        current = f"{current}/{part}"
+        if current not in seen:
+            seen.add(current)
+            archive.directory(current)
+
+
+def config_layer(name: str, node: Node, network: NodeNetwork, *, grow_root: bool = False) -> bytes:
+    """The cpio archive that turns an image into node `name` for this run.
+
+    `grow_root`: the node's disk is larger than the image's file system, so
+    systemd grows the file system at boot.
+    """
+    buffer = io.BytesIO()
+    archive = CpioWriter(buffer)
+    seen: set[str] = {"config"}
+    archive.directory("config")
+
+    def put(path: str, data: bytes, mode: int = 0o644) -> None:
+        _add_parents(archive, path, seen)
+        archive.file("config" + path, data, mode)
+
+    def link(path: str, target: str) -> None:
+        _add_parents(archive, path, seen)
+        archive.symlink("config" + path, target)
+
+    put("/etc/hostname", f"{name}\n".encode())
+    put("/etc/machine-id", f"{machine_id(name)}\n".encode(), 0o444)
+    put("/etc/hosts", hosts_file(name, network).encode())
+    fstab = "/dev/vda / ext4 rw,x-systemd.growfs 0 0\n" if grow_root else ""
+    put("/etc/fstab", fstab.encode())
+    if network.outside_access:
+        put("/etc/resolv.conf", f"nameserver {USER_NET_DNS}\n".encode())
+    for path, entry in sorted(node.file_entries().items()):
+        data = entry.content.encode() if isinstance(entry.content, str) else entry.content
+        put(path, data, entry.mode)
+    for unit, text in sorted(node.unit_files().items()):
+        put(f"/etc/systemd/system/{unit}", text.encode())
+    for unit, targets in sorted(node.enabled_units().items()):
+        for target in targets:
+            link(f"/etc/systemd/system/{target}.wants/{unit}", f"/etc/systemd/system/{unit}")
+    archive.file("network.sh", network_script(network).encode(), 0o644)
+    setup = setup_script(node)
+    if setup:
+        archive.file("setup.sh", setup.encode(), 0o644)
+    archive.close()
+    return buffer.getvalue()

@@ -1,0 +1,257 @@
+"""The run's log: a terminal view with nested, timed blocks and an optional JUnit XML report.
+
+Serial console lines arrive from reader threads while the test script logs from
+the main thread, so every write happens whole, under one lock.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import sys
+import threading
+import time
+import traceback
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+INDENT = "  "
+
+RESET = "\x1b[0m"
+BOLD = "\x1b[1m"
+DIM = "\x1b[2m"
+RED = "\x1b[31m"
+YELLOW = "\x1b[33m"
+BRIGHT_GREEN = "\x1b[92m"
+
+MAIN_CASE = "main"
+
+# XML 1.0 allows only these; serial output carries NULs, escapes and stray bytes.
+_XML_ILLEGAL = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# Colour and cursor sequences from the guest would otherwise leave "[0;32m" behind.
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+
+
+def xml_safe(text: str) -> str:
+    """Return `text` without terminal escape sequences and characters XML 1.0 forbids."""
+    return _XML_ILLEGAL.sub("", _ANSI_ESCAPE.sub("", text))
+
+
+def _wants_color(stream: TextIO) -> bool:
+    if os.environ.get("NO_COLOR", ""):
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # not a real file, or already closed
+        return False
+
+
+@dataclass
+class _Case:
+    """One JUnit test case: `main` or a subtest."""
+
+    name: str
+    started: float
+    top_level: bool = False  # not inside another subtest, so its time does not overlap theirs
+    duration: float | None = None  # None while it runs
+    failures: list[str] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+    output: list[str] = field(default_factory=list)
+
+
+class Logger:
+    """Thread-safe log of a test run."""
+
+    def __init__(self, stream: TextIO | None = None, color: bool | None = None) -> None:
+        # Looked up now, not at import: pytest and the REPL swap sys.stderr.
+        self.stream: TextIO = stream if stream is not None else sys.stderr
+        self.color = _wants_color(self.stream) if color is None else color
+        on = self.color
+        self.reset = RESET if on else ""
+        self.bold = BOLD if on else ""
+        self.dim = DIM if on else ""
+        self.red = RED if on else ""
+        self.yellow = YELLOW if on else ""
+        self.bright_green = BRIGHT_GREEN if on else ""
+
+        # Reentrant: methods that already hold it print through _emit.
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._print_serial = True
+
+        self._start = time.monotonic()
+        self._main = _Case(MAIN_CASE, self._start)
+        self._cases: list[_Case] = [self._main]
+        self._case_stack: list[_Case] = [self._main]
+        self._junit_path: Path | None = None
+        self._suite_name = ""
+
+    # -- terminal output ---------------------------------------------------
+
+    def _emit(self, text: str, style: str = "", *, line_prefix: str = "", show: bool = True) -> None:
+        """Print each line of `text` indented and styled (if `show`), and record it for JUnit."""
+        with self._lock:
+            indent = INDENT * self._depth
+            plain = [f"{indent}{line_prefix}{line}" for line in text.split("\n")]
+            if self._junit_path is not None:
+                self._case_stack[-1].output.extend(plain)
+            if show:
+                end = self.reset if style else ""
+                self._write("".join(f"{style}{line}{end}\n" for line in plain))
+
+    def _write(self, text: str) -> None:
+        # A closed or broken stderr must not take a serial reader thread down with it.
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    @staticmethod
+    def _prefixed(message: str, attrs: dict[str, str] | None) -> str:
+        if attrs and "machine" in attrs:
+            return f"{attrs['machine']}: {message}"
+        return message
+
+    def log(self, message: str, attrs: dict[str, str] | None = None) -> None:
+        self._emit(self._prefixed(message, attrs))
+
+    def info(self, message: str, attrs: dict[str, str] | None = None) -> None:
+        self.log(message, attrs)
+
+    def warning(self, message: str, attrs: dict[str, str] | None = None) -> None:
+        self._emit(self._prefixed(message, attrs), self.yellow)
+
+    def error(self, message: str, attrs: dict[str, str] | None = None) -> None:
+        self._emit(self._prefixed(message, attrs), self.red)
+
+    def log_test_error(self, message: str) -> None:
+        self._emit(message, self.bold + self.red, line_prefix="!!! ")
+
+    def log_serial(self, line: str, machine: str) -> None:
+        with self._lock:
+            self._emit(f"{machine} # {line}", self.dim, show=self._print_serial)
+
+    def print_serial_logs(self, enabled: bool) -> None:
+        with self._lock:
+            self._print_serial = enabled
+
+    @contextmanager
+    def nested(self, message: str, attrs: dict[str, str] | None = None) -> Iterator[None]:
+        """Print `message` as a header, indent what the block logs, then say how long it took."""
+        self._emit(self._prefixed(message, attrs), self.bold + self.bright_green)
+        with self._lock:
+            self._depth += 1
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            elapsed = time.monotonic() - started
+            with self._lock:
+                self._depth -= 1
+                self._emit(self._prefixed(f"(finished: {message}, in {elapsed:.2f} seconds)", attrs))
+
+    @contextmanager
+    def subtest(self, name: str, attrs: dict[str, str] | None = None) -> Iterator[None]:
+        """A nested block that is also a JUnit test case; a failure is logged and re-raised."""
+        with self._lock:
+            case = _Case(name, time.monotonic(), top_level=len(self._case_stack) == 1)
+            self._cases.append(case)
+            self._case_stack.append(case)
+        try:
+            with self.nested(f"subtest: {name}", attrs):
+                try:
+                    yield
+                except Exception as exc:
+                    self.log_test_error(f'Test "{name}" failed with error: "{exc}"')
+                    with self._lock:
+                        case.failures.append(str(exc) or type(exc).__name__)
+                        case.details.append("".join(traceback.format_exception(exc)))
+                    raise
+        finally:
+            with self._lock:
+                case.duration = time.monotonic() - case.started
+                # Remove by identity: the stack must stay right even if blocks end out of order.
+                for index in range(len(self._case_stack) - 1, 0, -1):
+                    if self._case_stack[index] is case:
+                        del self._case_stack[index]
+                        break
+
+    # -- JUnit report ------------------------------------------------------
+
+    def junit(self, path: Path, suite_name: str) -> None:
+        """Record output from now on and write a JUnit XML report to `path` with write_junit()."""
+        with self._lock:
+            self._junit_path = Path(path)
+            self._suite_name = suite_name
+
+    def mark_failed(self, message: str) -> None:
+        """Mark the current case (`main` outside any subtest) as failed."""
+        with self._lock:
+            self._case_stack[-1].failures.append(message)
+
+    def _case_element(self, case: _Case, now: float, classname: str) -> ET.Element:
+        if case is self._main:
+            # main's own time: the run minus the top-level subtests, so the case times add up
+            in_subtests = sum(_elapsed(c, now) for c in self._cases if c.top_level)
+            duration = max(0.0, now - case.started - in_subtests)
+        else:
+            duration = _elapsed(case, now)
+        element = ET.Element(
+            "testcase", {"name": xml_safe(case.name), "classname": classname, "time": f"{duration:.3f}"}
+        )
+        if case.failures:
+            failure = ET.SubElement(element, "failure", {"message": xml_safe("\n".join(case.failures))})
+            failure.text = xml_safe("\n".join(case.details or case.failures))
+        out = ET.SubElement(element, "system-out")
+        out.text = xml_safe("".join(line + "\n" for line in case.output))
+        return element
+
+    def write_junit(self) -> None:
+        """Write the JUnit report if one was asked for; calling it again rewrites it with the latest state."""
+        with self._lock:
+            if self._junit_path is None:
+                return
+            now = time.monotonic()
+            classname = xml_safe(self._suite_name)
+            cases = [self._case_element(case, now, classname) for case in self._cases]
+            failed = sum(1 for case in self._cases if case.failures)
+            suite = ET.Element(
+                "testsuite",
+                {
+                    "name": classname,
+                    "tests": str(len(cases)),
+                    "failures": str(failed),
+                    "errors": "0",
+                    "skipped": "0",
+                    "time": f"{now - self._start:.3f}",
+                },
+            )
+            suite.extend(cases)
+            root = ET.Element("testsuites")
+            root.append(suite)
+            ET.indent(root)
+            path = self._junit_path
+
+        buffer = io.BytesIO()
+        ET.ElementTree(root).write(buffer, encoding="utf-8", xml_declaration=True)
+        # Write beside and rename: a run killed by its timeout must not leave half a report.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        partial.write_bytes(buffer.getvalue())
+        partial.replace(path)
+
+    def close(self) -> None:
+        """Write the JUnit report (if enabled) and flush the stream; the stream itself stays open."""
+        self.write_junit()
+        with self._lock:
+            self._write("")
+
+
+def _elapsed(case: _Case, now: float) -> float:
+    return case.duration if case.duration is not None else now - case.started

@@ -1,0 +1,879 @@
+"""One virtual machine: a QEMU process, its backdoor shell, console and QMP.
+
+The API follows the NixOS test driver's Machine (same names, parameters and
+errors), so NixOS test scripts run unchanged. Commands travel over a root
+shell on the virtio console /dev/hvc0 (see guest/protocol.bash): a command
+line goes in, the command's stdout comes back between two markers that carry
+a random nonce, then its exit status. The serial console (ttyS0: kernel and
+journal) is QEMU's stdout, read line by line into the log.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import os
+import re
+import secrets
+import select
+import shlex
+import shutil
+import socket
+import subprocess
+import tarfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vmrig import proc
+from vmrig.errors import MachineError, RequestedAssertionFailed
+from vmrig.log import Logger
+from vmrig.qmp import QMPClient
+
+READY_LINE = b"Spawning backdoor root shell..."
+# Terminal control sequences systemd writes to the console; noise in a log.
+ANSI_ESCAPE = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07]*\x07|[@-Z\\-_])")
+DEFAULT_TIMEOUT = 900
+# How long the backdoor may take to come up before the start counts as failed.
+CONNECT_TIMEOUT = float(os.environ.get("VMRIG_CONNECT_TIMEOUT", "300"))
+CONSOLE_TAIL = 20
+QBOOT = Path("/usr/share/qemu/qboot.rom")
+KERNEL_PARAMS = (
+    "console=ttyS0",
+    "root=/dev/vda",
+    "rw",
+    "quiet",
+    "net.ifnames=0",
+    "panic=1",
+    "tsc=reliable",
+    "no_timer_check",
+    "systemd.show_status=0",
+)
+
+# Characters send_chars() sends as QEMU key names (others are sent as themselves).
+CHAR_TO_KEY = {
+    "A": "shift-a",
+    "N": "shift-n",
+    "-": "0x0C",
+    "_": "shift-0x0C",
+    "B": "shift-b",
+    "O": "shift-o",
+    "=": "0x0D",
+    "+": "shift-0x0D",
+    "C": "shift-c",
+    "P": "shift-p",
+    "[": "0x1A",
+    "{": "shift-0x1A",
+    "D": "shift-d",
+    "Q": "shift-q",
+    "]": "0x1B",
+    "}": "shift-0x1B",
+    "E": "shift-e",
+    "R": "shift-r",
+    ";": "0x27",
+    ":": "shift-0x27",
+    "F": "shift-f",
+    "S": "shift-s",
+    "'": "0x28",
+    '"': "shift-0x28",
+    "G": "shift-g",
+    "T": "shift-t",
+    "`": "0x29",
+    "~": "shift-0x29",
+    "H": "shift-h",
+    "U": "shift-u",
+    "\\": "0x2B",
+    "|": "shift-0x2B",
+    "I": "shift-i",
+    "V": "shift-v",
+    ",": "0x33",
+    "<": "shift-0x33",
+    "J": "shift-j",
+    "W": "shift-w",
+    ".": "0x34",
+    ">": "shift-0x34",
+    "K": "shift-k",
+    "X": "shift-x",
+    "/": "0x35",
+    "?": "shift-0x35",
+    "L": "shift-l",
+    "Y": "shift-y",
+    " ": "spc",
+    "M": "shift-m",
+    "Z": "shift-z",
+    "\n": "ret",
+    "!": "shift-0x02",
+    "@": "shift-0x03",
+    "#": "shift-0x04",
+    "$": "shift-0x05",
+    "%": "shift-0x06",
+    "^": "shift-0x07",
+    "&": "shift-0x08",
+    "*": "shift-0x09",
+    "(": "shift-0x0A",
+    ")": "shift-0x0B",
+}
+
+
+@dataclass
+class MachineConfig:
+    """Everything a machine needs to boot, in terms QEMU understands."""
+
+    name: str
+    disk: Path  # read-only base image; the machine writes to an overlay
+    kernel: Path
+    initrd: Path
+    config_layer: bytes = b""  # appended to the initrd (see guestconfig)
+    memory_mib: int = 1024
+    cores: int = 1
+    disk_mib: int = 4096
+    kernel_params: list[str] = field(default_factory=list)
+    qemu_options: list[str] = field(default_factory=list)
+    accel: str = "tcg"
+    # (vlan number, MAC address, vde_switch socket directory)
+    vlan_nics: list[tuple[int, str, str]] = field(default_factory=list)
+    user_net_options: str = ""  # appended to -netdev user (hostfwd=..., QEMU_NET_OPTS)
+    outside_access: bool = False
+    start_command: str | None = None  # a user's own QEMU start command (create_machine)
+
+
+class Machine:
+    """A NixOS-test-driver-compatible machine."""
+
+    def __init__(
+        self,
+        config: MachineConfig,
+        *,
+        state_dir: Path,
+        out_dir: Path,
+        logger: Logger,
+        keep_vm_state: bool = False,
+        callbacks: list[Callable[[], None]] | None = None,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.state_dir = state_dir
+        self.out_dir = out_dir
+        self.logger = logger
+        self.keep_vm_state = keep_vm_state
+        self.callbacks = callbacks or []
+        self.process: subprocess.Popen[bytes] | None = None
+        self.pid: int | None = None
+        self.booted = False
+        self.connected = False
+        self.qmp: QMPClient | None = None
+        self._shell: socket.socket | None = None
+        self._shell_buffer = bytearray()
+        self._serial_thread: threading.Thread | None = None
+        self._console_lines: list[str] = []
+        self._console_cond = threading.Condition()
+        self._last_lines: deque[str] = deque(maxlen=200)
+        self._command_lock = threading.RLock()
+        self._in_callbacks = False
+        if not keep_vm_state and state_dir.exists():
+            self.log(f"deleting VM state directory {state_dir}")
+            self.log("if you want to keep the VM state, pass --keep-vm-state")
+            shutil.rmtree(state_dir)
+
+    def __repr__(self) -> str:
+        return f"<Machine '{self.name}'>"
+
+    # -- logging ---------------------------------------------------------------
+
+    def log(self, message: str) -> None:
+        self.logger.log(message, {"machine": self.name})
+
+    def nested(self, message: str) -> contextlib.AbstractContextManager[None]:
+        return self.logger.nested(message, {"machine": self.name})
+
+    def console_tail(self, lines: int = CONSOLE_TAIL) -> str:
+        with self._console_cond:
+            tail = list(self._last_lines)[-lines:]
+        return "\n".join(f"    {self.name} # {line}" for line in tail) or "    (the console printed nothing)"
+
+    def _broken(self, message: str) -> MachineError:
+        return MachineError(f"{self.name}: {message}\nlast console lines:\n{self.console_tail()}")
+
+    def run_callbacks(self) -> None:
+        if self._in_callbacks:
+            return
+        self._in_callbacks = True
+        try:
+            for callback in self.callbacks:
+                callback()
+        finally:
+            self._in_callbacks = False
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def is_up(self) -> bool:
+        return self.booted and self.connected
+
+    def _prepare_state(self) -> Path:
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
+        overlay = self.state_dir / f"{self.name}.qcow2"
+        if not overlay.exists():
+            proc.run(
+                [
+                    proc.require_tool("qemu-img"),
+                    "create",
+                    "-q",
+                    "-f",
+                    "qcow2",
+                    "-b",
+                    self.config.disk,
+                    "-F",
+                    "qcow2",
+                    overlay,
+                    f"{self.config.disk_mib}M",
+                ]
+            )
+        initrd = self.state_dir / "initrd.img"
+        with open(initrd, "wb") as out:
+            out.write(self.config.initrd.read_bytes())
+            out.write(self.config.config_layer)
+        return overlay
+
+    def qemu_command(self, overlay: Path, shell_fd: int, qmp_fd: int, allow_reboot: bool) -> list[str]:
+        c = self.config
+        params = [*KERNEL_PARAMS, *c.kernel_params]
+        cmd: list[str] = [
+            proc.require_tool("qemu-system-x86_64"),
+            "-name",
+            c.name,
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-accel",
+            c.accel,
+            *(["-cpu", "host"] if c.accel == "kvm" else []),
+            *(["-bios", str(QBOOT)] if QBOOT.exists() else []),
+            "-m",
+            str(c.memory_mib),
+            "-smp",
+            str(c.cores),
+            "-kernel",
+            str(c.kernel),
+            "-initrd",
+            str(self.state_dir / "initrd.img"),
+            "-append",
+            " ".join(params),
+            "-drive",
+            f"file={overlay},if=virtio,format=qcow2,discard=unmap",
+            "-device",
+            "virtio-serial",
+            "-chardev",
+            f"socket,id=shell,fd={shell_fd}",
+            "-device",
+            "virtconsole,chardev=shell",
+            "-chardev",
+            f"socket,id=qmp,fd={qmp_fd}",
+            "-mon",
+            "chardev=qmp,mode=control",
+            "-serial",
+            "stdio",
+            "-device",
+            "virtio-rng-pci",
+            "-netdev",
+            self._user_netdev(),
+            "-device",
+            "virtio-net-pci,netdev=user0,mac=52:54:00:12:34:56,id=nic0",
+        ]
+        for index, (vlan, mac, sock) in enumerate(c.vlan_nics, start=1):
+            cmd += [
+                "-netdev",
+                f"vde,id=vlan{index},sock={sock}",
+                "-device",
+                f"virtio-net-pci,netdev=vlan{index},mac={mac},id=nic{index}",
+            ]
+            del vlan
+        if not allow_reboot:
+            cmd.append("-no-reboot")
+        cmd += c.qemu_options
+        cmd += shlex.split(os.environ.get("QEMU_OPTS", ""))
+        return cmd
+
+    def _user_netdev(self) -> str:
+        parts = ["user", "id=user0", f"restrict={'off' if self.config.outside_access else 'on'}"]
+        extra = ",".join(p for p in (self.config.user_net_options, os.environ.get("QEMU_NET_OPTS", "")) if p)
+        if extra:
+            parts.append(extra)
+        return ",".join(parts)
+
+    def start(self, allow_reboot: bool = False) -> None:
+        """Starts QEMU and returns at once; the first command waits for the shell."""
+        if self.booted:
+            return
+        self.log("starting vm")
+        overlay = self._prepare_state()
+        shell_host, shell_guest = socket.socketpair()
+        qmp_host, qmp_guest = socket.socketpair()
+        try:
+            if self.config.start_command:
+                args = self.qemu_command(overlay, shell_guest.fileno(), qmp_guest.fileno(), allow_reboot)
+                cmd = ["sh", "-c", f'{self.config.start_command} "$@"', "vmrig-start", *args[1:]]
+            else:
+                cmd = self.qemu_command(overlay, shell_guest.fileno(), qmp_guest.fileno(), allow_reboot)
+            self.process = proc.spawn(
+                cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                pass_fds=(shell_guest.fileno(), qmp_guest.fileno()),
+                cwd=self.state_dir,
+                env={"TMPDIR": str(self.state_dir)},
+            )
+        except BaseException:
+            for sock in (shell_host, shell_guest, qmp_host, qmp_guest):
+                sock.close()
+            raise
+        shell_guest.close()
+        qmp_guest.close()
+        self._shell = shell_host
+        self._shell_buffer.clear()
+        self.pid = self.process.pid
+        with self._console_cond:
+            self._console_lines = []
+            self._last_lines.clear()
+        self._serial_thread = threading.Thread(target=self._read_serial, name=f"serial-{self.name}", daemon=True)
+        self._serial_thread.start()
+        self.qmp = QMPClient(qmp_host)
+        try:
+            self.qmp.connect(timeout=60)
+        except BaseException:
+            self.release()
+            raise
+        self.booted = True
+        self.log(f"QEMU running (pid {self.pid})")
+
+    def _read_serial(self) -> None:
+        process = self.process
+        assert process is not None and process.stdout is not None
+        for raw in iter(process.stdout.readline, b""):
+            line = ANSI_ESCAPE.sub("", raw.decode(errors="replace")).replace("\r", "").rstrip()
+            with self._console_cond:
+                self._console_lines.append(line)
+                self._last_lines.append(line)
+                self._console_cond.notify_all()
+            self.logger.log_serial(line, self.name)
+        with self._console_cond:
+            self._console_cond.notify_all()
+
+    def _alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def _exit_note(self) -> str:
+        if self.process is None:
+            return "QEMU is not running"
+        return f"QEMU exited with status {self.process.poll()}"
+
+    def connect(self) -> None:
+        """Starts the machine if needed and waits until its backdoor shell answers."""
+        if self.connected:
+            return
+        with self._command_lock, self.nested("waiting for the VM to finish booting"):
+            self.start()
+            assert self._shell is not None
+            started = time.monotonic()
+            deadline = started + CONNECT_TIMEOUT
+            next_note = started + 30
+            while READY_LINE not in self._shell_buffer:
+                now = time.monotonic()
+                if now > deadline:
+                    raise self._broken(
+                        f"the backdoor shell did not come up within {CONNECT_TIMEOUT:.0f} s "
+                        "(is vmrig-backdoor.service running in the guest?)"
+                    )
+                if now > next_note:
+                    self.log("guest root shell did not produce any data yet...")
+                    next_note = now + 30
+                if not self._receive(1.0):
+                    raise self._broken(f"{self._exit_note()} before its backdoor shell came up")
+            index = self._shell_buffer.index(READY_LINE) + len(READY_LINE)
+            del self._shell_buffer[: index + 1]
+            self.connected = True
+            self.log(f"connected to guest root shell (connecting took {time.monotonic() - started:.2f} seconds)")
+
+    def _receive(self, wait: float) -> bool:
+        """Reads what the shell sent within `wait` seconds; False once QEMU is gone."""
+        assert self._shell is not None
+        ready, _, _ = select.select([self._shell], [], [], wait)
+        if ready:
+            try:
+                chunk = self._shell.recv(1 << 16)
+            except OSError:
+                chunk = b""
+            if chunk:
+                self._shell_buffer += chunk
+                return True
+            return False
+        return self._alive()
+
+    def _send(self, data: bytes) -> None:
+        assert self._shell is not None
+        try:
+            self._shell.sendall(data)
+        except OSError as error:
+            raise self._broken(f"cannot write to the backdoor shell ({error}); {self._exit_note()}") from None
+
+    def release(self) -> None:
+        """Kills QEMU and closes everything that belongs to this run of it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+        self._cleanup_after_exit()
+
+    def _cleanup_after_exit(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(10)
+        if self.qmp is not None:
+            self.qmp.close()
+            self.qmp = None
+        if self._shell is not None:
+            self._shell.close()
+            self._shell = None
+        if self._serial_thread is not None and self._serial_thread is not threading.current_thread():
+            self._serial_thread.join(5)
+        if self.process is not None and self.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+        self.booted = False
+        self.connected = False
+
+    def wait_for_shutdown(self) -> None:
+        if not self.booted:
+            return
+        with self.nested("waiting for the VM to power off"):
+            assert self.process is not None
+            self.process.wait()
+            self._cleanup_after_exit()
+
+    def shutdown(self) -> None:
+        """Powers the guest off cleanly and waits for QEMU to exit."""
+        if not self.booted:
+            return
+        self.connect()
+        self._send(b"systemctl --no-block poweroff\n")
+        self.wait_for_shutdown()
+
+    def crash(self) -> None:
+        """Simulates a sudden power failure."""
+        if not self.booted:
+            return
+        self.log("simulating a crash")
+        assert self.qmp is not None
+        with contextlib.suppress(MachineError):
+            self.qmp.execute("quit")
+        self.wait_for_shutdown()
+
+    def reboot(self) -> None:
+        """Presses Ctrl-Alt-Delete; QEMU exits unless started with allow_reboot."""
+        if not self.booted:
+            return
+        self.send_key("ctrl-alt-delete")
+        self.connected = False
+
+    # -- commands --------------------------------------------------------------
+
+    def execute(
+        self,
+        command: str,
+        check_return: bool = True,
+        check_output: bool = True,
+        timeout: int | None = DEFAULT_TIMEOUT,
+    ) -> tuple[int, str]:
+        """Runs `command` as root in a fresh subshell; returns (status, stdout).
+
+        Binary output comes back intact: undecodable bytes are kept as
+        surrogate escapes (`output.encode(errors="surrogateescape")`).
+        """
+        self.run_callbacks()
+        status, data = self._run(command, timeout=timeout, wait=check_output)
+        if not check_output:
+            return -2, ""
+        output = data.decode(errors="surrogateescape")
+        if not check_return:
+            return -1, output
+        return status, output
+
+    def _run(
+        self, command: str, *, timeout: int | None = DEFAULT_TIMEOUT, stdin: bytes | None = None, wait: bool = True
+    ) -> tuple[int, bytes]:
+        with self._command_lock:
+            self.connect()
+            nonce = secrets.token_hex(8)
+            line = f"__vmrig_run {nonce} {int(timeout or 0)} {shlex.quote(command)}"
+            if stdin is not None:
+                line += f" {len(stdin)}"
+            self._send(line.encode() + b"\n" + (stdin or b""))
+            if not wait:
+                return -2, b""
+            return self._collect(nonce, command, timeout)
+
+    def _collect(self, nonce: str, command: str, timeout: int | None) -> tuple[int, bytes]:
+        begin = f"{nonce} B\n".encode()
+        end = re.compile(rb"\n" + nonce.encode() + rb" E (-?\d+)\n")
+        # The guest enforces `timeout`; this limit only catches a guest that stopped answering.
+        deadline = None if not timeout else time.monotonic() + timeout + 60
+        start_at = -1
+        searched = 0
+        while True:
+            if start_at < 0:
+                start_at = self._shell_buffer.find(begin)
+                if start_at >= 0:
+                    if start_at > 0:
+                        stray = bytes(self._shell_buffer[:start_at])
+                        self.log(f"discarding {len(stray)} bytes of output from earlier background processes")
+                    del self._shell_buffer[: start_at + len(begin)]
+                    start_at = 0
+            if start_at >= 0:
+                match = end.search(self._shell_buffer, max(0, searched - len(nonce) - 24))
+                if match:
+                    output = bytes(self._shell_buffer[: match.start()])
+                    status = int(match.group(1))  # before the buffer changes under the match
+                    del self._shell_buffer[: match.end()]
+                    return status, output
+                searched = len(self._shell_buffer)
+            if deadline is not None and time.monotonic() > deadline:
+                raise self._broken(f"no answer from the backdoor shell to `{command}` within {(timeout or 0) + 60} s")
+            if not self._receive(1.0):
+                self.connected = False
+                raise self._broken(f"{self._exit_note()} while running `{command}`")
+
+    def succeed(self, *commands: str, timeout: int | None = None) -> str:
+        """Runs each command; raises RequestedAssertionFailed if one fails."""
+        __tracebackhide__ = True
+        output = ""
+        for command in commands:
+            with self.nested(f"must succeed: {command}"):
+                status, out = self.execute(command, timeout=timeout)
+                if status != 0:
+                    self.log(f"output: {out}")
+                    raise RequestedAssertionFailed(f"command `{command}` failed (exit code {status})")
+                output += out
+        return output
+
+    def fail(self, *commands: str, timeout: int | None = None) -> str:
+        """Runs each command; raises RequestedAssertionFailed if one succeeds."""
+        __tracebackhide__ = True
+        output = ""
+        for command in commands:
+            with self.nested(f"must fail: {command}"):
+                status, out = self.execute(command, timeout=timeout)
+                if status == 0:
+                    raise RequestedAssertionFailed(f"command `{command}` unexpectedly succeeded")
+                output += out
+        return output
+
+    def sleep(self, secs: int) -> None:
+        """Sleeps in guest time (which may run slower than the host's)."""
+        self.succeed(f"sleep {secs}")
+
+    def _poll(self, what: str, check: Callable[[bool], bool], timeout: float, error: str | None = None) -> None:
+        """Calls check(last_try) until it returns True, pausing briefly in between."""
+        __tracebackhide__ = True
+        deadline = time.monotonic() + timeout
+        pause = 0.1
+        while time.monotonic() < deadline:
+            if check(False):
+                return
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 1.5, 1.0)
+        if check(True):
+            return
+        raise RequestedAssertionFailed(error or f"timed out after {timeout:g} seconds waiting for {what}")
+
+    def wait_until_succeeds(self, command: str, timeout: int = DEFAULT_TIMEOUT) -> str:
+        """Repeats `command` until it succeeds; returns its output."""
+        __tracebackhide__ = True
+        output = ""
+
+        def ok(last_try: bool) -> bool:
+            nonlocal output
+            status, output = self.execute(command, timeout=timeout)
+            if status != 0 and last_try:
+                self.log(f"last try: command `{command}` failed (exit code {status}): {output}")
+            return status == 0
+
+        with self.nested(f"waiting for success: {command}"):
+            self._poll(f"`{command}` to succeed", ok, timeout)
+        return output
+
+    def wait_until_fails(self, command: str, timeout: int = DEFAULT_TIMEOUT) -> str:
+        """Repeats `command` until it fails; returns its output."""
+        __tracebackhide__ = True
+        output = ""
+
+        def failed(_last_try: bool) -> bool:
+            nonlocal output
+            status, output = self.execute(command, timeout=timeout)
+            return status != 0
+
+        with self.nested(f"waiting for failure: {command}"):
+            self._poll(f"`{command}` to fail", failed, timeout)
+        return output
+
+    # -- systemd ---------------------------------------------------------------
+
+    def systemctl(self, q: str, user: str | None = None) -> tuple[int, str]:
+        if user is not None:
+            q = q.replace("'", "\\'")
+            return self.execute(
+                f"su -l {user} --shell /bin/sh -c $'XDG_RUNTIME_DIR=/run/user/`id -u` systemctl --user {q}'"
+            )
+        return self.execute(f"systemctl {q}")
+
+    def get_unit_info(self, unit: str, user: str | None = None) -> dict[str, str]:
+        status, lines = self.systemctl(f'--no-pager show "{unit}"', user)
+        if status != 0:
+            raise RequestedAssertionFailed(
+                f'retrieving systemctl info for unit "{unit}"'
+                + ("" if user is None else f' under user "{user}"')
+                + f" failed with exit code {status}"
+            )
+        info: dict[str, str] = {}
+        for line in lines.splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                info[key] = value
+        return info
+
+    def get_unit_property(self, unit: str, property: str, user: str | None = None) -> str:
+        status, output = self.systemctl(f'--no-pager show "{unit}" --property="{property}"', user)
+        if status != 0:
+            raise RequestedAssertionFailed(
+                f'retrieving systemctl property "{property}" for unit "{unit}"'
+                + ("" if user is None else f' under user "{user}"')
+                + f" failed with exit code {status}"
+            )
+        key, _, value = output.rstrip("\n").partition("=")
+        if key != property:
+            raise RequestedAssertionFailed(f'unexpected output of systemctl show for property "{property}"')
+        return value
+
+    def _unit_failure_details(self, unit: str, user: str | None) -> str:
+        _, status = self.systemctl(f'--no-pager --full status "{unit}"', user)
+        journal_cmd = f"journalctl --no-pager -n 20 -u {shlex.quote(unit)}"
+        if user is not None:
+            journal_cmd = f"journalctl --no-pager -n 20 --user-unit {shlex.quote(unit)}"
+        _, journal = self.execute(journal_cmd)
+        return f"\n--- systemctl status {unit}\n{status.rstrip()}\n--- last journal lines\n{journal.rstrip()}"
+
+    def wait_for_unit(self, unit: str, user: str | None = None, timeout: int = DEFAULT_TIMEOUT) -> None:
+        """Waits until `unit` is active; fails at once if it failed or cannot start."""
+        __tracebackhide__ = True
+
+        def active(last_try: bool) -> bool:
+            info = self.get_unit_info(unit, user)
+            state = info.get("ActiveState", "")
+            if state == "failed":
+                raise RequestedAssertionFailed(
+                    f'unit "{unit}" reached state "failed"' + self._unit_failure_details(unit, user)
+                )
+            if state == "inactive":
+                _, jobs = self.systemctl("list-jobs --full 2>&1", user)
+                if "No jobs" in jobs:
+                    missing = info.get("LoadState") == "not-found"
+                    raise RequestedAssertionFailed(
+                        f'unit "{unit}" is inactive and there are no pending jobs'
+                        + (" (no such unit)" if missing else self._unit_failure_details(unit, user))
+                    )
+            if last_try and state != "active":
+                self.log(f'unit "{unit}" is still in state "{state}"')
+            return state == "active"
+
+        with self.nested(f"waiting for unit {unit}" + ("" if user is None else f" with user {user}")):
+            self._poll(f'unit "{unit}" to become active', active, timeout)
+
+    def require_unit_state(self, unit: str, require_state: str = "active") -> None:
+        __tracebackhide__ = True
+        with self.nested(f"checking if unit '{unit}' has reached state '{require_state}'"):
+            info = self.get_unit_info(unit)
+            state = info["ActiveState"]
+            if state != require_state:
+                raise RequestedAssertionFailed(
+                    f"Expected unit '{unit}' to to be in state '{require_state}' but it is in state '{state}'"
+                )
+
+    def start_job(self, jobname: str, user: str | None = None) -> tuple[int, str]:
+        return self.systemctl(f"start {jobname}", user)
+
+    def stop_job(self, jobname: str, user: str | None = None) -> tuple[int, str]:
+        return self.systemctl(f"stop {jobname}", user)
+
+    def wait_for_job(self, jobname: str) -> None:
+        self.wait_for_unit(jobname)
+
+    # -- waiting for files, ports, sockets, console text -------------------------
+
+    def wait_for_file(self, filename: str, timeout: int = DEFAULT_TIMEOUT) -> None:
+        __tracebackhide__ = True
+
+        def exists(_last_try: bool) -> bool:
+            status, _ = self.execute(f"test -e {filename}")
+            return status == 0
+
+        with self.nested(f"waiting for file '{filename}'"):
+            self._poll(f"file '{filename}'", exists, timeout)
+
+    def wait_for_open_port(self, port: int, addr: str = "localhost", timeout: int = DEFAULT_TIMEOUT) -> None:
+        __tracebackhide__ = True
+
+        def open_(_last_try: bool) -> bool:
+            status, _ = self.execute(f"nc -z {addr} {port}")
+            return status == 0
+
+        with self.nested(f"waiting for TCP port {port} on {addr}"):
+            self._poll(f"TCP port {port} on {addr} to open", open_, timeout)
+
+    def wait_for_closed_port(self, port: int, addr: str = "localhost", timeout: int = DEFAULT_TIMEOUT) -> None:
+        __tracebackhide__ = True
+
+        def closed(_last_try: bool) -> bool:
+            status, _ = self.execute(f"nc -z {addr} {port}")
+            return status != 0
+
+        with self.nested(f"waiting for TCP port {port} on {addr} to be closed"):
+            self._poll(f"TCP port {port} on {addr} to close", closed, timeout)
+
+    def wait_for_open_unix_socket(self, addr: str, is_datagram: bool = False, timeout: int = DEFAULT_TIMEOUT) -> None:
+        __tracebackhide__ = True
+        nc_flags = "-uU" if is_datagram else "-U"
+
+        def open_(_last_try: bool) -> bool:
+            status, _ = self.execute(f"nc {nc_flags} -z {shlex.quote(addr)}")
+            return status == 0
+
+        with self.nested(f"waiting for UNIX socket {addr}"):
+            self._poll(f"UNIX socket {addr}", open_, timeout)
+
+    def get_console_log(self) -> str:
+        """The whole serial console output since the machine last started."""
+        with self._console_cond:
+            return "\n".join(self._console_lines)
+
+    def wait_for_console_text(self, regex: str, timeout: int | None = None) -> None:
+        """Waits until the console output (since the last start) matches `regex`."""
+        __tracebackhide__ = True
+        pattern = re.compile(regex)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.nested(f"waiting for {regex} to appear on console"), self._console_cond:
+            if pattern.search("\n".join(self._console_lines)):
+                return
+            seen = len(self._console_lines)
+            while True:
+                for line in self._console_lines[seen:]:
+                    if pattern.search(line):
+                        return
+                seen = len(self._console_lines)
+                if not self._alive() and self.booted:
+                    raise self._broken(f"{self._exit_note()} while waiting for {regex!r} on the console")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise RequestedAssertionFailed(
+                        f"timed out after {timeout} seconds waiting for {regex!r} on the console"
+                    )
+                self._console_cond.wait(1.0 if remaining is None else min(remaining, 1.0))
+
+    def send_console(self, chars: str) -> None:
+        """Types `chars` on the serial console (the guest's ttyS0)."""
+        assert self.process is not None and self.process.stdin is not None
+        self.process.stdin.write(chars.encode())
+        self.process.stdin.flush()
+
+    # -- files -----------------------------------------------------------------
+
+    def copy_from_host(self, source: str, target: str) -> None:
+        """Copies a host file or directory to `target` in the guest (modes kept, owned by root)."""
+        source_path = Path(source)
+        if not source_path.exists():
+            raise MachineError(f"{self.name}: copy_from_host: {source} does not exist on the host")
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            archive.add(source_path, arcname="item", filter=_root_owned)
+        script = (
+            f"t={shlex.quote(target)}; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; "
+            'tar -x -f - -C "$d" --no-same-owner; mkdir -p "$(dirname "$t")"; '
+            'if [ -d "$d/item" ] && [ -d "$t" ]; then cp -a "$d/item/." "$t"; else cp -a -T "$d/item" "$t"; fi'
+        )
+        with self.nested(f"copying {source} from the host to {target}"):
+            status, _ = self._run(script, stdin=buffer.getvalue())
+        if status != 0:
+            raise MachineError(f"{self.name}: copying {source} to {target} failed (exit code {status})")
+
+    def copy_from_host_via_shell(self, source: str, target: str) -> None:
+        """Copies one host file through the shell channel, like the NixOS driver."""
+        data = Path(source).read_bytes()
+        encoded = base64.b64encode(data).decode()
+        self.succeed(f"mkdir -p $(dirname {target})")
+        self.succeed(f"echo -n {encoded} | base64 -d > {target}")
+
+    def copy_from_vm(self, source: str, target_dir: str = "") -> None:
+        """Copies a guest file or directory into the output directory (under `target_dir`)."""
+        src = source.rstrip("/") or "/"
+        parent, name = os.path.split(src)
+        status, data = self._run(f"tar -c -f - -C {shlex.quote(parent or '/')} {shlex.quote(name)}")
+        if status != 0:
+            raise MachineError(f"{self.name}: copy_from_vm: cannot read {source} (exit code {status})")
+        destination = self.out_dir / target_dir
+        destination.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+            archive.extractall(destination, filter="tar")
+
+    copy_from_machine = copy_from_vm
+
+    # -- QEMU monitor, keys, network ---------------------------------------------
+
+    def send_monitor_command(self, command: str) -> str:
+        """Runs a QEMU monitor (HMP) command and returns its output."""
+        self.run_callbacks()
+        if self.qmp is None:
+            raise MachineError(f"{self.name}: not running, cannot send monitor command {command!r}")
+        with self.nested(f"sending monitor command: {command}"):
+            return self.qmp.human_monitor_command(command)
+
+    def wait_for_qmp_event(
+        self, event_filter: Callable[[dict[str, Any]], bool], timeout: int = 60 * 10
+    ) -> dict[str, Any]:
+        if self.qmp is None:
+            raise RuntimeError("QMP API is not ready yet, is the VM ready?")
+        return self.qmp.wait_for_event(event_filter, timeout)
+
+    def send_key(self, key: str, delay: float | None = 0.01, log: bool = True) -> None:
+        key = CHAR_TO_KEY.get(key, key)
+        context = self.nested(f"sending key {key!r}") if log else contextlib.nullcontext()
+        with context:
+            self.send_monitor_command(f"sendkey {key}")
+            if delay is not None:
+                time.sleep(delay)
+
+    def send_chars(self, chars: str, delay: float | None = 0.01) -> None:
+        with self.nested(f"sending keys {chars!r}"):
+            for char in chars:
+                self.send_key(char, delay, log=False)
+
+    def forward_port(self, host_port: int = 8080, guest_port: int = 80) -> None:
+        """Forwards 127.0.0.1:host_port on the host to guest_port in the guest."""
+        reply = self.send_monitor_command(f"hostfwd_add user0 tcp:127.0.0.1:{host_port}-:{guest_port}")
+        if reply.strip():
+            raise MachineError(f"{self.name}: forwarding port {host_port} failed: {reply.strip()}")
+
+    def block(self) -> None:
+        """Takes the first vlan interface (eth1) down, as if its cable were pulled."""
+        self.send_monitor_command("set_link nic1 off")
+
+    def unblock(self) -> None:
+        self.send_monitor_command("set_link nic1 on")
+
+
+def _root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info

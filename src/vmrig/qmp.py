@@ -1,0 +1,202 @@
+"""A small synchronous client for QEMU's machine protocol (QMP).
+
+QEMU speaks newline-delimited JSON on a socket vmrig hands it. One reader
+thread owns the receiving side: it answers pending commands by their "id" and
+queues events, so commands from several threads and waits for events never
+steal each other's messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import queue
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from vmrig.errors import MachineError, QMPError
+
+Message = dict[str, Any]
+
+CLOSED_MESSAGE = "QEMU closed its QMP connection"
+# Events nobody waits for (RTC_CHANGE, NIC_RX_FILTER_CHANGED, ...) must not grow without bound.
+MAX_KEPT_EVENTS = 1000
+
+
+class _Closed:
+    """Handed to a pending command when the connection ends before its answer."""
+
+
+_CLOSED = _Closed()
+
+
+class QMPClient:
+    """QMP over an already connected socket; call connect() before anything else."""
+
+    def __init__(self, sock: socket.socket, *, on_event: Callable[[Message], None] | None = None) -> None:
+        self._sock = sock
+        self._on_event = on_event
+        self._send_lock = threading.Lock()
+        # Guards _pending, _events and _closed; waiters for events sleep on it.
+        self._state = threading.Condition()
+        self._pending: dict[str, queue.Queue[Message | _Closed]] = {}
+        self._events: deque[Message] = deque(maxlen=MAX_KEPT_EVENTS)
+        self._greeting: queue.Queue[Message | _Closed] = queue.Queue()
+        self._greeted = False  # touched by the reader thread only
+        self._ids = itertools.count(1)
+        self._closed = False
+        self._reader: threading.Thread | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def connect(self, timeout: float = 30.0) -> None:
+        """Read QEMU's greeting and leave capabilities negotiation mode."""
+        if self._reader is not None:
+            raise MachineError("QMP client is already connected")
+        deadline = time.monotonic() + timeout
+        self._reader = threading.Thread(target=self._read_loop, name="qmp-reader", daemon=True)
+        self._reader.start()
+        try:
+            greeting = self._greeting.get(timeout=timeout)
+        except queue.Empty:
+            raise MachineError(f"QEMU sent no QMP greeting within {timeout:g} seconds") from None
+        if isinstance(greeting, _Closed):
+            raise MachineError(CLOSED_MESSAGE)
+        if "QMP" not in greeting:
+            raise MachineError(f"QEMU's QMP greeting is not one: {greeting!r}")
+        reply = self.execute("qmp_capabilities", timeout=max(0.0, deadline - time.monotonic()))
+        if reply != {}:
+            raise MachineError(f"unexpected answer to qmp_capabilities: {reply!r}")
+
+    def execute(self, command: str, arguments: dict[str, Any] | None = None, timeout: float = 60.0) -> Any:
+        """Run a QMP command and return its "return" value."""
+        if self._reader is None:
+            raise MachineError("QMP client is not connected")
+        command_id = f"vmrig-{next(self._ids)}"
+        request: Message = {"execute": command, "id": command_id}
+        if arguments is not None:
+            request["arguments"] = arguments
+        data = (json.dumps(request) + "\n").encode()
+        answer: queue.Queue[Message | _Closed] = queue.Queue(maxsize=1)
+        with self._state:
+            if self._closed:
+                raise MachineError(CLOSED_MESSAGE)
+            self._pending[command_id] = answer
+        try:
+            try:
+                with self._send_lock:
+                    self._sock.sendall(data)
+            except OSError:
+                raise MachineError(CLOSED_MESSAGE) from None
+            try:
+                reply = answer.get(timeout=timeout)
+            except queue.Empty:
+                raise MachineError(f"QMP command '{command}' got no answer within {timeout:g} seconds") from None
+        finally:
+            with self._state:
+                self._pending.pop(command_id, None)
+        if isinstance(reply, _Closed):
+            raise MachineError(CLOSED_MESSAGE)
+        if "error" in reply:
+            error = reply["error"]
+            if isinstance(error, dict):
+                error_class = error.get("class", "GenericError")
+                desc = error.get("desc", "")
+            else:
+                error_class, desc = "GenericError", str(error)
+            raise QMPError(f"QMP command '{command}' failed: {error_class}: {desc}")
+        return reply["return"]
+
+    def human_monitor_command(self, command_line: str) -> str:
+        """Run a human monitor (HMP) command line and return its output."""
+        output = self.execute("human-monitor-command", {"command-line": command_line})
+        return output if isinstance(output, str) else str(output)
+
+    def wait_for_event(self, predicate: Callable[[Message], bool], timeout: float) -> Message:
+        """Return (and consume) the first queued or future event that `predicate` accepts."""
+        deadline = time.monotonic() + timeout
+        with self._state:
+            while True:
+                for event in self._events:
+                    if predicate(event):
+                        self._events.remove(event)
+                        return event
+                if self._closed:
+                    raise MachineError(CLOSED_MESSAGE)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no matching QMP event within {timeout:g} seconds")
+                self._state.wait(remaining)  # woken by each new event and by the close
+
+    def close(self) -> None:
+        """Close the connection; pending commands and waits end with MachineError."""
+        with contextlib.suppress(OSError):  # already shut down by the peer
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        self._mark_closed()
+        reader = self._reader
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(timeout=5)
+
+    def _mark_closed(self) -> None:
+        with self._state:
+            self._closed = True
+            for answer in self._pending.values():
+                answer.put_nowait(_CLOSED)
+            self._pending.clear()
+            self._state.notify_all()
+        self._greeting.put(_CLOSED)
+
+    def _read_loop(self) -> None:
+        buffer = b""
+        try:
+            while True:
+                try:
+                    chunk = self._sock.recv(65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    self._route(line)
+        finally:
+            self._mark_closed()
+
+    def _route(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            message = json.loads(line)
+        except ValueError:
+            return  # QEMU writes only JSON here; a torn line is not worth killing the reader
+        if not isinstance(message, dict):
+            return
+        if not self._greeted:
+            # Whatever comes first is the greeting; connect() checks that it is one.
+            self._greeted = True
+            self._greeting.put(message)
+        elif "event" in message:
+            with self._state:
+                self._events.append(message)
+                self._state.notify_all()
+            if self._on_event is not None:
+                # A broken callback must not stop command answers from arriving.
+                with contextlib.suppress(Exception):
+                    self._on_event(message)
+        elif "return" in message or "error" in message:
+            with self._state:
+                answer = self._pending.get(str(message.get("id")))
+                if answer is None and "id" not in message and len(self._pending) == 1:
+                    # QEMU answers a request it could not parse without its id.
+                    answer = next(iter(self._pending.values()))
+                if answer is not None and answer.empty():
+                    answer.put_nowait(message)

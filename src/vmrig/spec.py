@@ -1,0 +1,752 @@
+"""The test-file vocabulary: nodes, services, files, users and test options.
+
+Plain dataclasses that check every field when they are built, so that a typo
+or a wrong type in a test file is reported before any image is built or any VM
+boots. Nothing here knows about QEMU or images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import keyword
+import posixpath
+import re
+import types
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, Union, dataclass_transform, get_args, get_origin, get_type_hints
+
+from vmrig.errors import TestFileError
+
+__all__ = [
+    "RESERVED_NAMES",
+    "File",
+    "Interactive",
+    "Node",
+    "Options",
+    "Service",
+    "SpecError",
+    "User",
+    "check_node_name",
+    "merge_interactive",
+    "python_name",
+]
+
+
+class SpecError(TestFileError):
+    """A node, service, file, user or option that cannot be right.
+
+    Raised without a path or line; the test-file loader fills them in.
+    """
+
+
+SERVICE_TYPES = ("simple", "exec", "forking", "oneshot", "notify", "dbus", "idle")
+RESTART_VALUES = ("no", "on-success", "on-failure", "on-abnormal", "on-watchdog", "on-abort", "always")
+SUITES = ("bookworm", "trixie", "forky", "sid", "testing", "stable", "oldstable", "unstable")
+UNIT_TYPES = (
+    "service",
+    "socket",
+    "device",
+    "mount",
+    "automount",
+    "swap",
+    "target",
+    "path",
+    "timer",
+    "slice",
+    "scope",
+)
+
+# Globals the test driver puts into every script namespace (as the NixOS driver
+# does); a machine variable with one of these names would hide them.
+RESERVED_NAMES = frozenset(
+    {
+        "start_all",
+        "join_all",
+        "test_script",
+        "run_tests",
+        "machines",
+        "vlans",
+        "driver",
+        "log",
+        "os",
+        "create_machine",
+        "subtest",
+        "retry",
+        "polling_condition",
+        "serial_stdout_on",
+        "serial_stdout_off",
+        "debug",
+        "t",
+    }
+)
+
+_UNIT_NAME = re.compile(r"[A-Za-z0-9:_.@-]+")
+# Debian policy 5.6.1 for the name; apt's `pkg=version` and `pkg/suite` forms.
+_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:_-]+|/[A-Za-z0-9.-]+)?")
+_NODE_NAME = re.compile(r"[a-z][a-z0-9-]*")
+_NODE_NAME_MAX = 30
+# adduser's default NAME_REGEX.
+_ACCOUNT_NAME = re.compile(r"[a-z_][a-z0-9_-]*\$?")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SECTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9 -]*")
+_UNIT_KEY = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+_SECTION_HEADER = re.compile(r"^\s*\[[^\]\n]+\]\s*$", re.MULTILINE)
+_VLAN_SYMBOL = re.compile(r"vlan[0-9]+")
+
+
+def python_name(node_name: str) -> str:
+    """The variable a machine gets in the test script (`machine-a` -> `machine_a`), as in NixOS."""
+    return re.sub(r"^[^A-Za-z_]|[^A-Za-z0-9_]", "_", node_name)
+
+
+def check_node_name(name: object) -> None:
+    """Raise SpecError unless `name` can name a node (hostname and script variable alike)."""
+    if not isinstance(name, str):
+        raise SpecError(f"node names must be str, got {_show(name)}")
+    if not _NODE_NAME.fullmatch(name):
+        raise SpecError(f"invalid node name {name!r}: use lower-case letters, digits and '-', starting with a letter")
+    if len(name) > _NODE_NAME_MAX:
+        raise SpecError(f"invalid node name {name!r}: longer than {_NODE_NAME_MAX} characters")
+    variable = python_name(name)
+    if variable in RESERVED_NAMES or _VLAN_SYMBOL.fullmatch(variable):
+        raise SpecError(f"invalid node name {name!r}: '{variable}' is already a test-script global")
+    if keyword.iskeyword(variable) or keyword.issoftkeyword(variable):
+        raise SpecError(f"invalid node name {name!r}: '{variable}' is a Python keyword")
+
+
+# ---------------------------------------------------------------------------
+# Type checking of fields
+
+
+def _show(value: object) -> str:
+    """`str 'curl'`: the type and a short repr, for error messages."""
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "None"
+    if tp is object:
+        return "any value"
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        names = [_type_name(arm) for arm in get_args(tp)]
+        return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    if origin is list:
+        (item,) = get_args(tp)
+        return f"a list of {_type_name(item)}"
+    if origin is dict:
+        key, value = get_args(tp)
+        return f"a dict of {_type_name(key)} to {_type_name(value)}"
+    if origin is tuple:
+        return "a (" + ", ".join(_type_name(arm) for arm in get_args(tp)) + ") pair"
+    return str(getattr(tp, "__name__", tp))
+
+
+def _matches(value: object, tp: Any) -> bool:
+    try:
+        _conform(value, tp, "")
+    except SpecError:
+        return False
+    return True
+
+
+def _conform(value: object, tp: Any, where: str) -> Any:
+    """Check `value` against the annotation `tp`; return it normalised.
+
+    Lists and dicts are copied (so that nodes built from a shared base do not
+    share mutable state), tuples are accepted where a list is expected, lists
+    of two where a pair is expected, and ints where a float is.
+    """
+
+    def wrong() -> SpecError:
+        return SpecError(f"{where}: expected {_type_name(tp)}, got {_show(value)}")
+
+    if tp is object:
+        return value
+    if tp is type(None):
+        if value is not None:
+            raise wrong()
+        return None
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        for arm in get_args(tp):
+            if _matches(value, arm):
+                return _conform(value, arm, where)
+        # An error about the element that failed says more than "expected X or Y".
+        containers = [arm for arm in get_args(tp) if get_origin(arm) in (list, dict, tuple)]
+        if len(containers) == 1 and isinstance(value, _container_class(containers[0])):
+            return _conform(value, containers[0], where)
+        raise wrong()
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise wrong()
+        (item,) = get_args(tp)
+        return [_conform(element, item, f"{where}[{index}]") for index, element in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise wrong()
+        key_type, value_type = get_args(tp)
+        result = {}
+        for key, element in value.items():
+            _conform(key, key_type, f"{where} key {key!r}")
+            result[key] = _conform(element, value_type, f"{where}[{key!r}]")
+        return result
+    if origin is tuple:
+        arms = get_args(tp)
+        if not isinstance(value, list | tuple) or len(value) != len(arms):
+            raise wrong()
+        return tuple(
+            _conform(element, arm, f"{where}[{i}]") for i, (element, arm) in enumerate(zip(value, arms, strict=True))
+        )
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise wrong()
+        return float(value)
+    if tp is int and isinstance(value, bool):
+        raise wrong()  # True is an int to Python, but never a port or a size
+    if not isinstance(value, tp):
+        raise wrong()
+    return value
+
+
+def _container_class(tp: Any) -> type:
+    origin = get_origin(tp)
+    if origin is dict:
+        return dict
+    return list if origin is list else tuple
+
+
+# ---------------------------------------------------------------------------
+# Construction: keyword arguments only, unknown names with a suggestion
+
+
+_Spec = TypeVar("_Spec")
+
+
+@dataclass_transform(kw_only_default=True, field_specifiers=(field,))
+def _spec_class(cls: type[_Spec]) -> type[_Spec]:
+    """Make `cls` a keyword-only dataclass whose constructor reports mistakes as SpecError."""
+    cls = dataclass(kw_only=True)(cls)
+    generated: Callable[..., None] = cls.__init__
+    init_fields = [f for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+    names = [f.name for f in init_fields]
+    required = [
+        f.name for f in init_fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    class_name = cls.__name__
+
+    @functools.wraps(generated)
+    def __init__(self: object, *args: object, **kwargs: object) -> None:  # noqa: N807
+        if args:
+            raise SpecError(f"{class_name} takes keyword arguments only, e.g. {class_name}({names[0]}=...)")
+        for key in kwargs:
+            if key not in names:
+                raise SpecError(f"{class_name} has no field {key!r}{_did_you_mean(key, names)}")
+        for key in required:
+            if key not in kwargs:
+                raise SpecError(f"{class_name}.{key} is required")
+        generated(self, **kwargs)
+
+    setattr(cls, "__init__", __init__)  # noqa: B010 (mypy rejects assigning to a method)
+    return cls
+
+
+def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _check_fields(instance: object) -> None:
+    """Type-check and normalise every field of a spec dataclass in place."""
+    cls = type(instance)
+    hints = _hints(cls)
+    for f in dataclasses.fields(instance):  # type: ignore[arg-type]
+        value = _conform(getattr(instance, f.name), hints[f.name], f"{cls.__name__}.{f.name}")
+        object.__setattr__(instance, f.name, value)
+
+
+def _single_line(value: str, where: str) -> None:
+    if "\n" in value or "\r" in value:
+        raise SpecError(f"{where}: must be a single line, got {value!r}")
+
+
+def _non_empty(value: str, where: str) -> None:
+    if not value.strip():
+        raise SpecError(f"{where}: must not be empty")
+
+
+def _absolute_path(path: str, where: str) -> None:
+    if not path.startswith("/"):
+        raise SpecError(f"{where}: path {path!r} must be absolute")
+    if "\0" in path:
+        raise SpecError(f"{where}: path {path!r} contains a NUL byte")
+    normal = posixpath.normpath(path)
+    if normal.startswith("//"):
+        normal = normal[1:]  # POSIX keeps a leading '//', the guest does not care
+    if normal == "/" or normal != path:
+        raise SpecError(f"{where}: path {path!r} must name a file, written plainly (like {normal!r})")
+
+
+def _unit_name(name: str, where: str) -> None:
+    if not _UNIT_NAME.fullmatch(name):
+        raise SpecError(f"{where}: invalid unit name {name!r} (allowed: letters, digits and ':_.@-')")
+
+
+def _account_name(name: str, where: str) -> None:
+    if not _ACCOUNT_NAME.fullmatch(name) or len(name) > 32:
+        raise SpecError(
+            f"{where}: invalid name {name!r}: use lower-case letters, digits, '_' and '-', "
+            "starting with a letter or '_'"
+        )
+
+
+def _in_range(value: int, low: int, high: int | None, where: str) -> None:
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise SpecError(f"{where}: must be {bound}, got {value}")
+
+
+def _choice(value: str, choices: tuple[str, ...], where: str) -> None:
+    if value not in choices:
+        raise SpecError(f"{where}: {value!r} is not one of {', '.join(choices)}{_did_you_mean(value, choices)}")
+
+
+# ---------------------------------------------------------------------------
+# The vocabulary
+
+
+@_spec_class
+class Service:
+    """A systemd service, rendered to a unit file by `unit_text()`.
+
+    `exec_start`, `exec_start_pre`, `exec_stop` and `extra` values are written
+    as they are, so systemd's own syntax (specifiers such as `%i`, `$VAR`) works
+    in them; `description` and `environment` are plain text and get escaped.
+    """
+
+    exec_start: str
+    description: str = ""
+    type: str = "simple"
+    exec_start_pre: list[str] = field(default_factory=list)
+    exec_stop: str | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    group: str | None = None
+    working_directory: str | None = None
+    restart: str = "no"
+    after: list[str] = field(default_factory=list)
+    requires: list[str] = field(default_factory=list)
+    wants: list[str] = field(default_factory=list)
+    wanted_by: list[str] = field(default_factory=lambda: ["multi-user.target"])
+    remain_after_exit: bool = False
+    extra: dict[str, dict[str, str]] = field(default_factory=dict)
+    enable: bool = True
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+        _non_empty(self.exec_start, "Service.exec_start")
+        _choice(self.type, SERVICE_TYPES, "Service.type")
+        _choice(self.restart, RESTART_VALUES, "Service.restart")
+        single_line = {
+            "exec_start": self.exec_start,
+            "description": self.description,
+            "exec_stop": self.exec_stop,
+            "user": self.user,
+            "group": self.group,
+            "working_directory": self.working_directory,
+        }
+        for name, value in single_line.items():
+            if value is not None:
+                _single_line(value, f"Service.{name}")
+        for index, command in enumerate(self.exec_start_pre):
+            _single_line(command, f"Service.exec_start_pre[{index}]")
+        for name in ("user", "group", "working_directory", "exec_stop"):
+            value = getattr(self, name)
+            if value is not None:
+                _non_empty(value, f"Service.{name}")
+        for key in self.environment:
+            if not _ENV_NAME.fullmatch(key):
+                raise SpecError(f"Service.environment: invalid variable name {key!r}")
+        for name in ("after", "requires", "wants", "wanted_by"):
+            for unit in getattr(self, name):
+                _unit_name(unit, f"Service.{name}")
+        for section, entries in self.extra.items():
+            if not _SECTION_NAME.fullmatch(section):
+                raise SpecError(f"Service.extra: invalid section name {section!r}")
+            for key, value in entries.items():
+                if not _UNIT_KEY.fullmatch(key):
+                    raise SpecError(f"Service.extra[{section!r}]: invalid key {key!r}")
+                _single_line(value, f"Service.extra[{section!r}][{key!r}]")
+
+    def unit_text(self) -> str:
+        """The complete unit file."""
+        sections: dict[str, list[tuple[str, str]]] = {"Unit": [], "Service": [], "Install": []}
+        unit = sections["Unit"]
+        if self.description:
+            unit.append(("Description", _escape_specifiers(self.description)))
+        for key, units in (("After", self.after), ("Requires", self.requires), ("Wants", self.wants)):
+            if units:
+                unit.append((key, " ".join(units)))
+
+        service = sections["Service"]
+        service.append(("Type", self.type))
+        service.extend(("ExecStartPre", command) for command in self.exec_start_pre)
+        service.append(("ExecStart", self.exec_start))
+        if self.exec_stop is not None:
+            service.append(("ExecStop", self.exec_stop))
+        for key, value in self.environment.items():
+            service.append(("Environment", _quote_environment(key, value)))
+        if self.user is not None:
+            service.append(("User", self.user))
+        if self.group is not None:
+            service.append(("Group", self.group))
+        if self.working_directory is not None:
+            service.append(("WorkingDirectory", self.working_directory))
+        if self.restart != "no":
+            service.append(("Restart", self.restart))
+        if self.remain_after_exit:
+            service.append(("RemainAfterExit", "yes"))
+
+        if self.wanted_by:
+            sections["Install"].append(("WantedBy", " ".join(self.wanted_by)))
+
+        for section, entries in self.extra.items():
+            lines = sections.setdefault(section, [])
+            for key, value in entries.items():
+                _set_unit_key(lines, key, value)
+
+        blocks = []
+        for section, lines in sections.items():
+            if lines:
+                body = "".join(f"{key}={value}\n" for key, value in lines)
+                blocks.append(f"[{section}]\n{body}")
+        return "\n".join(blocks)
+
+
+def _set_unit_key(lines: list[tuple[str, str]], key: str, value: str) -> None:
+    """Replace every `key=` line by one `key=value` at the first one's place, or append it."""
+    positions = [i for i, (existing, _) in enumerate(lines) if existing == key]
+    if not positions:
+        lines.append((key, value))
+        return
+    lines[positions[0]] = (key, value)
+    for i in reversed(positions[1:]):
+        del lines[i]
+
+
+def _escape_specifiers(text: str) -> str:
+    return text.replace("%", "%%")
+
+
+def _quote_environment(key: str, value: str) -> str:
+    """`"KEY=value"` as systemd reads it: C escapes are decoded and `%` starts a specifier."""
+    text = f"{key}={value}"
+    text = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    return '"' + _escape_specifiers(text) + '"'
+
+
+@_spec_class
+class File:
+    """A file placed into the guest."""
+
+    content: str | bytes
+    mode: int = 0o644
+    owner: str = "root"
+    group: str = "root"
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+        if not 0 <= self.mode <= 0o7777:
+            raise SpecError(f"File.mode: must be between 0o0 and 0o7777, got {oct(self.mode)}")
+        for name in ("owner", "group"):
+            value: str = getattr(self, name)
+            if not value.isdigit():
+                _account_name(value, f"File.{name}")
+
+
+@_spec_class
+class User:
+    """A user account; the name is its key in `Node.users`."""
+
+    uid: int | None = None
+    groups: list[str] = field(default_factory=list)
+    home: str | None = None
+    shell: str = "/bin/bash"
+    system: bool = False
+    password: str | None = None  # None: no password; "": an empty password that logs in
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+        if self.uid is not None:
+            _in_range(self.uid, 1, 65533, "User.uid")  # 0 is root, 65534 nobody
+        for group in self.groups:
+            _account_name(group, "User.groups")
+        if self.home is not None:
+            _absolute_path(self.home, "User.home")
+        if not self.shell.startswith("/"):
+            raise SpecError(f"User.shell: {self.shell!r} must be an absolute path")
+        if self.password is not None:
+            _single_line(self.password, "User.password")
+
+    def home_directory(self, name: str) -> str:
+        """`home`, or `/home/<name>` when unset."""
+        return self.home if self.home is not None else f"/home/{name}"
+
+
+@_spec_class
+class Node:
+    """One machine of a test: what its image contains and how QEMU runs it."""
+
+    packages: list[str] = field(default_factory=list)
+    files: dict[str, str | bytes | File] = field(default_factory=dict)
+    services: dict[str, Service | str] = field(default_factory=dict)
+    users: dict[str, User] = field(default_factory=dict)
+    memory_size: int = 1024
+    cores: int = 1
+    disk_size: int = 4096
+    kernel_params: list[str] = field(default_factory=list)
+    qemu_options: list[str] = field(default_factory=list)
+    build_commands: list[str] = field(default_factory=list)
+    vlans: list[int] = field(default_factory=lambda: [1])
+    forward_ports: list[tuple[int, int]] = field(default_factory=list)
+    shared_directories: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+        for package in self.packages:
+            if not _PACKAGE.fullmatch(package):
+                raise SpecError(
+                    f"Node.packages: invalid Debian package name {package!r} "
+                    "(lower-case letters, digits and '+-.', optionally '=version' or '/suite')"
+                )
+        for path in self.files:
+            _absolute_path(path, "Node.files")
+        self._check_services()
+        for name in self.users:
+            _account_name(name, "Node.users")
+            if name == "root":
+                raise SpecError("Node.users: 'root' exists in every image already (with an empty password)")
+        _in_range(self.memory_size, 256, None, "Node.memory_size")
+        _in_range(self.cores, 1, 64, "Node.cores")
+        _in_range(self.disk_size, 1024, None, "Node.disk_size")
+        for name in ("kernel_params", "qemu_options", "build_commands"):
+            for index, item in enumerate(getattr(self, name)):
+                _non_empty(item, f"Node.{name}[{index}]")
+        for index, item in enumerate(self.kernel_params):
+            _single_line(item, f"Node.kernel_params[{index}]")
+        for vlan in self.vlans:
+            _in_range(vlan, 1, 254, "Node.vlans")
+        if len(set(self.vlans)) != len(self.vlans):
+            raise SpecError(f"Node.vlans: duplicate vlan in {self.vlans}")
+        host_ports = set()
+        for host_port, guest_port in self.forward_ports:
+            _in_range(host_port, 1, 65535, "Node.forward_ports host port")
+            _in_range(guest_port, 1, 65535, "Node.forward_ports guest port")
+            if host_port in host_ports:
+                raise SpecError(f"Node.forward_ports: host port {host_port} is forwarded twice")
+            host_ports.add(host_port)
+        for guest_path, host_path in self.shared_directories.items():
+            _absolute_path(guest_path, "Node.shared_directories")
+            _non_empty(host_path, f"Node.shared_directories[{guest_path!r}]")
+
+    def _check_services(self) -> None:
+        seen: dict[str, str] = {}
+        for name, service in self.services.items():
+            _unit_name(name, "Node.services")
+            unit = _unit_file_name(name)
+            if unit in seen:
+                raise SpecError(f"Node.services: {seen[unit]!r} and {name!r} are the same unit {unit!r}")
+            seen[unit] = name
+            if isinstance(service, Service):
+                if not unit.endswith(".service"):
+                    raise SpecError(
+                        f"Node.services[{name!r}]: Service() makes .service units; give raw unit text for {unit!r}"
+                    )
+            elif not _SECTION_HEADER.search(service):
+                raise SpecError(
+                    f"Node.services[{name!r}]: raw unit text has no [Section] header; "
+                    "to run a command, use Service(exec_start=...)"
+                )
+
+    def file_entries(self) -> dict[str, File]:
+        """`files` with plain contents wrapped in File (mode 0644, owned by root)."""
+        return {
+            path: content if isinstance(content, File) else File(content=content)
+            for path, content in self.files.items()
+        }
+
+    def unit_files(self) -> dict[str, str]:
+        """Unit file name (`hello.service`) -> unit file text."""
+        result = {}
+        for name, service in self.services.items():
+            text = service.unit_text() if isinstance(service, Service) else service
+            result[_unit_file_name(name)] = text if text.endswith("\n") else text + "\n"
+        return result
+
+    def enabled_units(self) -> dict[str, list[str]]:
+        """Unit file name -> targets whose `.wants/` directory should link it.
+
+        Units that nothing wants (or with `enable=False`) are left out.
+        """
+        result = {}
+        for name, service in self.services.items():
+            if isinstance(service, Service):
+                targets = list(service.wanted_by) if service.enable else []
+            else:
+                targets = _install_wanted_by(service)
+            if targets:
+                result[_unit_file_name(name)] = targets
+        return result
+
+    def image_inputs(self) -> dict[str, Any]:
+        """What goes into the package layer, JSON-able and in a stable order (for its cache key)."""
+        return {
+            "packages": sorted(set(self.packages)),
+            "build_commands": list(self.build_commands),
+        }
+
+
+def _unit_file_name(name: str) -> str:
+    """`hello` -> `hello.service`; names that already end in a unit type stay."""
+    suffix = name.rpartition(".")[2] if "." in name else ""
+    return name if suffix in UNIT_TYPES else f"{name}.service"
+
+
+def _install_wanted_by(text: str) -> list[str]:
+    """The `WantedBy=` targets of a unit file's [Install] section, as systemd reads them."""
+    logical_lines: list[str] = []
+    pending = ""
+    for raw in text.splitlines():
+        if raw.endswith("\\"):
+            pending += raw[:-1] + " "
+            continue
+        logical_lines.append(pending + raw)
+        pending = ""
+    if pending:
+        logical_lines.append(pending)
+
+    section = None
+    targets: list[str] = []
+    for raw in logical_lines:
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+            continue
+        key, equals, value = line.partition("=")
+        if section != "Install" or not equals or key.strip() != "WantedBy":
+            continue
+        if not value.strip():
+            targets.clear()  # an empty assignment resets the list
+        for target in value.split():
+            if target not in targets:
+                targets.append(target)
+    return targets
+
+
+@_spec_class
+class Options:
+    """Options of a whole test."""
+
+    suite: str = "trixie"
+    mirror: str | None = None
+    global_timeout: float | None = 3600
+    ssh_backdoor: bool = False
+    vsock_offset: int = 2
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+        _choice(self.suite, SUITES, "Options.suite")
+        if self.mirror is not None:
+            _non_empty(self.mirror, "Options.mirror")
+            _single_line(self.mirror, "Options.mirror")
+        if self.global_timeout is not None and not self.global_timeout > 0:
+            raise SpecError(f"Options.global_timeout: must be positive or None, got {self.global_timeout}")
+        # CIDs 0-2 belong to the hypervisor and the host; guests get offset + node number.
+        _in_range(self.vsock_offset, 2, 2**31, "Options.vsock_offset")
+
+
+@_spec_class
+class Interactive:
+    """Overrides applied only when a test runs interactively (like NixOS's `interactive`).
+
+    `options` maps Options field names to new values; `nodes` maps node names
+    to {field: value}, where lists are appended to, dicts merged and other
+    values replaced.
+    """
+
+    options: dict[str, object] = field(default_factory=dict)
+    nodes: dict[str, dict[str, object]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+        option_names = [f.name for f in dataclasses.fields(Options)]
+        for key in self.options:
+            if key not in option_names:
+                raise SpecError(f"Interactive.options: Options has no field {key!r}{_did_you_mean(key, option_names)}")
+        node_fields = [f.name for f in dataclasses.fields(Node)]
+        for node_name, overrides in self.nodes.items():
+            for key in overrides:
+                if key not in node_fields:
+                    raise SpecError(
+                        f"Interactive.nodes[{node_name!r}]: Node has no field {key!r}{_did_you_mean(key, node_fields)}"
+                    )
+
+
+def merge_interactive(
+    options: Options, nodes: dict[str, Node], interactive: Interactive
+) -> tuple[Options, dict[str, Node]]:
+    """New Options and nodes with `interactive`'s overrides applied; the inputs are not changed."""
+    try:
+        overrides: dict[str, Any] = dict(interactive.options)
+        merged_options = dataclasses.replace(options, **overrides)
+    except SpecError as error:
+        raise SpecError(f"interactive options: {error.message}") from None
+
+    merged_nodes = dict(nodes)
+    hints = _hints(Node)
+    for node_name, overrides in interactive.nodes.items():
+        if node_name not in nodes:
+            known = ", ".join(sorted(nodes)) or "none"
+            raise SpecError(
+                f"Interactive.nodes: there is no node {node_name!r}{_did_you_mean(node_name, nodes)} "
+                f"(nodes are: {known})"
+            )
+        node = nodes[node_name]
+        changes: dict[str, Any] = {}
+        for key, value in overrides.items():
+            current = getattr(node, key)
+            origin = get_origin(hints[key])
+            where = f"Interactive.nodes[{node_name!r}].{key}"
+            if origin is list:
+                if not isinstance(value, list | tuple):
+                    raise SpecError(f"{where}: expected {_type_name(hints[key])} to append, got {_show(value)}")
+                changes[key] = [*current, *value]
+            elif origin is dict:
+                if not isinstance(value, dict):
+                    raise SpecError(f"{where}: expected {_type_name(hints[key])} to merge, got {_show(value)}")
+                changes[key] = {**current, **value}
+            else:
+                changes[key] = value
+        try:
+            merged_nodes[node_name] = dataclasses.replace(node, **changes)
+        except SpecError as error:
+            raise SpecError(f"interactive overrides of node {node_name!r}: {error.message}") from None
+    return merged_options, merged_nodes

@@ -1,0 +1,537 @@
+"""The test-file vocabulary: validation messages, unit rendering, merging."""
+
+# These tests pass wrong types on purpose.
+# mypy: disable-error-code="arg-type, call-arg, dict-item, list-item, misc"
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from vmrig.errors import TestFileError
+from vmrig.spec import (
+    File,
+    Interactive,
+    Node,
+    Options,
+    Service,
+    SpecError,
+    User,
+    check_node_name,
+    merge_interactive,
+    python_name,
+)
+
+
+def spec_error(message: str) -> Any:
+    """pytest.raises for a SpecError whose whole message is `message`."""
+    return pytest.raises(SpecError, match="^" + re.escape(message) + "$")
+
+
+# -- construction --------------------------------------------------------------
+
+
+def test_spec_error_is_a_test_file_error_without_location() -> None:
+    with pytest.raises(TestFileError) as caught:
+        Node(packages="curl")
+    assert isinstance(caught.value, SpecError)
+    assert caught.value.path is None
+    assert caught.value.line is None
+
+
+def test_string_instead_of_list() -> None:
+    with spec_error("Node.packages: expected a list of str, got str 'curl'"):
+        Node(packages="curl")
+
+
+def test_unknown_field_suggests_the_close_one() -> None:
+    with spec_error("Node has no field 'pakages'; did you mean 'packages'?"):
+        Node(pakages=["curl"])
+
+
+def test_unknown_field_without_close_match() -> None:
+    with spec_error("Service has no field 'zzz'"):
+        Service(exec_start="/bin/true", zzz=1)
+
+
+def test_positional_arguments_are_refused() -> None:
+    with spec_error("File takes keyword arguments only, e.g. File(content=...)"):
+        File("hello")
+
+
+def test_required_field() -> None:
+    with spec_error("Service.exec_start is required"):
+        Service()
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: Node(packages=["curl", 3]), "Node.packages[1]: expected str, got int 3"),
+        (lambda: Node(cores="2"), "Node.cores: expected int, got str '2'"),
+        (lambda: Node(cores=True), "Node.cores: expected int, got bool True"),
+        (lambda: Node(files={"/x": 3}), "Node.files['/x']: expected str, bytes or File, got int 3"),
+        (lambda: Node(files={3: "x"}), "Node.files key 3: expected str, got int 3"),
+        (
+            lambda: Node(files=["/x"]),
+            "Node.files: expected a dict of str to str, bytes or File, got list ['/x']",
+        ),
+        (lambda: Node(services={"a": 1}), "Node.services['a']: expected Service or str, got int 1"),
+        (lambda: Node(users={"bob": {}}), "Node.users['bob']: expected User, got dict {}"),
+        (
+            lambda: Node(forward_ports=[(1, 2, 3)]),
+            "Node.forward_ports[0]: expected a (int, int) pair, got tuple (1, 2, 3)",
+        ),
+        (lambda: Node(forward_ports=[("80", 80)]), "Node.forward_ports[0][0]: expected int, got str '80'"),
+        (
+            lambda: Service(exec_start=["/bin/true"]),
+            "Service.exec_start: expected str, got list ['/bin/true']",
+        ),
+        (
+            lambda: Service(exec_start="x", environment={"A": 1}),
+            "Service.environment['A']: expected str, got int 1",
+        ),
+        (
+            lambda: Service(exec_start="x", extra={"Service": "Nice=5"}),
+            "Service.extra['Service']: expected a dict of str to str, got str 'Nice=5'",
+        ),
+        (lambda: Service(exec_start="x", enable=1), "Service.enable: expected bool, got int 1"),
+        (lambda: File(content=None), "File.content: expected str or bytes, got NoneType None"),
+        (lambda: File(content="x", mode="644"), "File.mode: expected int, got str '644'"),
+        (lambda: User(uid="1000"), "User.uid: expected int or None, got str '1000'"),
+        (lambda: User(groups="wheel"), "User.groups: expected a list of str, got str 'wheel'"),
+        (
+            lambda: Options(global_timeout="10"),
+            "Options.global_timeout: expected float or None, got str '10'",
+        ),
+        (lambda: Options(ssh_backdoor="yes"), "Options.ssh_backdoor: expected bool, got str 'yes'"),
+        (
+            lambda: Interactive(options=[]),
+            "Interactive.options: expected a dict of str to any value, got list []",
+        ),
+    ],
+)
+def test_wrong_types(build: Any, message: str) -> None:
+    with spec_error(message):
+        build()
+
+
+def test_long_values_are_shortened_in_messages() -> None:
+    with pytest.raises(SpecError) as caught:
+        Node(packages="x" * 200)
+    assert caught.value.message.endswith("...'") or caught.value.message.endswith("...")
+    assert len(caught.value.message) < 120
+
+
+def test_tuples_are_accepted_for_lists_and_lists_are_copied() -> None:
+    shared = ["curl"]
+    node = Node(packages=("curl", "jq"), forward_ports=[[8080, 80]])
+    assert node.packages == ["curl", "jq"]
+    assert node.forward_ports == [(8080, 80)]
+    other = Node(packages=shared)
+    shared.append("vim")
+    assert other.packages == ["curl"]
+
+
+def test_int_timeout_becomes_float() -> None:
+    assert Options(global_timeout=10).global_timeout == 10.0
+    assert Options(global_timeout=None).global_timeout is None
+
+
+def test_defaults() -> None:
+    node = Node()
+    assert node.vlans == [1]
+    assert node.memory_size == 1024 and node.cores == 1 and node.disk_size == 4096
+    assert Node().vlans is not node.vlans
+    assert Options().suite == "trixie"
+    assert Options().global_timeout == 3600
+    assert Service(exec_start="/bin/true").wanted_by == ["multi-user.target"]
+
+
+# -- value rules -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (
+            lambda: Service(exec_start="x", type="simpel"),
+            "Service.type: 'simpel' is not one of simple, exec, forking, oneshot, notify, dbus, idle; "
+            "did you mean 'simple'?",
+        ),
+        (
+            lambda: Service(exec_start="x", restart="sometimes"),
+            "Service.restart: 'sometimes' is not one of no, on-success, on-failure, on-abnormal, "
+            "on-watchdog, on-abort, always",
+        ),
+        (lambda: Service(exec_start=" "), "Service.exec_start: must not be empty"),
+        (lambda: Service(exec_start="a\nb"), "Service.exec_start: must be a single line, got 'a\\nb'"),
+        (
+            lambda: Service(exec_start="x", after=["network target"]),
+            "Service.after: invalid unit name 'network target' (allowed: letters, digits and ':_.@-')",
+        ),
+        (
+            lambda: Service(exec_start="x", environment={"A-B": "1"}),
+            "Service.environment: invalid variable name 'A-B'",
+        ),
+        (
+            lambda: Service(exec_start="x", extra={"Service": {"Nice=": "5"}}),
+            "Service.extra['Service']: invalid key 'Nice='",
+        ),
+        (lambda: File(content="", mode=0o10000), "File.mode: must be between 0o0 and 0o7777, got 0o10000"),
+        (lambda: File(content="", mode=-1), "File.mode: must be between 0o0 and 0o7777, got -0o1"),
+        (
+            lambda: File(content="", owner="Bob"),
+            "File.owner: invalid name 'Bob': use lower-case letters, digits, '_' and '-', "
+            "starting with a letter or '_'",
+        ),
+        (lambda: User(uid=0), "User.uid: must be between 1 and 65533, got 0"),
+        (lambda: User(home="home/bob"), "User.home: path 'home/bob' must be absolute"),
+        (lambda: User(shell="bash"), "User.shell: 'bash' must be an absolute path"),
+        (
+            lambda: Node(packages=["Curl"]),
+            "Node.packages: invalid Debian package name 'Curl' "
+            "(lower-case letters, digits and '+-.', optionally '=version' or '/suite')",
+        ),
+        (
+            lambda: Node(packages=["curl vim"]),
+            "Node.packages: invalid Debian package name 'curl vim' "
+            "(lower-case letters, digits and '+-.', optionally '=version' or '/suite')",
+        ),
+        (lambda: Node(files={"etc/motd": "hi"}), "Node.files: path 'etc/motd' must be absolute"),
+        (
+            lambda: Node(files={"/etc/../motd": "hi"}),
+            "Node.files: path '/etc/../motd' must name a file, written plainly (like '/motd')",
+        ),
+        (
+            lambda: Node(files={"/": "hi"}),
+            "Node.files: path '/' must name a file, written plainly (like '/')",
+        ),
+        (
+            lambda: Node(services={"my service": "[Service]\n"}),
+            "Node.services: invalid unit name 'my service' (allowed: letters, digits and ':_.@-')",
+        ),
+        (
+            lambda: Node(services={"a": "/usr/bin/a --serve"}),
+            "Node.services['a']: raw unit text has no [Section] header; to run a command, use Service(exec_start=...)",
+        ),
+        (
+            lambda: Node(services={"a": "[Service]\n", "a.service": "[Service]\n"}),
+            "Node.services: 'a' and 'a.service' are the same unit 'a.service'",
+        ),
+        (
+            lambda: Node(services={"a.timer": Service(exec_start="x")}),
+            "Node.services['a.timer']: Service() makes .service units; give raw unit text for 'a.timer'",
+        ),
+        (
+            lambda: Node(users={"root": User()}),
+            "Node.users: 'root' exists in every image already (with an empty password)",
+        ),
+        (lambda: Node(memory_size=255), "Node.memory_size: must be at least 256, got 255"),
+        (lambda: Node(cores=0), "Node.cores: must be between 1 and 64, got 0"),
+        (lambda: Node(cores=65), "Node.cores: must be between 1 and 64, got 65"),
+        (lambda: Node(disk_size=1000), "Node.disk_size: must be at least 1024, got 1000"),
+        (lambda: Node(vlans=[0]), "Node.vlans: must be between 1 and 254, got 0"),
+        (lambda: Node(vlans=[255]), "Node.vlans: must be between 1 and 254, got 255"),
+        (lambda: Node(vlans=[1, 2, 1]), "Node.vlans: duplicate vlan in [1, 2, 1]"),
+        (
+            lambda: Node(forward_ports=[(0, 80)]),
+            "Node.forward_ports host port: must be between 1 and 65535, got 0",
+        ),
+        (
+            lambda: Node(forward_ports=[(8080, 80), (8080, 81)]),
+            "Node.forward_ports: host port 8080 is forwarded twice",
+        ),
+        (lambda: Node(build_commands=[""]), "Node.build_commands[0]: must not be empty"),
+        (
+            lambda: Node(shared_directories={"data": "/tmp"}),
+            "Node.shared_directories: path 'data' must be absolute",
+        ),
+        (
+            lambda: Options(suite="trixi"),
+            "Options.suite: 'trixi' is not one of bookworm, trixie, forky, sid, testing, stable, "
+            "oldstable, unstable; did you mean 'trixie'?",
+        ),
+        (lambda: Options(global_timeout=0), "Options.global_timeout: must be positive or None, got 0.0"),
+        (lambda: Options(mirror=""), "Options.mirror: must not be empty"),
+        (lambda: Options(vsock_offset=1), "Options.vsock_offset: must be between 2 and 2147483648, got 1"),
+        (
+            lambda: Interactive(options={"ssh_backdor": True}),
+            "Interactive.options: Options has no field 'ssh_backdor'; did you mean 'ssh_backdoor'?",
+        ),
+        (
+            lambda: Interactive(nodes={"node1": {"pakages": ["gdb"]}}),
+            "Interactive.nodes['node1']: Node has no field 'pakages'; did you mean 'packages'?",
+        ),
+    ],
+)
+def test_invalid_values(build: Any, message: str) -> None:
+    with spec_error(message):
+        build()
+
+
+@pytest.mark.parametrize(
+    "package",
+    [
+        "curl",
+        "g++",
+        "libc6-dev",
+        "python3.11",
+        "curl=7.88.1-10+deb12u5",
+        "nginx=1:1.2~rc1",
+        "vim/bookworm-backports",
+    ],
+)
+def test_valid_package_names(package: str) -> None:
+    assert Node(packages=[package]).packages == [package]
+
+
+def test_valid_node() -> None:
+    node = Node(
+        packages=["nginx"],
+        files={"/etc/motd": "hi\n", "/bin/tool": File(content=b"\x7fELF", mode=0o755), "/srv/x": b"raw"},
+        services={
+            "web": Service(exec_start="/usr/sbin/nginx"),
+            "backup.timer": "[Timer]\nOnCalendar=daily\n",
+        },
+        users={"alice": User(uid=1001, groups=["sudo"], password="")},
+        memory_size=2048,
+        cores=2,
+        disk_size=8192,
+        kernel_params=["quiet"],
+        qemu_options=["-device", "virtio-rng-pci"],
+        build_commands=["systemctl disable nginx"],
+        vlans=[1, 2],
+        forward_ports=[(8080, 80)],
+        shared_directories={"/mnt/shared": "/tmp/shared"},
+    )
+    assert node.users["alice"].home_directory("alice") == "/home/alice"
+    assert User(home="/srv/bob").home_directory("bob") == "/srv/bob"
+    assert File(content="", owner="1000", group="1000").owner == "1000"
+
+
+def test_file_entries_wraps_plain_contents() -> None:
+    custom = File(content="#!/bin/sh\n", mode=0o755, owner="alice")
+    node = Node(files={"/etc/motd": "hi", "/srv/blob": b"\0", "/usr/local/bin/x": custom})
+    entries = node.file_entries()
+    assert entries["/etc/motd"] == File(content="hi")
+    assert entries["/etc/motd"].mode == 0o644 and entries["/etc/motd"].owner == "root"
+    assert entries["/srv/blob"].content == b"\0"
+    assert entries["/usr/local/bin/x"] is custom
+
+
+def test_image_inputs_are_sorted_json() -> None:
+    node = Node(packages=["vim", "curl", "vim"], build_commands=["b", "a"], files={"/x": "does not count"})
+    inputs = node.image_inputs()
+    assert inputs == {"packages": ["curl", "vim"], "build_commands": ["b", "a"]}
+    assert json.dumps(inputs, sort_keys=True) == json.dumps(
+        Node(packages=["curl", "vim"], build_commands=["b", "a"]).image_inputs(), sort_keys=True
+    )
+
+
+# -- node names --------------------------------------------------------------------
+
+
+def test_python_name() -> None:
+    assert python_name("machine-a") == "machine_a"
+    assert python_name("node1") == "node1"
+    assert python_name("1node") == "_node"
+
+
+@pytest.mark.parametrize("name", ["node1", "a", "web-server", "x" * 30])
+def test_valid_node_names(name: str) -> None:
+    check_node_name(name)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (
+            "Node1",
+            "invalid node name 'Node1': use lower-case letters, digits and '-', starting with a letter",
+        ),
+        (
+            "1node",
+            "invalid node name '1node': use lower-case letters, digits and '-', starting with a letter",
+        ),
+        (
+            "node_1",
+            "invalid node name 'node_1': use lower-case letters, digits and '-', starting with a letter",
+        ),
+        ("", "invalid node name '': use lower-case letters, digits and '-', starting with a letter"),
+        ("x" * 31, f"invalid node name '{'x' * 31}': longer than 30 characters"),
+        ("start-all", "invalid node name 'start-all': 'start_all' is already a test-script global"),
+        ("vlan1", "invalid node name 'vlan1': 'vlan1' is already a test-script global"),
+        ("t", "invalid node name 't': 't' is already a test-script global"),
+        ("class", "invalid node name 'class': 'class' is a Python keyword"),
+        (3, "node names must be str, got int 3"),
+    ],
+)
+def test_invalid_node_names(name: object, message: str) -> None:
+    with spec_error(message):
+        check_node_name(name)
+
+
+# -- units ---------------------------------------------------------------------------
+
+
+def test_minimal_unit_text() -> None:
+    assert Service(exec_start="/usr/bin/true").unit_text() == (
+        "[Service]\nType=simple\nExecStart=/usr/bin/true\n\n[Install]\nWantedBy=multi-user.target\n"
+    )
+
+
+def test_full_unit_text() -> None:
+    service = Service(
+        exec_start="/usr/bin/app --port %i",
+        description="App at 100% speed",
+        type="notify",
+        exec_start_pre=["/bin/mkdir -p /run/app", "/bin/true"],
+        exec_stop="/bin/kill $MAINPID",
+        environment={"GREETING": 'say "hi"', "PATH_LIKE": "C:\\dir", "PCT": "50%", "NL": "a\nb"},
+        user="app",
+        group="app",
+        working_directory="/srv/app",
+        restart="on-failure",
+        after=["network-online.target"],
+        requires=["db.service"],
+        wants=["network-online.target", "extra.service"],
+        wanted_by=["multi-user.target", "graphical.target"],
+        remain_after_exit=True,
+    )
+    assert service.unit_text() == (
+        "[Unit]\n"
+        "Description=App at 100%% speed\n"
+        "After=network-online.target\n"
+        "Requires=db.service\n"
+        "Wants=network-online.target extra.service\n"
+        "\n"
+        "[Service]\n"
+        "Type=notify\n"
+        "ExecStartPre=/bin/mkdir -p /run/app\n"
+        "ExecStartPre=/bin/true\n"
+        "ExecStart=/usr/bin/app --port %i\n"
+        "ExecStop=/bin/kill $MAINPID\n"
+        'Environment="GREETING=say \\"hi\\""\n'
+        'Environment="PATH_LIKE=C:\\\\dir"\n'
+        'Environment="PCT=50%%"\n'
+        'Environment="NL=a\\nb"\n'
+        "User=app\n"
+        "Group=app\n"
+        "WorkingDirectory=/srv/app\n"
+        "Restart=on-failure\n"
+        "RemainAfterExit=yes\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target graphical.target\n"
+    )
+
+
+def test_extra_replaces_and_adds_keys_and_sections() -> None:
+    service = Service(
+        exec_start="/bin/app",
+        exec_start_pre=["/bin/a", "/bin/b"],
+        extra={
+            "Service": {"Type": "oneshot", "ExecStartPre": "/bin/c", "LimitNOFILE": "4096"},
+            "Unit": {"StartLimitBurst": "3"},
+            "X-Custom": {"Key": "value"},
+        },
+        wanted_by=[],
+    )
+    assert service.unit_text() == (
+        "[Unit]\n"
+        "StartLimitBurst=3\n"
+        "\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        "ExecStartPre=/bin/c\n"
+        "ExecStart=/bin/app\n"
+        "LimitNOFILE=4096\n"
+        "\n"
+        "[X-Custom]\n"
+        "Key=value\n"
+    )
+
+
+def test_unit_files_and_enabled_units() -> None:
+    raw_timer = (
+        "[Unit]\nDescription=WantedBy=not-this.target\n\n"
+        "[Timer]\nOnCalendar=daily\n\n"
+        "[Install]\n"
+        "# WantedBy=commented.target\n"
+        "WantedBy = timers.target \\\n  other.target\n"
+    )
+    node = Node(
+        services={
+            "web": Service(exec_start="/bin/web"),
+            "worker.service": Service(exec_start="/bin/worker", enable=False),
+            "quiet": Service(exec_start="/bin/quiet", wanted_by=[]),
+            "backup.timer": raw_timer,
+            "raw": "[Service]\nExecStart=/bin/raw",
+            "reset": "[Install]\nWantedBy=a.target\nWantedBy=\nWantedBy=b.target\n",
+            "my.app": "[Service]\nExecStart=/bin/x\n",
+        }
+    )
+    files = node.unit_files()
+    assert sorted(files) == [
+        "backup.timer",
+        "my.app.service",
+        "quiet.service",
+        "raw.service",
+        "reset.service",
+        "web.service",
+        "worker.service",
+    ]
+    assert files["raw.service"] == "[Service]\nExecStart=/bin/raw\n"
+    assert files["web.service"] == Service(exec_start="/bin/web").unit_text()
+    assert node.enabled_units() == {
+        "web.service": ["multi-user.target"],
+        "backup.timer": ["timers.target", "other.target"],
+        "reset.service": ["b.target"],
+    }
+
+
+# -- interactive overrides ------------------------------------------------------------
+
+
+def test_merge_interactive_appends_merges_and_replaces() -> None:
+    options = Options()
+    nodes = {
+        "node1": Node(packages=["curl"], files={"/a": "1"}, memory_size=512),
+        "node2": Node(),
+    }
+    interactive = Interactive(
+        options={"ssh_backdoor": True, "global_timeout": None},
+        nodes={"node1": {"packages": ["gdb", "strace"], "files": {"/b": "2"}, "memory_size": 2048}},
+    )
+    new_options, new_nodes = merge_interactive(options, nodes, interactive)
+    assert new_options.ssh_backdoor is True and new_options.global_timeout is None
+    assert options.ssh_backdoor is False
+    assert new_nodes["node1"].packages == ["curl", "gdb", "strace"]
+    assert new_nodes["node1"].files == {"/a": "1", "/b": "2"}
+    assert new_nodes["node1"].memory_size == 2048
+    assert new_nodes["node2"] is nodes["node2"]
+    assert nodes["node1"].packages == ["curl"] and nodes["node1"].memory_size == 512
+
+
+def test_merge_interactive_unknown_node() -> None:
+    interactive = Interactive(nodes={"nod1": {"cores": 2}})
+    with spec_error("Interactive.nodes: there is no node 'nod1'; did you mean 'node1'? (nodes are: node1, node2)"):
+        merge_interactive(Options(), {"node1": Node(), "node2": Node()}, interactive)
+
+
+def test_merge_interactive_bad_values() -> None:
+    nodes = {"node1": Node()}
+    with spec_error("Interactive.nodes['node1'].packages: expected a list of str to append, got str 'gdb'"):
+        merge_interactive(Options(), nodes, Interactive(nodes={"node1": {"packages": "gdb"}}))
+    with spec_error(
+        "Interactive.nodes['node1'].files: expected a dict of str to str, bytes or File to merge, got list []"
+    ):
+        merge_interactive(Options(), nodes, Interactive(nodes={"node1": {"files": []}}))
+    with spec_error("interactive overrides of node 'node1': Node.cores: must be between 1 and 64, got 100"):
+        merge_interactive(Options(), nodes, Interactive(nodes={"node1": {"cores": 100}}))
+    with spec_error("interactive options: Options.suite: expected str, got int 12"):
+        merge_interactive(Options(), nodes, Interactive(options={"suite": 12}))
