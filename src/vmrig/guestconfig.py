@@ -16,7 +16,10 @@ import shlex
 from dataclasses import dataclass, field
 
 from vmrig.cpio import CpioWriter
+from vmrig.images import GUEST_DIR
 from vmrig.spec import Node
+
+BACKDOOR_UNIT = "vmrig-backdoor.service"
 
 USER_NET_ADDRESS = "10.0.2.15/24"
 USER_NET_GATEWAY = "10.0.2.2"
@@ -140,6 +143,11 @@ def config_layer(name: str, node: Node, network: NodeNetwork, *, grow_root: bool
         _add_parents(archive, path, seen)
         archive.symlink("config" + path, target)
 
+    # The driver's end of the guest contract, always the version this driver speaks.
+    put("/usr/lib/vmrig/backdoor", (GUEST_DIR / "backdoor").read_bytes(), 0o755)
+    put("/usr/lib/vmrig/protocol.bash", (GUEST_DIR / "protocol.bash").read_bytes())
+    put(f"/etc/systemd/system/{BACKDOOR_UNIT}", (GUEST_DIR / BACKDOOR_UNIT).read_bytes())
+    link(f"/etc/systemd/system/sysinit.target.wants/{BACKDOOR_UNIT}", f"/etc/systemd/system/{BACKDOOR_UNIT}")
     put("/etc/hostname", f"{name}\n".encode())
     put("/etc/machine-id", f"{machine_id(name)}\n".encode(), 0o444)
     put("/etc/hosts", hosts_file(name, network).encode())

@@ -94,10 +94,14 @@ def cache_root() -> Path:
     return Path(xdg) / "vmrig"
 
 
+# Guest files that go into the base image; the others travel in the config layer.
+BASE_GUEST_FILES = ("customize.sh", "init", "journald.conf", "system.conf")
+
+
 def guest_contract_digest() -> str:
-    """A hash of the guest files: changing any of them changes every base key."""
+    """A hash of the base image's guest files: changing one changes every base key."""
     digest = hashlib.sha256()
-    for path in sorted(GUEST_DIR.iterdir()):
+    for path in (GUEST_DIR / name for name in BASE_GUEST_FILES):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 

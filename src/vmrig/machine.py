@@ -42,6 +42,8 @@ DEFAULT_TIMEOUT = 900
 # How long the backdoor may take to come up before the start counts as failed.
 CONNECT_TIMEOUT = float(os.environ.get("VMRIG_CONNECT_TIMEOUT", "300"))
 CONSOLE_TAIL = 20
+# How long the guest may take to read a command's input (copy_from_host).
+DATA_TIMEOUT = 300.0
 QBOOT = Path("/usr/share/qemu/qboot.rom")
 KERNEL_PARAMS = (
     "console=ttyS0",
@@ -168,6 +170,7 @@ class Machine:
         self.connected = False
         self.qmp: QMPClient | None = None
         self._shell: socket.socket | None = None
+        self._data: socket.socket | None = None
         self._shell_buffer = bytearray()
         self._serial_thread: threading.Thread | None = None
         self._console_lines: list[str] = []
@@ -240,7 +243,7 @@ class Machine:
             out.write(self.config.config_layer)
         return overlay
 
-    def qemu_command(self, overlay: Path, shell_fd: int, qmp_fd: int, allow_reboot: bool) -> list[str]:
+    def qemu_command(self, overlay: Path, shell_fd: int, qmp_fd: int, data_fd: int, allow_reboot: bool) -> list[str]:
         c = self.config
         params = [*KERNEL_PARAMS, *c.kernel_params]
         cmd: list[str] = [
@@ -273,6 +276,10 @@ class Machine:
             f"socket,id=shell,fd={shell_fd}",
             "-device",
             "virtconsole,chardev=shell",
+            "-chardev",
+            f"socket,id=data,fd={data_fd}",
+            "-device",
+            "virtserialport,chardev=data,name=vmrig.data",
             "-chardev",
             f"socket,id=qmp,fd={qmp_fd}",
             "-mon",
@@ -315,28 +322,31 @@ class Machine:
         overlay = self._prepare_state()
         shell_host, shell_guest = socket.socketpair()
         qmp_host, qmp_guest = socket.socketpair()
+        data_host, data_guest = socket.socketpair()
+        guest_ends = (shell_guest, qmp_guest, data_guest)
         try:
+            args = self.qemu_command(
+                overlay, shell_guest.fileno(), qmp_guest.fileno(), data_guest.fileno(), allow_reboot
+            )
             if self.config.start_command:
-                args = self.qemu_command(overlay, shell_guest.fileno(), qmp_guest.fileno(), allow_reboot)
-                cmd = ["sh", "-c", f'{self.config.start_command} "$@"', "vmrig-start", *args[1:]]
-            else:
-                cmd = self.qemu_command(overlay, shell_guest.fileno(), qmp_guest.fileno(), allow_reboot)
+                args = ["sh", "-c", f'{self.config.start_command} "$@"', "vmrig-start", *args[1:]]
             self.process = proc.spawn(
-                cmd,
+                args,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                pass_fds=(shell_guest.fileno(), qmp_guest.fileno()),
+                pass_fds=[sock.fileno() for sock in guest_ends],
                 cwd=self.state_dir,
                 env={"TMPDIR": str(self.state_dir)},
             )
         except BaseException:
-            for sock in (shell_host, shell_guest, qmp_host, qmp_guest):
+            for sock in (shell_host, qmp_host, data_host, *guest_ends):
                 sock.close()
             raise
-        shell_guest.close()
-        qmp_guest.close()
+        for sock in guest_ends:
+            sock.close()
         self._shell = shell_host
+        self._data = data_host
         self._shell_buffer.clear()
         self.pid = self.process.pid
         with self._console_cond:
@@ -436,9 +446,10 @@ class Machine:
         if self.qmp is not None:
             self.qmp.close()
             self.qmp = None
-        if self._shell is not None:
-            self._shell.close()
-            self._shell = None
+        for sock in (self._shell, self._data):
+            if sock is not None:
+                sock.close()
+        self._shell = self._data = None
         if self._serial_thread is not None and self._serial_thread is not threading.current_thread():
             self._serial_thread.join(5)
         if self.process is not None and self.process.stdin is not None:
@@ -512,10 +523,21 @@ class Machine:
             line = f"__vmrig_run {nonce} {int(timeout or 0)} {shlex.quote(command)}"
             if stdin is not None:
                 line += f" {len(stdin)}"
-            self._send(line.encode() + b"\n" + (stdin or b""))
+            self._send(line.encode() + b"\n")
+            if stdin:
+                self._send_data(stdin, command)
             if not wait:
                 return -2, b""
             return self._collect(nonce, command, timeout)
+
+    def _send_data(self, data: bytes, command: str) -> None:
+        """Feeds a command's stdin through the data port; the guest reads exactly len(data)."""
+        assert self._data is not None
+        self._data.settimeout(DATA_TIMEOUT)
+        try:
+            self._data.sendall(data)
+        except OSError as error:
+            raise self._broken(f"cannot send input for `{command}` ({error}); {self._exit_note()}") from None
 
     def _collect(self, nonce: str, command: str, timeout: int | None) -> tuple[int, bytes]:
         begin = f"{nonce} B\n".encode()

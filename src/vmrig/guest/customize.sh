@@ -4,11 +4,8 @@
 set -eu
 root=$1
 guest=$2
-install -D -m 0755 "$guest/backdoor" "$root/usr/lib/vmrig/backdoor"
-install -D -m 0644 "$guest/protocol.bash" "$root/usr/lib/vmrig/protocol.bash"
-install -D -m 0644 "$guest/vmrig-backdoor.service" "$root/etc/systemd/system/vmrig-backdoor.service"
-mkdir -p "$root/etc/systemd/system/sysinit.target.wants"
-ln -sf ../vmrig-backdoor.service "$root/etc/systemd/system/sysinit.target.wants/vmrig-backdoor.service"
+# The backdoor itself (backdoor, protocol.bash, its unit) comes with every
+# run's config layer, so it always matches the driver that talks to it.
 install -D -m 0644 "$guest/journald.conf" "$root/etc/systemd/journald.conf.d/50-vmrig.conf"
 install -D -m 0644 "$guest/system.conf" "$root/etc/systemd/system.conf.d/50-vmrig.conf"
 : >"$root/etc/fstab"

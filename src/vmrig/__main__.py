@@ -1,0 +1,5 @@
+import sys
+
+from vmrig.cli import main
+
+sys.exit(main())

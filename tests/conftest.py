@@ -1,0 +1,98 @@
+"""Shared test helpers: writing test files, running the vmrig CLI, booting nodes in-process."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vmrig.driver import Driver
+from vmrig.log import Logger
+from vmrig.spec import Node, Options
+from vmrig.testfile import TestSpec
+
+REPO = Path(__file__).resolve().parent.parent
+VMRIG = [sys.executable, "-m", "vmrig.cli"]
+
+
+def short_tmp(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A fresh directory for VM state and sockets (AF_UNIX paths must stay short)."""
+    return tmp_path_factory.mktemp(name[:20], numbered=True)
+
+
+@pytest.fixture
+def vm_tmp(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    return short_tmp(tmp_path_factory, request.node.name)
+
+
+def write_test_file(directory: Path, body: str, name: str = "case.py") -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(body).lstrip())
+    return path
+
+
+def run_vmrig(
+    *args: str | Path, tmpdir: Path, env: dict[str, str] | None = None, timeout: float = 900, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Runs the vmrig CLI as a user would; TMPDIR keeps its state apart from other tests."""
+    full_env = dict(os.environ, TMPDIR=str(tmpdir), NO_COLOR="1")
+    full_env.update(env or {})
+    return subprocess.run(
+        [*VMRIG, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=cwd or tmpdir,
+    )
+
+
+class BootedDriver:
+    """A driver whose images are built and machines created, in this process."""
+
+    def __init__(self, nodes: dict[str, Node], tmp_dir: Path, script: str = "", options: Options | None = None):
+        self.log_stream = io.StringIO()
+        self.logger = Logger(self.log_stream, color=False)
+        spec = TestSpec(
+            name="inline",
+            path=tmp_dir / "inline.py",
+            nodes=dict(sorted(nodes.items())),
+            options=options or Options(),
+            script=script,
+            script_path=str(tmp_dir / "inline.py"),
+            script_first_line=1,
+        )
+        out_dir = tmp_dir / "out"
+        out_dir.mkdir(exist_ok=True)
+        self.driver = Driver(spec, logger=self.logger, out_dir=out_dir, tmp_dir=tmp_dir)
+        self.driver.setup()
+
+    def machine(self, name: str):  # noqa: ANN201 (Machine)
+        return next(m for m in self.driver.machines if m.name == name)
+
+    def log(self) -> str:
+        return self.log_stream.getvalue()
+
+    def close(self) -> None:
+        self.driver.cleanup()
+
+
+@pytest.fixture
+def booted(vm_tmp: Path) -> Iterator[type[BootedDriver]]:
+    """Factory for in-process drivers that are cleaned up after the test."""
+    created: list[BootedDriver] = []
+
+    def make(nodes: dict[str, Node], script: str = "", options: Options | None = None) -> BootedDriver:
+        booted_driver = BootedDriver(nodes, vm_tmp, script, options)
+        created.append(booted_driver)
+        return booted_driver
+
+    yield make  # type: ignore[misc]
+    for booted_driver in created:
+        booted_driver.close()

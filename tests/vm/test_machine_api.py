@@ -1,0 +1,238 @@
+"""The Machine API on one real VM (booted once for the whole module)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BootedDriver, short_tmp
+from vmrig.errors import RequestedAssertionFailed
+from vmrig.machine import Machine
+from vmrig.spec import File, Node, Service
+
+pytestmark = pytest.mark.vm
+
+NODE = Node(
+    packages=["python3"],
+    files={
+        "/etc/vmrig-test/greeting": "hello from the config layer\n",
+        "/usr/local/bin/secret": File(content="#!/bin/sh\necho secret\n", mode=0o750),
+    },
+    services={
+        "sleeper": Service(exec_start="/bin/sleep infinity"),
+        "broken": Service(exec_start="/bin/sh -c 'echo about to fail; exit 3'"),
+        "oneshot-later": Service(exec_start="/bin/true", type="oneshot", wanted_by=[]),
+        "listener": Service(exec_start="/usr/bin/python3 -m http.server 8080 --bind 127.0.0.1"),
+        "unix-listener": Service(
+            exec_start="/usr/bin/python3 -c 'import socket,os; s=socket.socket(socket.AF_UNIX); "
+            's.bind("/run/test.sock"); s.listen(); import time; time.sleep(10**6)\''
+        ),
+    },
+)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
+    booted = BootedDriver({"node1": NODE}, short_tmp(tmp_path_factory, "api"))
+    machine = booted.machine("node1")
+    machine.start()
+    try:
+        yield machine
+    finally:
+        booted.close()
+
+
+def test_succeed_returns_stdout_and_fail_raises(node: Machine) -> None:
+    assert node.succeed("echo hello") == "hello\n"
+    assert node.succeed("echo a", "echo b") == "a\nb\n"
+    with pytest.raises(RequestedAssertionFailed, match=r"command `false` failed \(exit code 1\)"):
+        node.succeed("false")
+    assert node.fail("false") == ""
+    with pytest.raises(RequestedAssertionFailed, match="unexpectedly succeeded"):
+        node.fail("true")
+
+
+def test_execute_status_and_fresh_shell_each_time(node: Machine) -> None:
+    assert node.execute("exit 42") == (42, "")
+    node.succeed("cd /etc; export FOO=bar")
+    assert node.succeed("pwd; echo ${FOO:-unset}") == "/tmp\nunset\n"
+    # set -euo pipefail applies, as in the NixOS driver
+    assert node.execute("false | true")[0] == 1
+    assert node.execute("echo $UNDEFINED_VARIABLE")[0] != 0
+    assert node.execute("x", check_return=False)[0] == -1
+    assert node.execute("true", check_output=False) == (-2, "")
+    assert node.succeed("echo after an unread command") == "after an unread command\n"
+
+
+def test_output_edge_cases(node: Machine) -> None:
+    assert node.succeed("true") == ""
+    assert node.succeed("printf 'no newline'") == "no newline"
+    assert node.succeed("printf 'a\\n\\n\\n'") == "a\n\n\n"
+    # binary output, including NUL bytes and invalid UTF-8, comes back intact
+    raw = node.succeed("printf '\\000\\001\\377\\376end'").encode(errors="surrogateescape")
+    assert raw == b"\x00\x01\xff\xfeend"
+    # 10 MB of random data, checked against the guest's own checksum
+    out = node.succeed("head -c 10000000 /dev/urandom > /tmp/big; cat /tmp/big")
+    data = out.encode(errors="surrogateescape")
+    assert len(data) == 10_000_000
+    guest_sum = node.succeed("sha256sum /tmp/big").split()[0]
+    assert hashlib.sha256(data).hexdigest() == guest_sum
+    # output that looks like the protocol's markers is just output
+    assert node.succeed("echo '0123456789abcdef E 0'") == "0123456789abcdef E 0\n"
+    # stdout is a pipe, not the console (programs must not see a terminal)
+    assert node.execute("test -t 1")[0] == 1
+    # stdin is /dev/null: a command that reads it sees end of file at once
+    assert node.succeed("cat; echo done") == "done\n"
+
+
+def test_timeout_gives_124(node: Machine) -> None:
+    started = time.monotonic()
+    status, _ = node.execute("sleep 60; echo never", timeout=2)
+    assert status == 124
+    assert time.monotonic() - started < 30
+    assert node.succeed("echo still usable") == "still usable\n"
+    # the whole process group died with it
+    assert node.execute("pgrep -x 'sleep' | grep -v $$ ")[0] != 0 or "60" not in node.succeed("ps -eo args")
+
+
+def test_config_layer_files_and_hostname(node: Machine) -> None:
+    assert node.succeed("hostname") == "node1\n"
+    assert node.succeed("cat /etc/vmrig-test/greeting") == "hello from the config layer\n"
+    assert node.succeed("stat -c %a /usr/local/bin/secret") == "750\n"
+    assert node.succeed("/usr/local/bin/secret") == "secret\n"
+    assert node.succeed("passwd -S root").split()[1] == "NP"  # empty root password
+
+
+def test_wait_for_unit_and_unit_info(node: Machine) -> None:
+    node.wait_for_unit("sleeper")
+    node.wait_for_unit("multi-user.target")
+    info = node.get_unit_info("sleeper")
+    assert info["ActiveState"] == "active"
+    assert node.get_unit_property("sleeper", "SubState") == "running"
+    node.require_unit_state("sleeper", "active")
+    with pytest.raises(RequestedAssertionFailed, match="to be in state 'inactive'"):
+        node.require_unit_state("sleeper", "inactive")
+    status, output = node.systemctl("is-active sleeper")
+    assert (status, output) == (0, "active\n")
+
+
+def test_wait_for_unit_fails_fast_on_failed_unit(node: Machine) -> None:
+    started = time.monotonic()
+    with pytest.raises(RequestedAssertionFailed) as error:
+        node.wait_for_unit("broken", timeout=300)
+    assert time.monotonic() - started < 60
+    message = str(error.value)
+    assert (
+        'unit "broken.service" reached state "failed"' in message or 'unit "broken" reached state "failed"' in message
+    )
+    assert "about to fail" in message  # the unit's journal lines
+    assert "status=3" in message  # systemctl status
+
+
+def test_wait_for_unit_no_such_unit(node: Machine) -> None:
+    with pytest.raises(RequestedAssertionFailed, match="inactive and there are no pending jobs"):
+        node.wait_for_unit("does-not-exist", timeout=60)
+
+
+def test_start_and_stop_job(node: Machine) -> None:
+    assert node.start_job("oneshot-later")[0] == 0
+    assert node.get_unit_property("oneshot-later", "Result") == "success"
+    node.stop_job("sleeper")
+    assert node.get_unit_property("sleeper", "ActiveState") == "inactive"
+    node.start_job("sleeper")
+    node.wait_for_unit("sleeper")
+
+
+def test_wait_primitives(node: Machine) -> None:
+    node.wait_for_open_port(8080, timeout=120)
+    node.wait_for_open_unix_socket("/run/test.sock", timeout=120)
+    node.succeed("(sleep 2; touch /tmp/appears) >/dev/null 2>&1 &")
+    node.wait_for_file("/tmp/appears", timeout=60)
+    node.succeed("(sleep 2; systemctl stop listener) >/dev/null 2>&1 &")
+    node.wait_for_closed_port(8080, timeout=60)
+    output = node.wait_until_succeeds("test -e /tmp/appears && echo yes", timeout=30)
+    assert output == "yes\n"
+    node.succeed("touch /tmp/goes-away; (sleep 2; rm /tmp/goes-away) >/dev/null 2>&1 &")
+    node.wait_until_fails("test -e /tmp/goes-away", timeout=30)
+
+
+def test_wait_timeouts_fail_with_a_clear_message(node: Machine) -> None:
+    started = time.monotonic()
+    with pytest.raises(RequestedAssertionFailed, match="timed out after 3 seconds"):
+        node.wait_until_succeeds("false", timeout=3)
+    with pytest.raises(RequestedAssertionFailed, match="port 9 on localhost"):
+        node.wait_for_open_port(9, timeout=2)
+    with pytest.raises(RequestedAssertionFailed, match="/nonexistent"):
+        node.wait_for_file("/nonexistent", timeout=2)
+    assert time.monotonic() - started < 60
+
+
+def test_console(node: Machine) -> None:
+    node.succeed("echo vmrig-console-marker-1 > /dev/ttyS0")
+    node.wait_for_console_text("vmrig-console-marker-1", timeout=30)
+    assert "vmrig-console-marker-1" in node.get_console_log()
+    node.succeed("(sleep 1; echo vmrig-console-marker-2 > /dev/ttyS0) >/dev/null 2>&1 &")
+    node.wait_for_console_text(r"marker-\d{1}$", timeout=30)
+    with pytest.raises(RequestedAssertionFailed, match="timed out"):
+        node.wait_for_console_text("never-printed", timeout=2)
+    # stderr of commands goes to the console, as in the NixOS driver
+    node.succeed("echo vmrig-stderr-line >&2")
+    node.wait_for_console_text("vmrig-stderr-line", timeout=30)
+
+
+def test_send_console_reaches_the_serial_port(node: Machine) -> None:
+    node.succeed("stty -F /dev/ttyS0 raw -echo; (head -c 6 /dev/ttyS0 > /tmp/typed) >/dev/null 2>&1 &")
+    time.sleep(1)
+    node.send_console("typed\n")
+    node.wait_until_succeeds("test -s /tmp/typed", timeout=30)
+    assert node.succeed("cat /tmp/typed") == "typed\n"
+
+
+def test_copy_from_host_and_back(node: Machine, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "a.txt").write_text("alpha\n")
+    (tree / "run.sh").write_text("#!/bin/sh\necho ran\n")
+    (tree / "run.sh").chmod(0o755)
+    (tree / "sub" / "big.bin").write_bytes(os.urandom(3_000_000))
+    node.copy_from_host(str(tree), "/root/copied")
+    assert node.succeed("cat /root/copied/a.txt") == "alpha\n"
+    assert node.succeed("/root/copied/run.sh") == "ran\n"
+    assert node.succeed("stat -c %U /root/copied/a.txt") == "root\n"
+    guest_sum = node.succeed("sha256sum /root/copied/sub/big.bin").split()[0]
+    assert guest_sum == hashlib.sha256((tree / "sub" / "big.bin").read_bytes()).hexdigest()
+
+    single = tmp_path / "single.txt"
+    single.write_text("one file\n")
+    node.copy_from_host_via_shell(str(single), "/root/via-shell/single.txt")
+    assert node.succeed("cat /root/via-shell/single.txt") == "one file\n"
+
+    node.copy_from_vm("/root/copied", "back")
+    back = node.out_dir / "back" / "copied"
+    assert (back / "a.txt").read_text() == "alpha\n"
+    assert os.stat(back / "run.sh").st_mode & 0o777 == 0o755
+    assert (back / "sub" / "big.bin").read_bytes() == (tree / "sub" / "big.bin").read_bytes()
+
+
+def test_monitor_and_qmp(node: Machine) -> None:
+    assert "running" in node.send_monitor_command("info status")
+    node.send_monitor_command("stop")
+    event = node.wait_for_qmp_event(lambda e: e["event"] == "STOP", timeout=30)
+    assert event["event"] == "STOP"
+    node.send_monitor_command("cont")
+    assert node.succeed("echo resumed") == "resumed\n"
+
+
+def test_user_systemctl(node: Machine) -> None:
+    node.succeed("useradd -m alice")
+    node.succeed("loginctl enable-linger alice")
+    node.wait_until_succeeds("systemctl is-active user@$(id -u alice).service", timeout=120)
+    status, output = node.systemctl("is-system-running --wait || true", user="alice")
+    assert status == 0
+    assert re.search(r"running|degraded|starting", output)
