@@ -16,6 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from vmrig import images as images_module
+from vmrig import repl, ssh
 from vmrig.driver import Driver
 from vmrig.errors import (
     HostToolMissing,
@@ -113,7 +114,34 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not print the machines' serial console lines",
     )
+    run.add_argument(
+        "-I",
+        "--interactive",
+        action="store_true",
+        help="do not run the script: open a Python prompt with the machines as variables "
+        "(start_all(), test_script(), node.shell_interact()); the test file's interactive settings apply",
+    )
+    run.add_argument(
+        "--no-interactive-config",
+        action="store_true",
+        help="with --interactive: ignore the test file's `interactive` overrides (the plain configuration)",
+    )
+    run.add_argument(
+        "--debug-on-failure",
+        action="store_true",
+        help="when the script fails, stop at the failing line with a debugger prompt, machines still running",
+    )
     run.set_defaults(handler=command_run)
+
+    ssh_command = commands.add_parser(
+        "ssh",
+        help="log into a node of a running session that has the SSH backdoor",
+        description="Log into NODE of the vmrig session running with Options(ssh_backdoor=True) "
+        "(found through $TMPDIR/vm-state-NODE), or run COMMAND there.",
+    )
+    ssh_command.add_argument("node", help="the node's name")
+    ssh_command.add_argument("remote_command", nargs=argparse.REMAINDER, metavar="COMMAND", help="run this instead")
+    ssh_command.set_defaults(handler=command_ssh)
 
     build = commands.add_parser("build", help="only build the images a test needs")
     build.add_argument("testfile", type=Path, help="the test file")
@@ -138,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace, logger: Logger) -> tuple[TestSpec, Driver]:
-    spec = load_test_file(args.testfile)
+    interactive = getattr(args, "interactive", False)
+    spec = load_test_file(args.testfile, interactive=interactive and not args.no_interactive_config)
     out_dir = getattr(args, "output_directory", None) or Path.cwd()
     driver = Driver(
         spec,
@@ -146,6 +175,8 @@ def _load(args: argparse.Namespace, logger: Logger) -> tuple[TestSpec, Driver]:
         out_dir=out_dir,
         keep_vm_state=getattr(args, "keep_vm_state", False),
         global_timeout=getattr(args, "global_timeout", None),
+        interactive=interactive,
+        debug_on_failure=getattr(args, "debug_on_failure", False),
     )
     driver.check_script()
     return spec, driver
@@ -169,6 +200,16 @@ def command_run(args: argparse.Namespace, logger: Logger) -> int:
         logger.junit(args.output_directory / args.junit_xml, spec.name)
     if args.no_serial:
         logger.print_serial_logs(False)
+    if args.keep_vm_state:
+        logger.log("keeping the machines' state from the last run ($TMPDIR/vm-state-<node>)")
+    else:
+        logger.log("Machine state will be reset. To keep it, pass --keep-vm-state")
+    if args.interactive:
+        # No global timeout here: the prompt waits for its user as long as it takes.
+        with driver:
+            driver.setup()
+            repl.interact(driver.test_symbols(), Path.cwd() / repl.HISTORY_FILE)
+        return EXIT_PASSED
     try:
         with driver:
             driver.setup()
@@ -176,6 +217,14 @@ def command_run(args: argparse.Namespace, logger: Logger) -> int:
     finally:
         logger.write_junit()
     return EXIT_PASSED if passed else EXIT_FAILED
+
+
+def command_ssh(args: argparse.Namespace, logger: Logger) -> int:
+    del logger
+    remote_command = list(args.remote_command)
+    if remote_command[:1] == ["--"]:
+        remote_command = remote_command[1:]
+    return ssh.run_ssh(args.node, Path(os.environ.get("TMPDIR") or "/tmp"), remote_command)
 
 
 def command_gc(args: argparse.Namespace, logger: Logger) -> int:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import _thread
 import contextlib
+import dataclasses
 import fcntl
 import os
 import shutil
 import tempfile
 import textwrap
-import threading
 import time
 import traceback
 import types
@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from vmrig import accel, guestconfig, scriptcheck
+from vmrig import accel, guestconfig, scriptcheck, ssh
+from vmrig.debug import Debugger
 from vmrig.errors import (
     MachineError,
     PollingConditionError,
@@ -33,12 +34,16 @@ from vmrig.errors import (
     UsageError,
     VmrigError,
 )
-from vmrig.guestconfig import Interface, NodeNetwork
+from vmrig.guestconfig import NodeNetwork
 from vmrig.images import ImageStore, NodeImage
 from vmrig.log import Logger
 from vmrig.machine import Machine, MachineConfig
-from vmrig.spec import Node, python_name
+from vmrig.netfault import Network
+from vmrig.network import NetworkPlan
+from vmrig.spec import Node, SpecError, python_name
 from vmrig.testfile import TestSpec
+from vmrig.timer import PausableTimer
+from vmrig.virtiofs import Virtiofs, plan_shares
 from vmrig.vlan import VLan
 
 # Names every script sees besides its machines and vlans (see test_symbols).
@@ -50,6 +55,7 @@ DRIVER_SYMBOLS = (
     "machines",
     "vlans",
     "driver",
+    "network",
     "log",
     "os",
     "create_machine",
@@ -60,6 +66,7 @@ DRIVER_SYMBOLS = (
     "polling_condition",
     "Machine",
     "t",
+    "debug",
 )
 
 
@@ -164,7 +171,15 @@ class Driver:
         interactive: bool = False,
         images: ImageStore | None = None,
         tmp_dir: Path | None = None,
+        debug_on_failure: bool = False,
     ) -> None:
+        # The SSH backdoor adds sshd to every node's image and config layer.
+        self.ssh: ssh.Backdoor | None = None
+        if spec.options.ssh_backdoor:
+            vsock = ssh.vsock_usable()
+            self.ssh = ssh.Backdoor(vsock=vsock, vsock_offset=spec.options.vsock_offset)
+            nodes = {name: ssh.backdoor_node(node, vsock=vsock) for name, node in spec.nodes.items()}
+            spec = dataclasses.replace(spec, nodes=nodes)
         self.spec = spec
         self.logger = logger
         self.out_dir = out_dir
@@ -173,13 +188,24 @@ class Driver:
         self.interactive = interactive
         self.images = images or ImageStore(progress=logger.info)
         self.tmp_dir = tmp_dir or Path(os.environ.get("TMPDIR") or "/tmp")
+        # Every machine mounts it at /tmp/shared, as in NixOS tests.
+        self.shared_dir = self.tmp_dir / "shared-xchg"
+        try:
+            self.network_plan = NetworkPlan(spec.nodes)
+        except SpecError as error:
+            raise TestFileError(error.message, spec.path) from None
         self.machines: list[Machine] = []
         self.vlans: list[VLan] = []
+        # Fault injection: the script's `network`.
+        self.network = Network(self.all_machines, logger)
         self.polling_conditions: list[PollingCondition] = []
         self.node_images: dict[str, NodeImage] = {}
         self.timed_out = False
         self._extra_machines: list[Machine] = []
-        self._timer: threading.Timer | None = None
+        self._timer: PausableTimer | None = None
+        self.debug = Debugger(
+            logger, on_failure=debug_on_failure, timer=lambda: self._timer, focus=spec.script_path
+        )
         self._run_dir: Path | None = None
         self._state_locks: list[TextIO] = []
         self._namespace: dict[str, Any] | None = None
@@ -223,7 +249,7 @@ class Driver:
             self.spec.script,
             filename=self.spec.script_path,
             first_line=self.spec.script_first_line,
-            known_names=self.script_names(),
+            known_names=[*self.script_names(), *self.spec.module_globals],
             machine_names=machine_vars,
             machine_methods=methods,
         )
@@ -241,18 +267,7 @@ class Driver:
         return self.node_images
 
     def network_of(self, name: str, number: int, node: Node) -> NodeNetwork:
-        numbers = {n: i for i, n in enumerate(self.machine_names(), start=1)}
-        hosts = []
-        for other in self.machine_names():
-            other_node = self.spec.nodes[other]
-            if other_node.vlans:
-                vlan = other_node.vlans[0]
-                hosts.append((other, f"192.168.{vlan}.{numbers[other]}", f"2001:db8:{vlan}::{numbers[other]}"))
-        interfaces = tuple(
-            Interface(index, vlan, f"192.168.{vlan}.{number}/24", f"2001:db8:{vlan}::{number}/64")
-            for index, vlan in enumerate(node.vlans, start=1)
-        )
-        return NodeNetwork(number=number, interfaces=interfaces, hosts=tuple(hosts), outside_access=self.interactive)
+        return self.network_plan.node_network(name, number, node, outside_access=self.interactive)
 
     def _lock_state_dir(self, name: str) -> None:
         lock_path = self.tmp_dir / f"vm-state-{name}.lock"
@@ -281,14 +296,25 @@ class Driver:
                 self.spec.script_path,
             )
         network = self.network_of(name, number, node)
+        try:
+            shares = plan_shares(node, base_dir=self.spec.path.parent, exchange_dir=self.shared_dir)
+        except SpecError as error:
+            raise TestFileError(f"node {name}: {error.message}", self.spec.path) from None
+        virtiofs = Virtiofs(name, shares, self._run_dir, node.memory_size, self.logger)
         kernel_params = list(node.kernel_params)
         forwards = ",".join(f"hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in node.forward_ports)
+        endpoint = self.ssh.endpoint(name, number) if self.ssh is not None and name in self.spec.nodes else None
+        if endpoint is not None and endpoint.port is not None:
+            forwards = ",".join(part for part in (forwards, endpoint.user_net_option()) if part)
         return MachineConfig(
+            vsock_cid=endpoint.cid if endpoint is not None else None,
             name=name,
             disk=image.disk,
             kernel=image.kernel,
             initrd=image.initrd,
-            config_layer=guestconfig.config_layer(name, node, network, grow_root=node.disk_size > image.fs_size_mib),
+            config_layer=guestconfig.config_layer(
+                name, node, network, grow_root=node.disk_size > image.fs_size_mib, mounts=virtiofs.mounts()
+            ),
             memory_mib=node.memory_size,
             cores=node.cores,
             disk_mib=node.disk_size,
@@ -296,9 +322,9 @@ class Driver:
             qemu_options=list(node.qemu_options),
             accel=self._accel,
             vlan_nics=[
-                (vlan, f"52:54:00:12:{vlan:02x}:{number:02x}", str(self._run_dir / f"vde{vlan}.ctl"))
-                for vlan in node.vlans
+                (card.vlan, card.mac or "", str(self._run_dir / f"vde{card.vlan}.ctl")) for card in network.interfaces
             ],
+            sidecars=[virtiofs],
             user_net_options=forwards,
             outside_access=self.interactive,
         )
@@ -312,6 +338,9 @@ class Driver:
         self.logger.log(f"accelerator: {self._accel}")
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self._run_dir = Path(tempfile.mkdtemp(prefix="vmrig-", dir=self.tmp_dir))
+        if not self.keep_vm_state:
+            shutil.rmtree(self.shared_dir, ignore_errors=True)
+        self.shared_dir.mkdir(mode=0o700, exist_ok=True)
         with self.logger.nested("start all VLans"):
             for nr in self.vlan_numbers():
                 vlan = VLan(nr, self._run_dir, self.logger)
@@ -331,6 +360,9 @@ class Driver:
                     callbacks=[self.check_polling_conditions],
                 )
             )
+        if self.ssh is not None:
+            state_dirs = {machine.name: machine.state_dir for machine in self.machines}
+            self.ssh.publish(self._run_dir, state_dirs, self.logger)
 
     # -- the script's world ----------------------------------------------------
 
@@ -345,6 +377,7 @@ class Driver:
             "machines": self.machines,
             "vlans": self.vlans,
             "driver": self,
+            "network": self.network,
             "log": self.logger,
             "os": os,
             "create_machine": self.create_machine,
@@ -355,6 +388,7 @@ class Driver:
             "polling_condition": self.polling_condition,
             "Machine": Machine,
             "t": AssertionTester(),
+            "debug": self.debug,
         }
         for machine in self.machines:
             namespace[python_name(machine.name)] = machine
@@ -478,13 +512,15 @@ class Driver:
             return lambda: bound()
         source = textwrap.dedent(script)
         code = compile("\n" * (self.spec.script_first_line - 1) + source, self.spec.script_path, "exec")
-        return lambda: exec(code, namespace, None)
+        # The test file's own imports and helpers, then the driver's globals over them.
+        script_globals = {**self.spec.module_globals, **namespace}
+        return lambda: exec(code, script_globals, None)
 
     def test_script(self) -> bool:
         """Runs the test script; logs its failure and returns False if it fails."""
         run = self._compiled_script()
         try:
-            with self.logger.nested("run the VM test script"):
+            with self.logger.nested("run the VM test script"), self.debug.hooked():
                 run()
         except KeyboardInterrupt:
             if not self.timed_out:
@@ -493,6 +529,7 @@ class Driver:
             return False
         except Exception as error:  # the script's own errors are test failures
             self.report_failure(error)
+            self.debug.failure(error)  # --debug-on-failure: a prompt at the failing line
             return False
         return True
 
@@ -500,8 +537,8 @@ class Driver:
         """The whole non-interactive test: timer, script, final sync."""
         if self.global_timeout:
             self.logger.log(f"Test will time out and terminate in {self.global_timeout:g} seconds")
-            self._timer = threading.Timer(self.global_timeout, self.terminate_test)
-            self._timer.daemon = True
+            # Pausable: a debugger prompt stops the clock (see vmrig.debug).
+            self._timer = PausableTimer(self.global_timeout, self.terminate_test)
             self._timer.start()
         started = time.monotonic()
         passed = self.test_script()
@@ -558,6 +595,8 @@ class Driver:
     def cleanup(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self.ssh is not None:
+            self.ssh.withdraw()
         for machine in self.all_machines():
             with contextlib.suppress(Exception):
                 machine.release()

@@ -4,8 +4,8 @@ Hostname, /etc/hosts, files, systemd units, users and network addresses change
 from run to run; none of them goes into a cached image. They travel as a small
 cpio archive appended to the image's initramfs: the kernel unpacks it next to
 vmrig's init, which copies `config/` over the root disk, sources `network.sh`
-(busybox `ip`) and runs `setup.sh` in the root (for users and owners) before
-systemd starts.
+(busybox `ip`, and `mount` for shared directories) and runs `setup.sh` in the
+root (for users and owners) before systemd starts.
 """
 
 from __future__ import annotations
@@ -32,8 +32,27 @@ class Interface:
 
     index: int
     vlan: int
-    ipv4: str | None  # with prefix length, e.g. 192.168.1.2/24
-    ipv6: str | None
+    ipv4: str | None  # the first IPv4 address, with prefix length, e.g. 192.168.1.2/24
+    ipv6: str | None  # the first IPv6 address
+    mac: str | None = None  # the card's MAC: the initramfs names the card by it
+    more: tuple[str, ...] = ()  # further addresses
+
+    @property
+    def name(self) -> str:
+        return f"eth{self.index}"
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return tuple(address for address in (self.ipv4, self.ipv6) if address) + self.more
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A virtiofs share the initramfs mounts: `tag` at `path` in the guest."""
+
+    tag: str
+    path: str
+    read_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,6 +88,39 @@ def hosts_file(name: str, network: NodeNetwork) -> str:
     return "\n".join(line for line in lines if line) + "\n"
 
 
+def _naming_script(interfaces: tuple[Interface, ...]) -> str:
+    """busybox sh that gives each vlan card the name `eth<index>` its MAC stands for.
+
+    The kernel names cards in PCI order, which is the driver's order unless a
+    test adds cards of its own; this makes the names certain. It runs only
+    shell builtins unless a card needs a new name.
+    """
+    cases = "".join(f"        {i.mac}) want={i.name} ;;\n" for i in interfaces if i.mac)
+    if not cases:
+        return ""
+    return (
+        "mount -t sysfs sysfs /sys\n"
+        "renamed=\n"
+        "for dev in /sys/class/net/eth*; do\n"
+        '    read -r mac <"$dev/address" || continue\n'
+        '    case $mac in\n'
+        f"{cases}"
+        "        *) continue ;;\n"
+        "    esac\n"
+        '    case ${dev##*/} in\n'
+        '        "$want") ;;\n'
+        '        *) ip link set "${dev##*/}" name "vmrig-$want" && renamed=1 ;;\n'
+        "    esac\n"
+        "done\n"
+        'case $renamed in 1)\n'
+        "    for dev in /sys/class/net/vmrig-*; do\n"
+        '        ip link set "${dev##*/}" name "${dev##*/vmrig-}"\n'
+        "    done ;;\n"
+        "esac\n"
+        "umount /sys\n"
+    )
+
+
 def network_script(network: NodeNetwork) -> str:
     """busybox sh that brings up eth0 (QEMU's user network) and the vlan interfaces."""
     lines = [
@@ -79,13 +131,29 @@ def network_script(network: NodeNetwork) -> str:
     if network.outside_access:
         lines.append(f"ip route add default via {USER_NET_GATEWAY} dev eth0")
     for interface in network.interfaces:
-        dev = f"eth{interface.index}"
-        lines.append(f"ip link set {dev} up")
-        if interface.ipv4:
-            lines.append(f"ip addr add {interface.ipv4} dev {dev}")
+        dev = interface.name
         if interface.ipv6:
-            lines.append(f"ip -6 addr add {interface.ipv6} dev {dev} nodad")
-    return "".join(f"{line} 2>/dev/null\n" for line in lines)
+            # busybox ip knows no `nodad`: without this, the address stays tentative for a second or two
+            lines.append(f"echo 0 >/proc/sys/net/ipv6/conf/{dev}/accept_dad")
+        lines.append(f"ip link set {dev} up")
+        for address in interface.addresses:
+            lines.append(f"ip {'-6 ' if ':' in address else ''}addr add {address} dev {dev}")
+    naming = _naming_script(network.interfaces)
+    return naming + "".join(f"{line} 2>/dev/null\n" for line in lines)
+
+
+def mount_script(mounts: list[Mount]) -> str:
+    """busybox sh that mounts the node's virtiofs shares into the new root, parents first."""
+    lines = []
+    for mount in sorted(mounts, key=lambda m: m.path.count("/")):
+        target = shlex.quote(f"/newroot{mount.path}")
+        options = "ro" if mount.read_only else "rw"
+        lines.append(f"mkdir -p {target}")
+        lines.append(
+            f"mount -t virtiofs -o {options} {shlex.quote(mount.tag)} {target} || "
+            f"echo {shlex.quote(f'vmrig-init: cannot mount the shared directory {mount.path}')} >/dev/console"
+        )
+    return "".join(f"{line}\n" for line in lines)
 
 
 def setup_script(node: Node) -> str:
@@ -124,11 +192,14 @@ def _add_parents(archive: CpioWriter, path: str, seen: set[str]) -> None:
             archive.directory(current)
 
 
-def config_layer(name: str, node: Node, network: NodeNetwork, *, grow_root: bool = False) -> bytes:
+def config_layer(
+    name: str, node: Node, network: NodeNetwork, *, grow_root: bool = False, mounts: list[Mount] | None = None
+) -> bytes:
     """The cpio archive that turns an image into node `name` for this run.
 
     `grow_root`: the node's disk is larger than the image's file system, so
-    systemd grows the file system at boot.
+    systemd grows the file system at boot. `mounts`: virtiofs shares, mounted
+    before systemd starts (the init sources network.sh, which carries them).
     """
     buffer = io.BytesIO()
     archive = CpioWriter(buffer)
@@ -146,6 +217,8 @@ def config_layer(name: str, node: Node, network: NodeNetwork, *, grow_root: bool
     # The driver's end of the guest contract, always the version this driver speaks.
     put("/usr/lib/vmrig/backdoor", (GUEST_DIR / "backdoor").read_bytes(), 0o755)
     put("/usr/lib/vmrig/protocol.bash", (GUEST_DIR / "protocol.bash").read_bytes())
+    # machine.shell_interact()'s guest side; started only when asked for.
+    put("/usr/lib/vmrig/shell", (GUEST_DIR / "shell").read_bytes(), 0o755)
     put(f"/etc/systemd/system/{BACKDOOR_UNIT}", (GUEST_DIR / BACKDOOR_UNIT).read_bytes())
     link(f"/etc/systemd/system/sysinit.target.wants/{BACKDOOR_UNIT}", f"/etc/systemd/system/{BACKDOOR_UNIT}")
     put("/etc/hostname", f"{name}\n".encode())
@@ -163,7 +236,8 @@ def config_layer(name: str, node: Node, network: NodeNetwork, *, grow_root: bool
     for unit, targets in sorted(node.enabled_units().items()):
         for target in targets:
             link(f"/etc/systemd/system/{target}.wants/{unit}", f"/etc/systemd/system/{unit}")
-    archive.file("network.sh", network_script(network).encode(), 0o644)
+    early = network_script(network) + mount_script(mounts or [])
+    archive.file("network.sh", early.encode(), 0o644)
     setup = setup_script(node)
     if setup:
         archive.file("setup.sh", setup.encode(), 0o644)

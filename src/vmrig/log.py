@@ -137,9 +137,12 @@ class Logger:
         with self._lock:
             self._emit(f"{machine} # {line}", self.dim, show=self._print_serial)
 
-    def print_serial_logs(self, enabled: bool) -> None:
+    def print_serial_logs(self, enabled: bool) -> bool:
+        """Show serial lines or not; returns the previous setting (to restore it)."""
         with self._lock:
+            previous = self._print_serial
             self._print_serial = enabled
+            return previous
 
     @contextmanager
     def nested(self, message: str, attrs: dict[str, str] | None = None) -> Iterator[None]:

@@ -28,12 +28,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from vmrig import proc
 from vmrig.errors import MachineError, RequestedAssertionFailed
 from vmrig.log import Logger
 from vmrig.qmp import QMPClient
+from vmrig.ssh import vsock_cid_hint
 
 READY_LINE = b"Spawning backdoor root shell..."
 # Terminal control sequences systemd writes to the console; noise in a log.
@@ -42,9 +43,9 @@ DEFAULT_TIMEOUT = 900
 # How long the backdoor may take to come up before the start counts as failed.
 CONNECT_TIMEOUT = float(os.environ.get("VMRIG_CONNECT_TIMEOUT", "300"))
 CONSOLE_TAIL = 20
+QBOOT = Path("/usr/share/qemu/qboot.rom")
 # How long the guest may take to read a command's input (copy_from_host).
 DATA_TIMEOUT = 300.0
-QBOOT = Path("/usr/share/qemu/qboot.rom")
 KERNEL_PARAMS = (
     "console=ttyS0",
     "root=/dev/vda",
@@ -122,6 +123,20 @@ CHAR_TO_KEY = {
 }
 
 
+class Sidecar(Protocol):
+    """A host process a machine needs while QEMU runs (e.g. a virtiofsd per shared directory).
+
+    `start()` is called right before QEMU starts, from the thread that starts
+    QEMU (the parent-death signal is tied to it); `stop()` once QEMU is gone.
+    """
+
+    def qemu_args(self) -> list[str]: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 @dataclass
 class MachineConfig:
     """Everything a machine needs to boot, in terms QEMU understands."""
@@ -142,6 +157,8 @@ class MachineConfig:
     user_net_options: str = ""  # appended to -netdev user (hostfwd=..., QEMU_NET_OPTS)
     outside_access: bool = False
     start_command: str | None = None  # a user's own QEMU start command (create_machine)
+    vsock_cid: int | None = None  # a vhost-vsock device with this guest CID (the SSH backdoor)
+    sidecars: list[Sidecar] = field(default_factory=list)  # host helpers and their QEMU arguments
 
 
 class Machine:
@@ -171,6 +188,9 @@ class Machine:
         self.qmp: QMPClient | None = None
         self._shell: socket.socket | None = None
         self._data: socket.socket | None = None
+        # Host end of the virtio port vmrig.shell (shell_interact's terminal).
+        self._shell_port: socket.socket | None = None
+        self.interact_lock = threading.Lock()
         self._shell_buffer = bytearray()
         self._serial_thread: threading.Thread | None = None
         self._console_lines: list[str] = []
@@ -243,7 +263,15 @@ class Machine:
             out.write(self.config.config_layer)
         return overlay
 
-    def qemu_command(self, overlay: Path, shell_fd: int, qmp_fd: int, data_fd: int, allow_reboot: bool) -> list[str]:
+    def qemu_command(
+        self,
+        overlay: Path,
+        shell_fd: int,
+        qmp_fd: int,
+        data_fd: int,
+        allow_reboot: bool,
+        shell_port_fd: int | None = None,
+    ) -> list[str]:
         c = self.config
         params = [*KERNEL_PARAMS, *c.kernel_params]
         cmd: list[str] = [
@@ -256,7 +284,10 @@ class Machine:
             "none",
             "-accel",
             c.accel,
-            *(["-cpu", "host"] if c.accel == "kvm" else []),
+            # Under TCG (QEMU 7.2) the guest's cmpxchg16b sometimes leaves garbage in RFLAGS: the
+            # kernel then dies in kmalloc or text_poke (9 of 15 boots); without cx16, 0 of 15.
+            *(["-cpu", "host"] if c.accel == "kvm" else ["-cpu", "qemu64,-cx16"]),
+            # qboot, a minimal firmware for direct kernel boot, starts faster than SeaBIOS.
             *(["-bios", str(QBOOT)] if QBOOT.exists() else []),
             "-m",
             str(c.memory_mib),
@@ -280,6 +311,16 @@ class Machine:
             f"socket,id=data,fd={data_fd}",
             "-device",
             "virtserialport,chardev=data,name=vmrig.data",
+            *(
+                [
+                    "-chardev",
+                    f"socket,id=tty,fd={shell_port_fd}",
+                    "-device",
+                    "virtserialport,chardev=tty,name=vmrig.shell",
+                ]
+                if shell_port_fd is not None
+                else []
+            ),
             "-chardev",
             f"socket,id=qmp,fd={qmp_fd}",
             "-mon",
@@ -301,6 +342,10 @@ class Machine:
                 f"virtio-net-pci,netdev=vlan{index},mac={mac},id=nic{index}",
             ]
             del vlan
+        if c.vsock_cid is not None:
+            cmd += ["-device", f"vhost-vsock-pci,guest-cid={c.vsock_cid}"]
+        for sidecar in c.sidecars:
+            cmd += sidecar.qemu_args()
         if not allow_reboot:
             cmd.append("-no-reboot")
         cmd += c.qemu_options
@@ -323,13 +368,21 @@ class Machine:
         shell_host, shell_guest = socket.socketpair()
         qmp_host, qmp_guest = socket.socketpair()
         data_host, data_guest = socket.socketpair()
-        guest_ends = (shell_guest, qmp_guest, data_guest)
+        port_host, port_guest = socket.socketpair()
+        guest_ends = (shell_guest, qmp_guest, data_guest, port_guest)
         try:
             args = self.qemu_command(
-                overlay, shell_guest.fileno(), qmp_guest.fileno(), data_guest.fileno(), allow_reboot
+                overlay,
+                shell_guest.fileno(),
+                qmp_guest.fileno(),
+                data_guest.fileno(),
+                allow_reboot,
+                shell_port_fd=port_guest.fileno(),
             )
             if self.config.start_command:
                 args = ["sh", "-c", f'{self.config.start_command} "$@"', "vmrig-start", *args[1:]]
+            for sidecar in self.config.sidecars:
+                sidecar.start()
             self.process = proc.spawn(
                 args,
                 stdin=subprocess.PIPE,
@@ -340,13 +393,16 @@ class Machine:
                 env={"TMPDIR": str(self.state_dir)},
             )
         except BaseException:
-            for sock in (shell_host, qmp_host, data_host, *guest_ends):
+            for sock in (shell_host, qmp_host, data_host, port_host, *guest_ends):
                 sock.close()
+            for sidecar in self.config.sidecars:
+                sidecar.stop()
             raise
         for sock in guest_ends:
             sock.close()
         self._shell = shell_host
         self._data = data_host
+        self._shell_port = port_host
         self._shell_buffer.clear()
         self.pid = self.process.pid
         with self._console_cond:
@@ -357,6 +413,10 @@ class Machine:
         self.qmp = QMPClient(qmp_host)
         try:
             self.qmp.connect(timeout=60)
+        except MachineError as error:
+            self.release()
+            hint = vsock_cid_hint(self.get_console_log(), self.config.vsock_cid)
+            raise self._broken(f"QEMU did not start ({error}){hint}") from None
         except BaseException:
             self.release()
             raise
@@ -382,7 +442,10 @@ class Machine:
     def _exit_note(self) -> str:
         if self.process is None:
             return "QEMU is not running"
-        return f"QEMU exited with status {self.process.poll()}"
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(2)  # a dying QEMU may not have been reaped yet
+        status = self.process.poll()
+        return "QEMU is not answering" if status is None else f"QEMU exited with status {status}"
 
     def connect(self) -> None:
         """Starts the machine if needed and waits until its backdoor shell answers."""
@@ -446,15 +509,17 @@ class Machine:
         if self.qmp is not None:
             self.qmp.close()
             self.qmp = None
-        for sock in (self._shell, self._data):
+        for sock in (self._shell, self._data, self._shell_port):
             if sock is not None:
                 sock.close()
-        self._shell = self._data = None
+        self._shell = self._data = self._shell_port = None
         if self._serial_thread is not None and self._serial_thread is not threading.current_thread():
             self._serial_thread.join(5)
         if self.process is not None and self.process.stdin is not None:
             with contextlib.suppress(OSError):
                 self.process.stdin.close()
+        for sidecar in self.config.sidecars:
+            sidecar.stop()
         self.booted = False
         self.connected = False
 
@@ -887,12 +952,64 @@ class Machine:
         if reply.strip():
             raise MachineError(f"{self.name}: forwarding port {host_port} failed: {reply.strip()}")
 
-    def block(self) -> None:
-        """Takes the first vlan interface (eth1) down, as if its cable were pulled."""
-        self.send_monitor_command("set_link nic1 off")
+    # -- interactive use (see vmrig.interact) ------------------------------------
 
-    def unblock(self) -> None:
-        self.send_monitor_command("set_link nic1 on")
+    def shell_interact(self, address: str | None = None) -> None:
+        """A root login shell on a pseudo-terminal in the guest, on this terminal or a socat address.
+
+        Ctrl-D (or `exit`) ends it; the machine keeps running.
+        """
+        from vmrig import interact  # interact drives a Machine: imported late to avoid a cycle
+
+        interact.shell_interact(self, address)
+
+    def console_interact(self) -> None:
+        """Types stdin on the serial console and shows its lines, until end of input (Ctrl-D)."""
+        from vmrig import interact
+
+        interact.console_interact(self)
+
+    def shell_port(self) -> socket.socket:
+        """The host end of the guest's vmrig.shell port (for vmrig.interact)."""
+        self.connect()
+        if self._shell_port is None:
+            raise MachineError(f"{self.name}: this machine has no interactive shell port")
+        return self._shell_port
+
+    def block(self, *, vlan: int | None = None, interface: str | None = None) -> None:
+        """Pulls the cable of a vlan card: the first one (eth1) as in NixOS, or the one on `vlan`
+        (`block(vlan=2)`), or `interface` (`block(interface="eth2")`).
+
+        The guest sees the link go down; nothing goes in or out until unblock().
+        """
+        self._set_link(self._vlan_nic("block", vlan, interface), "off")
+
+    def unblock(self, *, vlan: int | None = None, interface: str | None = None) -> None:
+        """Plugs a card block() unplugged back in (same arguments)."""
+        self._set_link(self._vlan_nic("unblock", vlan, interface), "on")
+
+    def _vlan_nic(self, what: str, vlan: int | None, interface: str | None) -> str:
+        """QEMU's id of the card that `vlan` or `interface` (or neither: eth1) names."""
+        vlans = [nr for nr, _mac, _sock in self.config.vlan_nics]
+        if vlan is not None and interface is not None:
+            raise ValueError(f"{self.name}.{what}(): give vlan= or interface=, not both")
+        if not vlans:
+            raise ValueError(f"{self.name}.{what}(): the machine is on no vlan (Node.vlans is empty)")
+        if interface is not None:
+            names = [f"eth{index}" for index in range(1, len(vlans) + 1)]
+            if interface not in names:
+                raise ValueError(f"{self.name}.{what}(): no vlan interface {interface!r}; it has {', '.join(names)}")
+            return f"nic{names.index(interface) + 1}"
+        if vlan is not None:
+            if vlan not in vlans:
+                raise ValueError(f"{self.name}.{what}(): the machine is not on vlan {vlan}; its vlans: {vlans}")
+            return f"nic{vlans.index(vlan) + 1}"
+        return "nic1"
+
+    def _set_link(self, nic: str, state: str) -> None:
+        reply = self.send_monitor_command(f"set_link {nic} {state}")
+        if reply.strip():
+            raise MachineError(f"{self.name}: set_link {nic} {state} failed: {reply.strip()}")
 
 
 def _root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:

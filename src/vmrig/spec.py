@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import ipaddress
 import keyword
 import posixpath
 import re
@@ -27,6 +28,7 @@ __all__ = [
     "Node",
     "Options",
     "Service",
+    "SharedDirectory",
     "SpecError",
     "User",
     "check_node_name",
@@ -70,6 +72,7 @@ RESERVED_NAMES = frozenset(
         "machines",
         "vlans",
         "driver",
+        "network",
         "log",
         "os",
         "create_machine",
@@ -95,6 +98,13 @@ _SECTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9 -]*")
 _UNIT_KEY = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 _SECTION_HEADER = re.compile(r"^\s*\[[^\]\n]+\]\s*$", re.MULTILINE)
 _VLAN_SYMBOL = re.compile(r"vlan[0-9]+")
+# Where every machine sees the run's exchange directory (as in NixOS tests).
+EXCHANGE_GUEST_PATH = "/tmp/shared"
+# Guest directories a share must not hide: the system itself, and the
+# directories the driver's shell and the exchange directory live in.
+_UNSHAREABLE = frozenset(
+    {"/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/run", "/sbin", "/sys", "/tmp", "/usr", "/var"}
+)
 
 
 def python_name(node_name: str) -> str:
@@ -510,6 +520,47 @@ class User:
 
 
 @_spec_class
+class SharedDirectory:
+    """A host directory shared into a node (a value of `Node.shared_directories`).
+
+    `source` is the host directory (relative paths are relative to the test
+    file's directory); with `read_only`, the guest cannot change it, not even
+    as root.
+    """
+
+    source: str
+    read_only: bool = False
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+        _non_empty(self.source, "SharedDirectory.source")
+        _single_line(self.source, "SharedDirectory.source")
+        if "\0" in self.source:
+            raise SpecError(f"SharedDirectory.source: path {self.source!r} contains a NUL byte")
+
+
+def _interface_address(text: str, where: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+    """`text` as an address with its prefix length (`10.0.0.5/24`, `fd00::5/64`), or SpecError."""
+    address, slash, _ = text.partition("/")
+    if not slash:
+        example = "fd00::5/64" if ":" in text else "10.0.0.5/24"
+        raise SpecError(f"{where}: {text!r} needs a prefix length, e.g. {example!r}")
+    try:
+        interface = ipaddress.ip_interface(text)
+    except ValueError:
+        raise SpecError(
+            f"{where}: {text!r} is not an IPv4 or IPv6 address with a prefix length (like '10.0.0.5/24')"
+        ) from None
+    ip = interface.ip
+    if ip.is_multicast or ip.is_loopback or ip.is_unspecified or ip.is_link_local:
+        raise SpecError(f"{where}: {address} cannot be an interface's address (multicast, loopback or link-local)")
+    network = interface.network
+    if ip.version == 4 and network.prefixlen < 31 and ip in (network.network_address, network.broadcast_address):
+        raise SpecError(f"{where}: {address} is the network or broadcast address of {network}")
+    return interface
+
+
+@_spec_class
 class Node:
     """One machine of a test: what its image contains and how QEMU runs it."""
 
@@ -524,8 +575,12 @@ class Node:
     qemu_options: list[str] = field(default_factory=list)
     build_commands: list[str] = field(default_factory=list)
     vlans: list[int] = field(default_factory=lambda: [1])
+    # vlan -> addresses with prefix length, instead of the automatic
+    # 192.168.<vlan>.<n>/24 and 2001:db8:<vlan>::<n>/64; [] leaves it without any.
+    addresses: dict[int, list[str]] = field(default_factory=dict)
     forward_ports: list[tuple[int, int]] = field(default_factory=list)
-    shared_directories: dict[str, str] = field(default_factory=dict)
+    # guest path -> host directory (read-write), or SharedDirectory(source=..., read_only=True)
+    shared_directories: dict[str, str | SharedDirectory] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_fields(self)
@@ -561,9 +616,43 @@ class Node:
             if host_port in host_ports:
                 raise SpecError(f"Node.forward_ports: host port {host_port} is forwarded twice")
             host_ports.add(host_port)
-        for guest_path, host_path in self.shared_directories.items():
+        self._check_addresses()
+        self._check_shared_directories()
+
+    def _check_addresses(self) -> None:
+        for vlan, addresses in self.addresses.items():
+            where = f"Node.addresses[{vlan}]"
+            if vlan not in self.vlans:
+                raise SpecError(
+                    f"Node.addresses: vlan {vlan} is not one of the node's vlans {self.vlans}; add it to Node.vlans"
+                )
+            seen: set[str] = set()
+            for text in addresses:
+                ip = str(_interface_address(text, where).ip)
+                if ip in seen:
+                    raise SpecError(f"{where}: {ip} is listed twice")
+                seen.add(ip)
+
+    def _check_shared_directories(self) -> None:
+        for guest_path, share in self.shared_directories.items():
             _absolute_path(guest_path, "Node.shared_directories")
-            _non_empty(host_path, f"Node.shared_directories[{guest_path!r}]")
+            where = f"Node.shared_directories[{guest_path!r}]"
+            if guest_path in _UNSHAREABLE:
+                raise SpecError(f"{where}: sharing a directory over {guest_path} would hide the guest's own files")
+            if guest_path == EXCHANGE_GUEST_PATH:
+                raise SpecError(f"{where}: {EXCHANGE_GUEST_PATH} is the run's exchange directory on every machine")
+            source = share.source if isinstance(share, SharedDirectory) else share
+            _non_empty(source, where)
+            _single_line(source, where)
+            if "\0" in source:
+                raise SpecError(f"{where}: path {source!r} contains a NUL byte")
+
+    def shares(self) -> dict[str, SharedDirectory]:
+        """`shared_directories` with plain host paths wrapped in SharedDirectory (read-write)."""
+        return {
+            guest_path: share if isinstance(share, SharedDirectory) else SharedDirectory(source=share)
+            for guest_path, share in self.shared_directories.items()
+        }
 
     def _check_services(self) -> None:
         seen: dict[str, str] = {}

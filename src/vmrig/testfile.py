@@ -17,8 +17,9 @@ import sys
 import textwrap
 import types
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vmrig.errors import TestFileError
 from vmrig.spec import Interactive, Node, Options, SpecError, check_node_name, merge_interactive
@@ -42,6 +43,8 @@ class TestSpec:
     script: str | Callable[[], object]
     script_path: str
     script_first_line: int  # the test-file line of the script's line 1
+    # What the test file itself defines (imports, helpers): a string script sees these too.
+    module_globals: dict[str, Any] = field(default_factory=dict)
 
 
 def load_test_file(path: str | Path, *, interactive: bool = False) -> TestSpec:
@@ -106,6 +109,7 @@ def load_test_file(path: str | Path, *, interactive: bool = False) -> TestSpec:
         script=script,
         script_path=script_path,
         script_first_line=first_line,
+        module_globals={key: value for key, value in namespace.items() if not key.startswith("__")},
     )
 
 

@@ -1,0 +1,222 @@
+"""Stopping a test script at a debugger prompt: breakpoint(), debug.breakpoint(), --debug-on-failure.
+
+While a script runs, `sys.breakpointhook` is this module's. With a terminal
+on stdin the prompt is pdb on that terminal; without one (CI, a pipe) it is
+remote-pdb listening on a loopback port, and the log says how to attach. The
+machines keep running meanwhile, so the prompt can call
+`node1.execute("systemctl status ...")`.
+
+A prompt that waits for its user pauses the global timeout: a test sitting at
+a breakpoint is not hanging. PYTHONBREAKPOINT is honoured: "0" disables
+breakpoints, any other debugger (`ipdb.set_trace`) replaces this one (its
+prompt then does not pause the timeout).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pdb
+import socket
+import sys
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from vmrig.errors import UsageError
+from vmrig.log import Logger
+from vmrig.timer import PausableTimer
+
+LOOPBACK = "127.0.0.1"
+REMOTE_PDB_MISSING = (
+    "a debugger prompt without a terminal on stdin needs remote-pdb: pip install remote-pdb (or vmrig's 'debug' extra)"
+)
+
+
+def stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class _Stops(pdb.Pdb):
+    """pdb that pauses the global timeout at its prompt and starts a post-mortem in the script."""
+
+    vmrig_timer: Callable[[], PausableTimer | None] = staticmethod(lambda: None)
+    vmrig_focus: str | None = None  # the script file: a post-mortem starts in its deepest frame
+
+    def interaction(self, frame: types.FrameType | None, traceback: Any) -> None:
+        timer = self.vmrig_timer()
+        if timer is not None:
+            timer.pause()
+        try:
+            super().interaction(frame, traceback)
+        finally:
+            if timer is not None:
+                timer.resume()
+
+    def setup(self, f: types.FrameType | None, tb: types.TracebackType | None) -> None:
+        super().setup(f, tb)
+        if tb is None or self.vmrig_focus is None:
+            return
+        # The failing line of the script, not the inside of succeed() that raised.
+        for index in range(len(self.stack) - 1, -1, -1):
+            frame = self.stack[index][0]
+            if os.path.abspath(frame.f_code.co_filename) == self.vmrig_focus:
+                self.curindex = index
+                self.curframe = frame
+                self.curframe_locals = frame.f_locals
+                break
+
+
+class _LocalPdb(_Stops):
+    pass
+
+
+def _remote_class() -> Callable[..., _Stops]:
+    try:
+        from remote_pdb import RemotePdb  # type: ignore[import-untyped]
+    except ImportError:
+        raise UsageError(REMOTE_PDB_MISSING) from None
+
+    class _RemotePdb(_Stops, RemotePdb):  # type: ignore[misc]
+        def do_continue(self, arg: str) -> bool | None:
+            result: bool | None = super().do_continue(arg)
+            if not self.breaks:
+                close_remote(self)  # nothing can stop here again: let the client see the end
+            return result
+
+        do_c = do_cont = do_continue
+
+    return _RemotePdb
+
+
+def close_remote(debugger: pdb.Pdb) -> None:
+    """Hangs up on a remote debugger's client."""
+    handle = getattr(debugger, "handle", None)
+    if handle is not None:
+        with contextlib.suppress(OSError, ValueError):
+            handle.close()
+
+
+class Debugger:
+    """The `debug` script global and the breakpoint hook of a test run."""
+
+    def __init__(
+        self,
+        logger: Logger,
+        *,
+        on_failure: bool = False,
+        timer: Callable[[], PausableTimer | None] = lambda: None,
+        focus: str | None = None,
+    ) -> None:
+        self.logger = logger
+        self.on_failure = on_failure
+        self.timer = timer
+        self.focus = os.path.abspath(focus) if focus else None
+        self._open: list[pdb.Pdb] = []
+
+    # -- the hook ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def hooked(self) -> Iterator[None]:
+        """Makes breakpoint() stop here while the block runs."""
+        choice = os.environ.get("PYTHONBREAKPOINT", "")
+        if choice not in ("", "pdb.set_trace"):
+            yield  # "0" or the user's own debugger: Python's default hook handles both
+            return
+        previous = sys.breakpointhook
+        sys.breakpointhook = self._hook
+        try:
+            yield
+        finally:
+            sys.breakpointhook = previous
+            self.close()
+
+    def _hook(self, *args: object, **kwargs: object) -> None:
+        self._stop_at(sys._getframe(1), "breakpoint()")
+
+    def breakpoint(self, host: str = LOOPBACK, port: int | None = None) -> None:
+        """Stops the script at the caller's line, like NixOS's `debug.breakpoint()`."""
+        if host not in (LOOPBACK, "localhost"):
+            raise UsageError(f"the debugger listens on {LOOPBACK} only, not on {host}")
+        self._stop_at(sys._getframe(1), "debug.breakpoint()", port)
+
+    def _stop_at(self, frame: types.FrameType, what: str, port: int | None = None) -> None:
+        where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        debugger = self._debugger(f"{what} reached at {where}", port)
+        debugger.set_trace(frame)
+
+    # -- stopping at a failure -------------------------------------------------------
+
+    def failure(self, error: BaseException) -> None:
+        """With on_failure: a post-mortem prompt at the script line that failed, machines still up."""
+        if not self.on_failure or error.__traceback__ is None:
+            return
+        line = self._script_line(error.__traceback__)
+        try:
+            debugger = self._debugger(
+                f"the test failed at {line}; stopped there with every machine still running "
+                "(inspect, call node.succeed(...) or node.shell_interact(); 'c' ends the test)",
+                None,
+            )
+        except UsageError as problem:
+            self.logger.error(f"cannot stop at the failure: {problem}")
+            return
+        debugger.reset()
+        debugger.interaction(None, error.__traceback__)
+        self.close()
+
+    def _script_line(self, tb: types.TracebackType) -> str:
+        found = "an unknown line"
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            if self.focus is None or os.path.abspath(code.co_filename) == self.focus:
+                found = f"{code.co_filename}:{tb.tb_lineno}"
+            tb = tb.tb_next  # type: ignore[assignment]
+        return found
+
+    # -- making a debugger -----------------------------------------------------------
+
+    def _debugger(self, reason: str, port: int | None) -> _Stops:
+        """pdb on the terminal, or remote-pdb once a client has attached."""
+        debugger: _Stops
+        if stdin_is_terminal():
+            self.logger.warning(f"{reason}; debugger prompt follows (pdb; 'c' continues)")
+            debugger = _LocalPdb()
+        else:
+            remote = _remote_class()
+            if port is None:
+                port = int(os.environ.get("REMOTE_PDB_PORT") or 0) or _free_port()
+            self.logger.warning(
+                f"{reason}; no terminal on stdin, so the debugger listens on {LOOPBACK}:{port}\n"
+                f"attach with: socat readline tcp:{LOOPBACK}:{port}   (or: telnet {LOOPBACK} {port})\n"
+                "the global timeout is paused while the debugger waits"
+            )
+            timer = self.timer()
+            if timer is not None:
+                timer.pause()  # waiting for a client to attach is waiting for the user too
+            try:
+                debugger = remote(LOOPBACK, port, quiet=True)
+            finally:
+                if timer is not None:
+                    timer.resume()
+            self.logger.log("debugger client attached")
+        debugger.vmrig_timer = self.timer
+        debugger.vmrig_focus = self.focus
+        self._open.append(debugger)
+        return debugger
+
+    def close(self) -> None:
+        """Hangs up on remote clients still attached (the script has ended)."""
+        for debugger in self._open:
+            close_remote(debugger)
+        self._open.clear()

@@ -1,0 +1,99 @@
+"""The test network as a plan: node numbers, vlan cards, MAC and IP addresses, /etc/hosts.
+
+Computed from the nodes alone, as in the NixOS driver: node names sorted
+alphabetically get the numbers 1, 2, ...; node `n` gets, on each of its vlans
+`v` (in the order of `Node.vlans`), the card `eth<i>` with MAC
+`52:54:00:12:<v>:<n>` (hex) and the addresses `192.168.<v>.<n>/24` and
+`2001:db8:<v>::<n>/64`, unless `Node.addresses` gives others for that vlan.
+Every node's first IPv4 and first IPv6 address name it in every /etc/hosts.
+Nothing here knows about QEMU or the guests.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+
+from vmrig.guestconfig import Interface, NodeNetwork
+from vmrig.spec import Node, SpecError
+
+__all__ = ["MAX_NODES", "NetworkPlan", "automatic_addresses", "interfaces_of", "mac_address"]
+
+# Node numbers are the last byte of a MAC and of an IPv4 address.
+MAX_NODES = 254
+
+
+def mac_address(vlan: int, number: int) -> str:
+    """The MAC of node `number`'s card on `vlan`."""
+    return f"52:54:00:12:{vlan:02x}:{number:02x}"
+
+
+def automatic_addresses(vlan: int, number: int) -> list[str]:
+    """The addresses a node gets on a vlan unless `Node.addresses` says otherwise."""
+    return [f"192.168.{vlan}.{number}/24", f"2001:db8:{vlan}::{number}/64"]
+
+
+def interfaces_of(node: Node, number: int) -> tuple[Interface, ...]:
+    """`eth1`, `eth2`, ...: one card per vlan of `node`, in the order of `Node.vlans`."""
+    interfaces = []
+    for index, vlan in enumerate(node.vlans, start=1):
+        addresses = node.addresses.get(vlan)
+        if addresses is None:
+            addresses = automatic_addresses(vlan, number)
+        ipv4 = [a for a in addresses if ":" not in a]
+        ipv6 = [a for a in addresses if ":" in a]
+        first4 = ipv4[0] if ipv4 else None
+        first6 = ipv6[0] if ipv6 else None
+        more = tuple(a for a in addresses if a not in (first4, first6))
+        interfaces.append(Interface(index, vlan, first4, first6, mac=mac_address(vlan, number), more=more))
+    return tuple(interfaces)
+
+
+def _bare(address: str) -> str:
+    return str(ipaddress.ip_interface(address).ip)
+
+
+class NetworkPlan:
+    """Numbers, cards and host names of a test's nodes."""
+
+    def __init__(self, nodes: Mapping[str, Node]) -> None:
+        names = sorted(nodes)
+        if len(names) > MAX_NODES:
+            raise SpecError(f"a test can have at most {MAX_NODES} nodes, this one has {len(names)}")
+        self.nodes = dict(nodes)
+        self.numbers = {name: number for number, name in enumerate(names, start=1)}
+        self.interfaces = {name: interfaces_of(nodes[name], self.numbers[name]) for name in names}
+        self._check_unique_addresses()
+        hosts = []
+        for name in names:
+            addresses = [a for interface in self.interfaces[name] for a in interface.addresses]
+            ipv4 = next((_bare(a) for a in addresses if ":" not in a), None)
+            ipv6 = next((_bare(a) for a in addresses if ":" in a), None)
+            if ipv4 or ipv6:
+                hosts.append((name, ipv4, ipv6))
+        self.hosts = tuple(hosts)
+
+    def _check_unique_addresses(self) -> None:
+        owners: dict[tuple[int, str], str] = {}
+        for name, interfaces in self.interfaces.items():
+            for interface in interfaces:
+                for address in interface.addresses:
+                    key = (interface.vlan, _bare(address))
+                    other = owners.setdefault(key, name)
+                    if other != name:
+                        raise SpecError(
+                            f"nodes {other!r} and {name!r} both have the address {key[1]} on vlan {key[0]}; "
+                            "give one of them other Node.addresses"
+                        )
+
+    def vlan_numbers(self) -> list[int]:
+        return sorted({vlan for node in self.nodes.values() for vlan in node.vlans})
+
+    def node_network(self, name: str, number: int, node: Node, *, outside_access: bool = False) -> NodeNetwork:
+        """What node `name` (number `number`) needs to know of the network.
+
+        Works for machines outside the plan too (create_machine): they get
+        their cards and everyone's names, but nobody else knows theirs.
+        """
+        interfaces = self.interfaces[name] if name in self.interfaces else interfaces_of(node, number)
+        return NodeNetwork(number=number, interfaces=interfaces, hosts=self.hosts, outside_access=outside_access)

@@ -1,0 +1,182 @@
+"""Image-layer logic that needs no VM: cpio archives, the config layer, cache bookkeeping."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from vmrig.cpio import CpioWriter
+from vmrig.guestconfig import Interface, NodeNetwork, config_layer, hosts_file, machine_id, network_script
+from vmrig.images import ImageStore, key_of
+from vmrig.spec import File, Node, Service, User
+
+
+def read_newc(data: bytes) -> dict[str, tuple[int, int, bytes]]:
+    """name -> (mode, uid, data) for every entry of a newc archive."""
+    entries = {}
+    offset = 0
+    while True:
+        assert data[offset : offset + 6] == b"070701"
+        fields = [int(data[offset + 6 + i * 8 : offset + 14 + i * 8], 16) for i in range(13)]
+        mode, uid, size, namesize = fields[1], fields[2], fields[6], fields[11]
+        name_start = offset + 110
+        name = data[name_start : name_start + namesize - 1].decode()
+        data_start = name_start + namesize + (-(110 + namesize) % 4)
+        body = data[data_start : data_start + size]
+        offset = data_start + size + (-size % 4)
+        if name == "TRAILER!!!":
+            return entries
+        entries[name] = (mode, uid, body)
+
+
+def test_cpio_entries_round_trip() -> None:
+    buffer = io.BytesIO()
+    archive = CpioWriter(buffer)
+    archive.directory("etc", 0o700)
+    archive.file("etc/a", b"abc", 0o640, uid=5)
+    archive.symlink("etc/b", "a")
+    archive.file("odd-name-length", b"x" * 5)
+    archive.close()
+    data = buffer.getvalue()
+    assert len(data) % 512 == 0
+    entries = read_newc(data)
+    assert entries["etc"][0] == stat.S_IFDIR | 0o700
+    assert entries["etc/a"] == (stat.S_IFREG | 0o640, 5, b"abc")
+    assert entries["etc/b"] == (stat.S_IFLNK | 0o777, 0, b"a")
+    assert entries["odd-name-length"][2] == b"xxxxx"
+
+
+def network(outside: bool = False) -> NodeNetwork:
+    return NodeNetwork(
+        number=2,
+        interfaces=(Interface(1, 1, "192.168.1.2/24", "2001:db8:1::2/64"),),
+        hosts=(("client", "192.168.1.1", "2001:db8:1::1"), ("server", "192.168.1.2", "2001:db8:1::2")),
+        outside_access=outside,
+    )
+
+
+def test_config_layer_contents() -> None:
+    node = Node(
+        files={"/etc/app.conf": File(content="x=1\n", mode=0o600, owner="alice"), "/srv/plain": "plain\n"},
+        services={"web": Service(exec_start="/bin/true"), "raw.timer": "[Timer]\nOnBootSec=1\n[Install]\nWantedBy=timers.target\n"},
+        users={"alice": User(uid=1500, groups=["adm"])},
+    )
+    entries = read_newc(config_layer("server", node, network()))
+    assert entries["config/etc/hostname"][2] == b"server\n"
+    assert entries["config/etc/machine-id"][2] == f"{machine_id('server')}\n".encode()
+    assert entries["config/etc/app.conf"][0] == stat.S_IFREG | 0o600
+    assert entries["config/srv/plain"][2] == b"plain\n"
+    assert b"ExecStart=/bin/true" in entries["config/etc/systemd/system/web.service"][2]
+    assert entries["config/etc/systemd/system/multi-user.target.wants/web.service"][2] == (
+        b"/etc/systemd/system/web.service"
+    )
+    assert "config/etc/systemd/system/timers.target.wants/raw.timer" in entries
+    # the backdoor always comes with the config layer
+    assert "config/usr/lib/vmrig/protocol.bash" in entries
+    assert "config/etc/systemd/system/sysinit.target.wants/vmrig-backdoor.service" in entries
+    setup = entries["setup.sh"][2].decode()
+    assert "useradd" in setup and "--uid 1500" in setup and "--groups adm" in setup
+    assert "chown alice:root /etc/app.conf" in setup
+    assert b"ip addr add 192.168.1.2/24 dev eth1" in entries["network.sh"][2]
+    # no outside access unless asked for
+    assert "config/etc/resolv.conf" not in entries
+    assert b"default via" not in entries["network.sh"][2]
+    assert "config/etc/resolv.conf" in read_newc(config_layer("server", Node(), network(outside=True)))
+
+
+def test_hosts_and_network_script() -> None:
+    hosts = hosts_file("server", network())
+    assert "192.168.1.1 client\n" in hosts
+    assert "2001:db8:1::2 server\n" in hosts
+    script = network_script(network())
+    assert "ip -6 addr add 2001:db8:1::2/64 dev eth1" in script
+    assert "ip addr add 10.0.2.15/24 dev eth0" in script
+
+
+def test_machine_ids_are_stable_and_distinct() -> None:
+    assert machine_id("a") == machine_id("a")
+    assert machine_id("a") != machine_id("b")
+    assert len(machine_id("a")) == 32
+
+
+def test_keys_depend_on_every_input() -> None:
+    base = {"layer": "packages", "base": "k", "packages": ["curl"], "build_commands": []}
+    assert key_of(base) == key_of(dict(reversed(list(base.items()))))
+    assert key_of(base) != key_of({**base, "packages": ["curl", "jq"]})
+    assert key_of(base) != key_of({**base, "build_commands": ["true"]})
+
+
+def test_image_inputs_ignore_per_run_config() -> None:
+    plain = Node(packages=["curl"])
+    configured = Node(
+        packages=["curl"],
+        files={"/etc/x": "y"},
+        services={"s": Service(exec_start="/bin/true")},
+        users={"bob": User()},
+        memory_size=2048,
+    )
+    assert plain.image_inputs() == configured.image_inputs()
+    assert Node(packages=["jq", "curl"]).image_inputs() == Node(packages=["curl", "jq"]).image_inputs()
+
+
+def test_interrupted_build_leaves_nothing_that_looks_finished(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path, progress=lambda _m: None)
+    final = tmp_path / "image-abc"
+    with pytest.raises(RuntimeError), store._building(final) as scratch:
+        (scratch / "root.qcow2").write_text("half")
+        raise RuntimeError("killed")
+    assert not final.exists()
+    assert list((tmp_path / "tmp").iterdir()) == []
+    with store._building(final) as scratch:
+        (scratch / "root.qcow2").write_text("whole")
+    assert store._complete(final)
+    assert (final / "root.qcow2").read_text() == "whole"
+
+
+def test_stale_scratch_of_a_killed_build_is_removed(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path, progress=lambda _m: None)
+    stale = tmp_path / "tmp" / "image-abc.x1y2"
+    stale.mkdir(parents=True)
+    with store._building(tmp_path / "image-abc"):
+        assert not stale.exists()
+
+
+def test_lock_makes_a_second_builder_wait(tmp_path: Path) -> None:
+    messages: list[str] = []
+    store = ImageStore(tmp_path, progress=messages.append)
+    order: list[str] = []
+    with store._locked("k1"):
+
+        def second() -> None:
+            with store._locked("k1"):
+                order.append("second")
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.3)
+        order.append("first")
+    thread.join(5)
+    assert order == ["first", "second"]
+    assert any("waiting for another vmrig" in m for m in messages)
+
+
+def test_gc_removes_unused_entries_only(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path, progress=lambda _m: None)
+    old = tmp_path / "image-old"
+    new = tmp_path / "image-new"
+    for path, last_used in ((old, time.time() - 30 * 86400), (new, time.time())):
+        path.mkdir()
+        (path / "complete").write_text("")
+        (path / "last-used").write_text(f"{last_used:.0f}\n")
+    removed = store.gc(older_than_days=14)
+    assert removed == [old]
+    assert not old.exists() and new.exists()
+    assert store.gc(older_than_days=0, dry_run=True) == [new]
+    assert new.exists()
+    assert os.path.isdir(tmp_path / "locks")

@@ -1,0 +1,259 @@
+"""`vmrig run` as a user runs it: exit codes, what a failure shows, bad input, cleanup."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, VMRIG, run_vmrig, write_test_file
+
+pytestmark = pytest.mark.vm
+
+# One small node that every test here can share the image of.
+PLAIN_NODE = "Node()"
+
+
+def qemu_pids_for(marker: str) -> list[int]:
+    """PIDs of live processes whose command line mentions `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            state = (entry / "stat").read_text().split(") ", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if marker in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_example_passes(vm_tmp: Path) -> None:
+    result = run_vmrig("run", REPO / "examples" / "hello-world-server.py", "--junit-xml", "junit.xml", tmpdir=vm_tmp)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test passed" in result.stderr
+    assert "node1: connected to guest root shell" in result.stderr
+    # serial console lines are logged with the node's name
+    assert re.search(r"node1 # .*Started hello-world-server", result.stderr)
+    suite = ET.parse(vm_tmp / "junit.xml").getroot().find("testsuite")
+    assert suite is not None
+    assert [case.get("name") for case in suite.iter("testcase")] == ["main"]
+    assert suite.find("testcase/failure") is None
+
+
+def test_failing_script_shows_script_line_and_console(vm_tmp: Path) -> None:
+    path = write_test_file(
+        vm_tmp,
+        f"""
+        from vmrig import Node
+
+        nodes = {{"server": {PLAIN_NODE}}}
+
+        test_script = '''
+        server.succeed("echo before-failure > /dev/ttyS0")
+        with subtest("a subtest that fails"):
+            server.succeed("echo this fails; exit 7")
+        '''
+        """,
+    )
+    result = run_vmrig("run", path, "--junit-xml", "junit.xml", tmpdir=vm_tmp)
+    assert result.returncode == 1
+    err = result.stderr
+    assert f'!!!   File "{path}", line 8, in <module>' in err
+    assert '!!!     server.succeed("echo this fails; exit 7")' in err
+    assert "RequestedAssertionFailed: command `echo this fails; exit 7` failed (exit code 7)" in err
+    assert "last console lines of server:" in err
+    assert "server # before-failure" in err
+    assert 'Test "a subtest that fails" failed with error' in err
+    # the driver's own frames are not shown
+    assert "machine.py" not in err
+    assert "test FAILED" in err
+    cases = {c.get("name"): c for c in ET.parse(vm_tmp / "junit.xml").getroot().iter("testcase")}
+    assert cases["a subtest that fails"].find("failure") is not None
+
+
+def test_function_script_and_plain_assert(vm_tmp: Path) -> None:
+    path = write_test_file(
+        vm_tmp,
+        f"""
+        from vmrig import Node
+
+        nodes = {{"node1": {PLAIN_NODE}}}
+
+
+        def test_script():
+            start_all()
+            out = machine.succeed("echo 1")
+            assert out == "2\\n", f"got {{out!r}}"
+        """,
+    )
+    result = run_vmrig("run", path, tmpdir=vm_tmp)
+    assert result.returncode == 1
+    assert f'File "{path}", line 9, in test_script' in result.stderr
+    assert "AssertionError: got '1\\n'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("body", "expected", "line"),
+    [
+        ('nodes = {"a": Node(pakages=["curl"])}\ntest_script = "pass"\n', "did you mean 'packages'", 3),
+        ('nodes = {"a": Node(packages="curl")}\ntest_script = "pass"\n', "expected a list of str", 3),
+        ('nodes = {"a": Node()}\ntest_script = """\nstart_all()\nb.succeed("true")\n"""\n', "name 'b' is not defined", 6),
+        ('nodes = {"a": Node()}\ntest_script = """\nstart_all(\n"""\n', "", 5),
+        ('nodes = {"a": Node()}\ntest_script = "a.wait_for_unti(\'x\')"\n', "did you mean 'wait_for_unit'", 4),
+        ('nodes = {"a": Node(services={"x": Service(exec_strat="/bin/true")})}\ntest_script = "pass"\n',
+         "did you mean 'exec_start'", 3),
+    ],
+)
+def test_bad_test_files_fail_before_booting(vm_tmp: Path, body: str, expected: str, line: int) -> None:
+    path = write_test_file(vm_tmp, "from vmrig import Node, Service\n\n" + body)
+    started = time.monotonic()
+    result = run_vmrig("run", path, tmpdir=vm_tmp, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert f"{path}:{line}:" in result.stderr
+    assert expected in result.stderr
+    assert "starting vm" not in result.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_unknown_package_names_it(vm_tmp: Path) -> None:
+    path = write_test_file(
+        vm_tmp,
+        """
+        from vmrig import Node
+        nodes = {"a": Node(packages=["curl", "vmrig-no-such-package"])}
+        test_script = "start_all()"
+        """,
+    )
+    result = run_vmrig("build", path, tmpdir=vm_tmp)
+    assert result.returncode == 1
+    assert "vmrig-no-such-package" in result.stderr
+    assert "Unable to locate package vmrig-no-such-package" in result.stderr
+    # nothing that looks finished was left in the cache
+    cache = Path(os.environ.get("VMRIG_CACHE_DIR") or Path.home() / ".cache" / "vmrig")
+    assert not list((cache / "tmp").glob("image-*")) if (cache / "tmp").exists() else True
+
+
+def test_cache_hit_runs_no_mmdebstrap(vm_tmp: Path) -> None:
+    path = write_test_file(vm_tmp, f"from vmrig import Node\nnodes = {{'a': {PLAIN_NODE}}}\ntest_script = 'pass'\n")
+    first = run_vmrig("build", path, tmpdir=vm_tmp)
+    assert first.returncode == 0, first.stderr
+    started = time.monotonic()
+    second = run_vmrig("-v", "build", path, tmpdir=vm_tmp)
+    elapsed = time.monotonic() - started
+    assert second.returncode == 0, second.stderr
+    assert "mmdebstrap" not in second.stderr
+    assert "building" not in second.stderr.replace("building node images", "")
+    assert elapsed < 10
+
+
+def test_global_timeout_stops_vms_and_keeps_logs(vm_tmp: Path) -> None:
+    path = write_test_file(
+        vm_tmp,
+        f"""
+        from vmrig import Node
+        nodes = {{"slow": {PLAIN_NODE}}}
+        test_script = '''
+        slow.succeed("echo reached-the-guest > /dev/ttyS0")
+        slow.succeed("sleep 600")
+        '''
+        """,
+    )
+    started = time.monotonic()
+    result = run_vmrig("run", path, "--global-timeout", "60", "--junit-xml", "j.xml", tmpdir=vm_tmp)
+    assert result.returncode == 1
+    assert time.monotonic() - started < 200
+    assert "global timeout of 60 seconds reached" in result.stderr
+    assert "slow # reached-the-guest" in result.stderr
+    assert (vm_tmp / "j.xml").exists()
+    assert qemu_pids_for(str(vm_tmp)) == []
+
+
+def test_backdoor_that_never_comes_up(vm_tmp: Path) -> None:
+    path = write_test_file(
+        vm_tmp,
+        f"""
+        from vmrig import Node
+        nodes = {{"mute": Node(kernel_params=["systemd.mask=vmrig-backdoor.service"])}}
+        test_script = 'mute.succeed("true")'
+        """,
+    )
+    result = run_vmrig("run", path, tmpdir=vm_tmp, env={"VMRIG_CONNECT_TIMEOUT": "40"})
+    assert result.returncode == 1
+    assert "mute: the backdoor shell did not come up within 40 s" in result.stderr
+    assert "mute # " in result.stderr  # the console tail
+    assert qemu_pids_for(str(vm_tmp)) == []
+
+
+def test_qemu_dying_mid_command_is_reported_quickly(vm_tmp: Path) -> None:
+    path = write_test_file(
+        vm_tmp,
+        f"""
+        import os, signal, threading
+        from vmrig import Node
+        nodes = {{"victim": {PLAIN_NODE}}}
+        test_script = '''
+        victim.succeed("true")
+        threading.Timer(3, lambda: os.kill(victim.pid, signal.SIGKILL)).start()
+        victim.succeed("sleep 300")
+        '''
+        """,
+    )
+    started = time.monotonic()
+    result = run_vmrig("run", path, tmpdir=vm_tmp)
+    assert result.returncode == 1
+    assert "victim: QEMU exited" in result.stderr
+    assert "sleep 300" in result.stderr
+    assert time.monotonic() - started < 150
+
+
+def test_no_qemu_survives_sigkill_of_the_driver(vm_tmp: Path) -> None:
+    path = write_test_file(
+        vm_tmp,
+        f"""
+        from vmrig import Node
+        nodes = {{"left": {PLAIN_NODE}, "right": {PLAIN_NODE}}}
+        test_script = '''
+        start_all()
+        left.succeed("touch /tmp/booted")
+        left.succeed("sleep 600")
+        '''
+        """,
+    )
+    env = dict(os.environ, TMPDIR=str(vm_tmp), NO_COLOR="1")
+    driver = subprocess.Popen(
+        [*VMRIG, "run", str(path)], stderr=subprocess.PIPE, text=True, env=env, cwd=vm_tmp
+    )
+    assert driver.stderr is not None
+    deadline = time.monotonic() + 300
+    for line in driver.stderr:
+        if "must succeed: sleep 600" in line or time.monotonic() > deadline:
+            break
+    assert len(qemu_pids_for(str(vm_tmp))) >= 2  # both VMs and the vlan switch are up
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    deadline = time.monotonic() + 10
+    while qemu_pids_for(str(vm_tmp)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert qemu_pids_for(str(vm_tmp)) == []
+
+
+def test_usage_errors_exit_2(vm_tmp: Path) -> None:
+    result = subprocess.run([*VMRIG, "run"], capture_output=True, text=True)
+    assert result.returncode == 2
+    result = run_vmrig("run", vm_tmp / "missing.py", tmpdir=vm_tmp)
+    assert result.returncode == 2
+    assert "missing.py" in result.stderr
+    help_text = subprocess.run([*VMRIG, "run", "--help"], capture_output=True, text=True).stdout
+    for flag in ("--global-timeout", "--output-directory", "--junit-xml", "--keep-vm-state"):
+        assert flag in help_text
+    assert sys.executable

@@ -1,0 +1,57 @@
+"""Starting, rebooting, shutting down and crashing one real VM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BootedDriver
+from vmrig.errors import MachineError
+from vmrig.spec import Node
+
+pytestmark = pytest.mark.vm
+
+
+def test_reboot_shutdown_crash(booted: type[BootedDriver], vm_tmp: Path) -> None:
+    run = booted({"node1": Node()})
+    node = run.machine("node1")
+    assert not node.is_up()
+    node.start(allow_reboot=True)
+    first_boot = node.succeed("cat /proc/sys/kernel/random/boot_id")
+    assert node.is_up()
+    node.succeed("echo persisted > /root/marker; sync")
+
+    node.reboot()
+    assert not node.is_up()
+    second_boot = node.succeed("cat /proc/sys/kernel/random/boot_id")
+    assert second_boot != first_boot
+    assert node.succeed("cat /root/marker") == "persisted\n"  # same disk across a reboot
+
+    node.shutdown()
+    assert not node.is_up()
+    assert node.process is not None and node.process.returncode == 0
+
+    # a command on a machine that is down starts it and waits for its shell
+    assert node.succeed("cat /root/marker") == "persisted\n"
+    node.crash()
+    assert not node.is_up()
+    assert "simulating a crash" in run.log()
+
+    # without allow_reboot, a reboot ends QEMU, and the next command says so
+    node.start()
+    node.succeed("true")
+    node.reboot()
+    node.wait_for_shutdown()
+    assert not node.is_up()
+
+
+def test_command_on_dead_machine_names_the_node(booted: type[BootedDriver]) -> None:
+    run = booted({"node1": Node()})
+    node = run.machine("node1")
+    node.start()
+    node.succeed("true")
+    assert node.process is not None
+    node.process.kill()
+    with pytest.raises(MachineError, match=r"node1: .*QEMU exited with status -9"):
+        node.succeed("true")

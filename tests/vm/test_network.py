@@ -1,0 +1,303 @@
+"""Vlans, names, block()/unblock() and fault injection on real VMs.
+
+One three-node topology is booted for the whole module:
+
+    alpha  vlans 1, 2   automatic addresses
+    beta   vlans 1, 3   automatic on vlan 1, no address on vlan 3
+    gamma  vlan 2       a fixed address, 192.168.2.33/24 (IPv4 only)
+
+Every test leaves the network as it found it (the `net` fixture clears faults
+and plugs cables back in). Round-trip times under emulation are noisy (a
+single ping can take hundreds of milliseconds on a busy host), so delays are
+judged by the minimum and the median of several pings.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import statistics
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, VMRIG, BootedDriver, short_tmp, write_test_file
+from vmrig.driver import Driver
+from vmrig.machine import Machine
+from vmrig.netfault import Network
+from vmrig.spec import Node, Service
+
+pytestmark = pytest.mark.vm
+
+SINK = Service(exec_start="/bin/sh -c 'exec nc -lk 7001 >/dev/null'")
+NODES = {
+    "alpha": Node(vlans=[1, 2]),
+    "beta": Node(
+        vlans=[1, 3],
+        addresses={3: []},
+        services={"echo": Service(exec_start="/bin/nc -lk 7000"), "sink": SINK},
+    ),
+    "gamma": Node(vlans=[2], addresses={2: ["192.168.2.33/24"]}),
+}
+
+
+# ---------------------------------------------------------------------------
+# The CLI, killed: nothing it started may survive it (first: the shared topology is not up yet).
+
+
+def processes_mentioning(text: str) -> list[tuple[int, str]]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append((int(entry.name), cmdline))
+    return found
+
+
+def test_no_helper_survives_a_sigkilled_driver(tmp_path_factory: pytest.TempPathFactory) -> None:
+    tmp = short_tmp(tmp_path_factory, "kill")
+    (tmp / "data").mkdir()
+    test_file = write_test_file(
+        tmp,
+        """
+        from vmrig import Node, SharedDirectory
+        nodes = {
+            "one": Node(vlans=[1, 2], shared_directories={"/data": SharedDirectory(source="data", read_only=True)}),
+            "two": Node(vlans=[2]),
+        }
+        def test_script():
+            start_all()
+            one.succeed("true")
+            two.succeed("true")
+            print("ALL-UP", flush=True)
+            import time
+            time.sleep(600)
+        """,
+    )
+    env = dict(os.environ, TMPDIR=str(tmp), NO_COLOR="1")
+    cli = subprocess.Popen(
+        [*VMRIG, "run", "--no-serial", str(test_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=REPO,
+        text=True,
+    )
+    try:
+        assert cli.stdout is not None
+        seen = []
+        for line in cli.stdout:
+            seen.append(line)
+            if "ALL-UP" in line:
+                break
+        else:
+            raise AssertionError("the test never got its machines up:\n" + "".join(seen[-40:]))
+        helpers = processes_mentioning(str(tmp))
+        kinds = " ".join(cmdline for _pid, cmdline in helpers)
+        assert kinds.count("vde_switch") == 2, kinds
+        assert kinds.count("qemu-system-x86_64") == 2, kinds
+        assert kinds.count("virtiofsd") >= 3, kinds  # one's /data and /tmp/shared, two's /tmp/shared
+        cli.send_signal(signal.SIGKILL)
+        cli.wait(30)
+        deadline = time.monotonic() + 30
+        while processes_mentioning(str(tmp)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert processes_mentioning(str(tmp)) == []
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+
+
+# ---------------------------------------------------------------------------
+# The topology (booted after the test above, which needs none of it)
+
+
+class Topology:
+    def __init__(self, booted: BootedDriver) -> None:
+        self.booted = booted
+        self.driver: Driver = booted.driver
+        self.alpha = booted.machine("alpha")
+        self.beta = booted.machine("beta")
+        self.gamma = booted.machine("gamma")
+        self.network: Network = self.driver.network
+
+
+@pytest.fixture(scope="module")
+def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
+    booted = BootedDriver(NODES, short_tmp(tmp_path_factory, "net"))
+    try:
+        booted.driver.start_all()
+        topo = Topology(booted)
+        for machine in (topo.alpha, topo.beta, topo.gamma):
+            machine.connect()
+        yield topo
+    finally:
+        booted.close()
+
+
+@pytest.fixture
+def net(topology: Topology) -> Iterator[Topology]:
+    yield topology
+    topology.network.clear()
+    for machine in (topology.alpha, topology.beta, topology.gamma):
+        for vlan in [nr for nr, _mac, _sock in machine.config.vlan_nics]:
+            machine.unblock(vlan=vlan)
+
+
+def reaches(machine: Machine, host: str, count: int = 2, timeout: int = 2) -> bool:
+    status, _ = machine.execute(f"busybox ping -c {count} -W {timeout} {host}")
+    return status == 0
+
+
+def ping_times(machine: Machine, host: str, count: int = 10, interval: float = 0.2) -> list[float]:
+    """Round-trip times in ms of `count` pings (lost ones left out)."""
+    output = machine.execute(f"busybox ping -c {count} -i {interval} -W 5 {host}")[1]
+    return [float(ms) for ms in re.findall(r"time=([\d.]+) ms", output)]
+
+
+def loss_of(machine: Machine, host: str, count: int) -> float:
+    output = machine.execute(f"busybox ping -c {count} -i 0.05 -W 3 {host}")[1]
+    match = re.search(r"(\d+) packets transmitted, (\d+) packets received", output)
+    assert match, output
+    sent, received = int(match.group(1)), int(match.group(2))
+    assert sent == count, output
+    return 1 - received / sent
+
+
+def test_cards_addresses_and_hosts(net: Topology) -> None:
+    alpha = net.alpha.succeed(
+        "ip -br addr show eth1; ip -br addr show eth2; ip -br link show eth1; ip -br link show eth2"
+    )
+    assert re.search(r"eth1 +UP +192\.168\.1\.1/24 2001:db8:1::1/64", alpha)
+    assert re.search(r"eth2 +UP +192\.168\.2\.1/24 2001:db8:2::1/64", alpha)
+    assert "52:54:00:12:01:01" in alpha and "52:54:00:12:02:01" in alpha
+    beta = net.beta.succeed("ip -br addr show eth2; ip -br link show eth2")
+    assert "52:54:00:12:03:02" in beta
+    assert "192.168" not in beta and "2001:db8" not in beta  # addresses={3: []}
+    gamma = net.gamma.succeed("ip -br addr show eth1")
+    assert re.search(r"eth1 +UP +192\.168\.2\.33/24", gamma) and "2001:db8" not in gamma
+    hosts = net.beta.succeed("cat /etc/hosts")
+    for line in ("192.168.1.1 alpha", "2001:db8:1::1 alpha", "192.168.1.2 beta", "192.168.2.33 gamma"):
+        assert f"\n{line}\n" in hosts, hosts
+    assert net.gamma.succeed("hostname") == "gamma\n"
+
+
+def test_ping_and_connect_by_name_over_two_vlans(net: Topology) -> None:
+    assert reaches(net.alpha, "beta")  # vlan 1
+    assert reaches(net.beta, "alpha")
+    assert reaches(net.alpha, "gamma")  # vlan 2, gamma's fixed address
+    assert reaches(net.gamma, "192.168.2.1")  # alpha on vlan 2 ("alpha" names its first address, on vlan 1)
+    net.alpha.succeed("busybox ping -6 -c 2 -W 2 beta")
+    net.alpha.wait_for_open_port(7000, "beta", timeout=60)
+    net.alpha.succeed("nc -z -w 5 beta 7000")
+    # vlans are separate segments
+    assert not reaches(net.beta, "192.168.2.33", count=1)
+    assert not reaches(net.gamma, "192.168.1.2", count=1)
+
+
+def test_block_and_unblock_seen_from_the_other_side(net: Topology) -> None:
+    assert reaches(net.beta, "alpha")
+    net.alpha.block()  # eth1, vlan 1
+    assert "NO-CARRIER" in net.alpha.succeed("ip -br link show eth1")
+    assert not reaches(net.beta, "alpha")
+    assert reaches(net.gamma, "192.168.2.1")  # alpha's vlan 2 card still works
+    net.alpha.unblock()
+    net.beta.wait_until_succeeds("busybox ping -c 1 -W 2 alpha", timeout=60)
+
+    net.alpha.block(vlan=2)
+    assert not reaches(net.gamma, "192.168.2.1")
+    assert reaches(net.beta, "alpha")
+    net.alpha.unblock(interface="eth2")
+    net.gamma.wait_until_succeeds("busybox ping -c 1 -W 2 192.168.2.1", timeout=60)
+
+    with pytest.raises(ValueError, match="not on vlan 3"):
+        net.alpha.block(vlan=3)
+    with pytest.raises(ValueError, match="no vlan interface 'eth3'"):
+        net.alpha.block(interface="eth3")
+
+
+def test_partition_cuts_both_directions_and_heals(net: Topology) -> None:
+    partition = net.network.partition(net.alpha, [net.beta, net.gamma])
+    assert "partition alpha | beta, gamma" in repr(net.network)
+    assert not reaches(net.alpha, "beta")
+    assert not reaches(net.beta, "alpha")
+    assert not reaches(net.alpha, "gamma")
+    assert not reaches(net.gamma, "192.168.2.1")
+    assert net.alpha.execute("nc -z -w 3 beta 7000")[0] != 0
+    partition.heal()
+    assert repr(net.network) == "<Network: no faults>"
+    assert reaches(net.alpha, "beta")
+    assert reaches(net.gamma, "192.168.2.1")
+    assert net.beta.succeed("tc qdisc show dev eth1 | grep -c clsact || true") == "0\n"  # rules removed
+
+    # machines in no group keep hearing everyone; a with block heals at its end
+    with net.network.partition([net.alpha], [net.beta]):
+        assert not reaches(net.beta, "alpha")
+        assert reaches(net.alpha, "gamma")
+    assert reaches(net.beta, "alpha")
+
+
+def test_delay_is_measured_by_ping(net: Topology) -> None:
+    before = ping_times(net.alpha, "beta")
+    assert len(before) == 10
+    with net.network.link(net.alpha, net.beta).set(delay="150ms"):  # each way: +300 ms a round trip
+        delayed = ping_times(net.alpha, "beta")
+    assert len(delayed) == 10
+    assert min(delayed) >= 300, delayed  # netem never delivers early
+    assert statistics.median(delayed) <= statistics.median(before) + 300 + 150, (before, delayed)
+    # one way only: +150 ms a round trip
+    with net.network.link(net.alpha, net.beta, one_way=True).set(delay="150ms"):
+        one_way = ping_times(net.alpha, "beta")
+    assert min(one_way) >= 150 and statistics.median(one_way) < 300 + 100, one_way
+    after = ping_times(net.alpha, "beta")
+    assert statistics.median(after) < 150, after
+    assert "netem" not in net.alpha.succeed("tc qdisc show; ip link")
+
+
+def test_loss_is_measured_over_many_packets(net: Topology) -> None:
+    with net.network.link(net.alpha, net.beta, one_way=True).set(loss=0.3):
+        loss = loss_of(net.alpha, "beta", 200)
+    # binomial, n=200, p=0.3: the standard deviation is 3.2 points
+    assert 0.15 <= loss <= 0.45, loss
+    assert loss_of(net.alpha, "beta", 30) == 0.0
+
+
+def test_rate_limit_slows_a_transfer(net: Topology) -> None:
+    net.alpha.wait_for_open_port(7001, "beta", timeout=60)
+    transfer = (
+        "s=$(date +%s%N); head -c 300000 /dev/zero | nc -N -w 30 beta 7001; echo $(( ($(date +%s%N) - s) / 1000000 ))"
+    )
+    fast = int(net.alpha.succeed(transfer).split()[-1])
+    with net.network.link(net.alpha).set(rate="1mbit"):  # 2.4 Mbit take at least 2.4 s
+        slow = int(net.alpha.succeed(transfer).split()[-1])
+    assert slow >= 2000, (fast, slow)
+    assert fast < slow / 2, (fast, slow)
+
+
+def test_faults_are_checked_before_they_are_applied(net: Topology) -> None:
+    network = net.network
+    with pytest.raises(ValueError, match="beta .* and gamma .* share no vlan"):
+        network.link(net.beta, net.gamma)
+    with pytest.raises(ValueError, match="not both on vlan 1"):
+        network.link("alpha", "gamma", vlan=1)
+    with pytest.raises(TypeError, match="delay needs a unit"):
+        network.link(net.alpha).set(delay=100)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="fraction between 0 and 1"):
+        network.link(net.alpha).set(loss=5)
+    with pytest.raises(ValueError, match="at least two groups"):
+        network.partition([net.alpha])
+    with pytest.raises(ValueError, match="alpha is in two groups"):
+        network.partition([net.alpha], [net.alpha, net.beta])
+    with pytest.raises(ValueError, match="no machine 'delta'"):
+        network.partition(["delta"], ["alpha"])
+    assert network.faults() == []
