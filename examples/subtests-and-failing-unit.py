@@ -24,6 +24,7 @@ nodes = {
                 user="alice",
                 after=["network.target"],
             ),
+            "cleanup": Service(exec_start="/usr/bin/find /tmp -mtime +1 -delete", type="oneshot", wanted_by=[]),
             "cleanup.timer": """
 [Unit]
 Description=Periodic cleanup

@@ -198,7 +198,8 @@ class Debugger:
                 port = int(os.environ.get("REMOTE_PDB_PORT") or 0) or _free_port()
             self.logger.warning(
                 f"{reason}; no terminal on stdin, so the debugger listens on {LOOPBACK}:{port}\n"
-                f"attach with: socat readline tcp:{LOOPBACK}:{port}   (or: telnet {LOOPBACK} {port})\n"
+                f"attach with: socat READLINE tcp:{LOOPBACK}:{port}   (a socat without readline, as Debian's: "
+                f"socat - tcp:{LOOPBACK}:{port}; or: telnet {LOOPBACK} {port})\n"
                 "the global timeout is paused while the debugger waits"
             )
             timer = self.timer()

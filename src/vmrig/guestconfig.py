@@ -179,6 +179,10 @@ def setup_script(node: Node) -> str:
     for path, entry in sorted(node.file_entries().items()):
         if (entry.owner, entry.group) != ("root", "root"):
             lines.append(f"chown {shlex.quote(f'{entry.owner}:{entry.group}')} {shlex.quote(path)}")
+    if not lines:
+        return ""
+    # Run by the initramfs' busybox, whose PATH knows nothing of /usr/sbin.
+    lines.insert(0, "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     return "".join(f"{line}\n" for line in lines)
 
 

@@ -64,7 +64,10 @@ def network(outside: bool = False) -> NodeNetwork:
 def test_config_layer_contents() -> None:
     node = Node(
         files={"/etc/app.conf": File(content="x=1\n", mode=0o600, owner="alice"), "/srv/plain": "plain\n"},
-        services={"web": Service(exec_start="/bin/true"), "raw.timer": "[Timer]\nOnBootSec=1\n[Install]\nWantedBy=timers.target\n"},
+        services={
+            "web": Service(exec_start="/bin/true"),
+            "raw.timer": "[Timer]\nOnBootSec=1\n[Install]\nWantedBy=timers.target\n",
+        },
         users={"alice": User(uid=1500, groups=["adm"])},
     )
     entries = read_newc(config_layer("server", node, network()))

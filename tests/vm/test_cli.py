@@ -50,6 +50,21 @@ def test_example_passes(vm_tmp: Path) -> None:
     assert suite.find("testcase/failure") is None
 
 
+def test_multi_step_example_passes(vm_tmp: Path) -> None:
+    example = REPO / "examples" / "subtests-and-failing-unit.py"
+    result = run_vmrig("run", "--no-serial", example, "--junit-xml", "junit.xml", tmpdir=vm_tmp)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cases = [c.get("name") for c in ET.parse(vm_tmp / "junit.xml").getroot().iter("testcase")]
+    assert cases == [
+        "main",
+        "users and files are in place",
+        "the service runs as its user",
+        "the check unit fails, and says why",
+        "the timer is scheduled",
+    ]
+    assert " # " not in result.stderr  # --no-serial
+
+
 def test_failing_script_shows_script_line_and_console(vm_tmp: Path) -> None:
     path = write_test_file(
         vm_tmp,
@@ -107,11 +122,18 @@ def test_function_script_and_plain_assert(vm_tmp: Path) -> None:
     [
         ('nodes = {"a": Node(pakages=["curl"])}\ntest_script = "pass"\n', "did you mean 'packages'", 3),
         ('nodes = {"a": Node(packages="curl")}\ntest_script = "pass"\n', "expected a list of str", 3),
-        ('nodes = {"a": Node()}\ntest_script = """\nstart_all()\nb.succeed("true")\n"""\n', "name 'b' is not defined", 6),
+        (
+            'nodes = {"a": Node()}\ntest_script = """\nstart_all()\nb.succeed("true")\n"""\n',
+            "name 'b' is not defined",
+            6,
+        ),
         ('nodes = {"a": Node()}\ntest_script = """\nstart_all(\n"""\n', "", 5),
         ('nodes = {"a": Node()}\ntest_script = "a.wait_for_unti(\'x\')"\n', "did you mean 'wait_for_unit'", 4),
-        ('nodes = {"a": Node(services={"x": Service(exec_strat="/bin/true")})}\ntest_script = "pass"\n',
-         "did you mean 'exec_start'", 3),
+        (
+            'nodes = {"a": Node(services={"x": Service(exec_strat="/bin/true")})}\ntest_script = "pass"\n',
+            "did you mean 'exec_start'",
+            3,
+        ),
     ],
 )
 def test_bad_test_files_fail_before_booting(vm_tmp: Path, body: str, expected: str, line: int) -> None:
@@ -181,9 +203,9 @@ def test_global_timeout_stops_vms_and_keeps_logs(vm_tmp: Path) -> None:
 def test_backdoor_that_never_comes_up(vm_tmp: Path) -> None:
     path = write_test_file(
         vm_tmp,
-        f"""
+        """
         from vmrig import Node
-        nodes = {{"mute": Node(kernel_params=["systemd.mask=vmrig-backdoor.service"])}}
+        nodes = {"mute": Node(kernel_params=["systemd.mask=vmrig-backdoor.service"])}
         test_script = 'mute.succeed("true")'
         """,
     )
@@ -230,9 +252,7 @@ def test_no_qemu_survives_sigkill_of_the_driver(vm_tmp: Path) -> None:
         """,
     )
     env = dict(os.environ, TMPDIR=str(vm_tmp), NO_COLOR="1")
-    driver = subprocess.Popen(
-        [*VMRIG, "run", str(path)], stderr=subprocess.PIPE, text=True, env=env, cwd=vm_tmp
-    )
+    driver = subprocess.Popen([*VMRIG, "run", str(path)], stderr=subprocess.PIPE, text=True, env=env, cwd=vm_tmp)
     assert driver.stderr is not None
     deadline = time.monotonic() + 300
     for line in driver.stderr:

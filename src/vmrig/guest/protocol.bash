@@ -9,7 +9,7 @@ exec 8<>/run/vmrig/out 9<>/run/vmrig/watchdog
 # for commands.
 __vmrig_data=
 for __vmrig_port in /sys/class/virtio-ports/*; do
-    read -r __vmrig_name <"$__vmrig_port/name" 2>/dev/null || continue
+    read -r __vmrig_name 2>/dev/null <"$__vmrig_port/name" || continue
     [[ $__vmrig_name == vmrig.data ]] && __vmrig_data=/dev/${__vmrig_port##*/}
 done
 unset __vmrig_port __vmrig_name

@@ -1,0 +1,68 @@
+"""The global timeout's pausable timer."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from vmrig.timer import PausableTimer
+
+
+def _timer(seconds: float) -> tuple[PausableTimer, threading.Event]:
+    fired = threading.Event()
+    return PausableTimer(seconds, fired.set), fired
+
+
+def test_fires_after_its_time() -> None:
+    timer, fired = _timer(0.2)
+    started = time.monotonic()
+    timer.start()
+    assert fired.wait(5)
+    assert time.monotonic() - started >= 0.2
+
+
+def test_cancel_prevents_firing() -> None:
+    timer, fired = _timer(0.2)
+    timer.start()
+    timer.cancel()
+    assert not fired.wait(0.5)
+
+
+def test_paused_time_does_not_count() -> None:
+    timer, fired = _timer(0.4)
+    timer.start()
+    time.sleep(0.1)
+    timer.pause()
+    assert timer.paused
+    left = timer.remaining
+    assert 0.2 < left <= 0.3 + 0.05
+    time.sleep(0.8)  # twice the whole timeout, paused
+    assert not fired.is_set()
+    assert timer.remaining == left
+    timer.resume()
+    assert not timer.paused
+    started = time.monotonic()
+    assert fired.wait(5)
+    assert time.monotonic() - started >= left - 0.05
+
+
+def test_pauses_nest() -> None:
+    timer, fired = _timer(0.2)
+    timer.start()
+    timer.pause()
+    timer.pause()
+    timer.resume()
+    assert timer.paused
+    assert not fired.wait(0.5)
+    timer.resume()
+    assert fired.wait(5)
+
+
+def test_paused_before_start_and_extra_resume() -> None:
+    timer, fired = _timer(0.1)
+    timer.resume()  # nothing to resume: ignored
+    timer.pause()
+    timer.start()
+    assert not fired.wait(0.4)
+    timer.resume()
+    assert fired.wait(5)
