@@ -40,11 +40,17 @@ def stdin_is_terminal() -> bool:
         return False
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        port: int = probe.getsockname()[1]
-        return port
+def _listen(port: int) -> socket.socket:
+    """A loopback socket already listening, so its port can be announced before anyone attaches."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((LOOPBACK, port))
+        listener.listen(1)
+    except OSError as error:
+        listener.close()
+        raise UsageError(f"the debugger cannot listen on {LOOPBACK}:{port}: {error.strerror}") from None
+    return listener
 
 
 class _Stops(pdb.Pdb):
@@ -81,13 +87,27 @@ class _LocalPdb(_Stops):
     pass
 
 
-def _remote_class() -> Callable[..., _Stops]:
+def _remote_class() -> Callable[[socket.socket], _Stops]:
     try:
-        from remote_pdb import RemotePdb  # type: ignore[import-untyped]
+        from remote_pdb import LF2CRLF_FileWrapper, RemotePdb  # type: ignore[import-untyped]
     except ImportError:
         raise UsageError(REMOTE_PDB_MISSING) from None
 
     class _RemotePdb(_Stops, RemotePdb):  # type: ignore[misc]
+        def __init__(self, listener: socket.socket) -> None:
+            # RemotePdb's own __init__ binds, listens and accepts in one go, so the port
+            # could not be announced before a client tries it; this is the same on a
+            # socket that already listens.
+            try:
+                connection, _address = listener.accept()
+            finally:
+                listener.close()
+            self._quiet = True
+            self.handle = LF2CRLF_FileWrapper(connection)
+            pdb.Pdb.__init__(self, completekey="tab", stdin=self.handle, stdout=self.handle)
+            self.backup: list[tuple[str, object]] = []
+            RemotePdb.active_instance = self
+
         def do_continue(self, arg: str) -> bool | None:
             result: bool | None = super().do_continue(arg)
             if not self.breaks:
@@ -102,9 +122,16 @@ def _remote_class() -> Callable[..., _Stops]:
 def close_remote(debugger: pdb.Pdb) -> None:
     """Hangs up on a remote debugger's client."""
     handle = getattr(debugger, "handle", None)
-    if handle is not None:
-        with contextlib.suppress(OSError, ValueError):
-            handle.close()
+    if handle is None:
+        return
+    # remote-pdb closes only its file wrapper; the socket itself must go for the client to see the end.
+    connection = getattr(handle, "connection", None)
+    with contextlib.suppress(OSError, ValueError):
+        handle.close()
+    if isinstance(connection, socket.socket):
+        with contextlib.suppress(OSError):
+            connection.shutdown(socket.SHUT_RDWR)
+        connection.close()
 
 
 class Debugger:
@@ -195,7 +222,9 @@ class Debugger:
         else:
             remote = _remote_class()
             if port is None:
-                port = int(os.environ.get("REMOTE_PDB_PORT") or 0) or _free_port()
+                port = int(os.environ.get("REMOTE_PDB_PORT") or 0)
+            listener = _listen(port)
+            port = listener.getsockname()[1]
             self.logger.warning(
                 f"{reason}; no terminal on stdin, so the debugger listens on {LOOPBACK}:{port}\n"
                 f"attach with: socat READLINE tcp:{LOOPBACK}:{port}   (a socat without readline, as Debian's: "
@@ -206,7 +235,7 @@ class Debugger:
             if timer is not None:
                 timer.pause()  # waiting for a client to attach is waiting for the user too
             try:
-                debugger = remote(LOOPBACK, port, quiet=True)
+                debugger = remote(listener)
             finally:
                 if timer is not None:
                     timer.resume()

@@ -58,7 +58,9 @@ BASE_PACKAGES = (
 )
 # Modules the initramfs loads: the root disk and the network cards (their
 # addresses are set before systemd starts).
-INITRAMFS_MODULES = ("virtio_blk", "virtio_net")
+# (Built-in drivers have no module file and are skipped: virtio_pci and
+# virtio_console are built into trixie's cloud kernel, modules in bookworm's.)
+INITRAMFS_MODULES = ("virtio_pci", "virtio_console", "virtio_blk", "virtio_net")
 BUSYBOX_APPLETS = (
     "sh",
     "mount",
@@ -210,6 +212,7 @@ class ImageStore:
             "suite": suite,
             "mirror": mirror,
             "packages": sorted(BASE_PACKAGES),
+            "initramfs_modules": list(INITRAMFS_MODULES),
             "guest": guest_contract_digest(),
         }
 
@@ -369,6 +372,9 @@ cp /etc/resolv.conf "$root/etc/resolv.conf"
 printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
 chmod 755 "$root/usr/sbin/policy-rc.d"
 export DEBIAN_FRONTEND=noninteractive
+# The host's temporary directory (vmrig runs often set TMPDIR) does not exist in the chroot.
+export TMPDIR=/tmp
+unset TMP TEMP
 status=0
 "$@" || status=$?
 rm -f "$root/usr/sbin/policy-rc.d" "$root/etc/resolv.conf"

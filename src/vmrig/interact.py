@@ -43,6 +43,8 @@ END_TIMEOUT = 15.0
 # Bytes held back because they might begin the end marker are shown after this pause.
 HOLD_TIMEOUT = 0.2
 _TERM = re.compile(r"[A-Za-z0-9._+-]{1,64}")
+# Ends the guest's shell: `script` dies, its shell gets a hangup, the wrapper writes the end marker.
+_END_SESSION = "kill -TERM -- -$(cat /run/vmrig/shell.pid) 2>/dev/null"
 
 
 class _Markers:
@@ -248,6 +250,11 @@ def _run_session(machine: Machine, port_fd: int, endpoint: _Endpoint, address: s
     try:
         with _raw(endpoint.input_fd, terminal), _on_resize(terminal) as wake_fd:
             _bridge(machine, port_fd, endpoint, markers, wake_fd, resize)
+    except BaseException:
+        # Interrupted here: do not leave the guest's shell holding the port.
+        with contextlib.suppress(Exception):
+            machine.execute(f"{_END_SESSION} || true", timeout=30)
+        raise
     finally:
         if serial_was_shown is not None:
             machine.logger.print_serial_logs(serial_was_shown)
@@ -303,7 +310,7 @@ def _bridge(
                 # The host side hung up (end of stdin, or socat's peer left): end the guest's shell.
                 input_open = False
                 hung_up_at = time.monotonic()
-                machine.execute("kill -TERM -- -$(cat /run/vmrig/shell.pid) 2>/dev/null || true", timeout=30)
+                machine.execute(f"{_END_SESSION} || true", timeout=30)
 
 
 def console_interact(machine: Machine) -> None:

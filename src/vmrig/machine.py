@@ -191,7 +191,8 @@ class Machine:
         # Host end of the virtio port vmrig.shell (shell_interact's terminal).
         self._shell_port: socket.socket | None = None
         self.interact_lock = threading.Lock()
-        self._shell_buffer = bytearray()
+        self._shell_buffer = bytearray()  # command output, from the data port
+        self._console_buffer = bytearray()  # the backdoor shell's console, for its ready line
         self._serial_thread: threading.Thread | None = None
         self._console_lines: list[str] = []
         self._console_cond = threading.Condition()
@@ -404,6 +405,7 @@ class Machine:
         self._data = data_host
         self._shell_port = port_host
         self._shell_buffer.clear()
+        self._console_buffer.clear()
         self.pid = self.process.pid
         with self._console_cond:
             self._console_lines = []
@@ -457,7 +459,7 @@ class Machine:
             started = time.monotonic()
             deadline = started + CONNECT_TIMEOUT
             next_note = started + 30
-            while READY_LINE not in self._shell_buffer:
+            while READY_LINE not in self._console_buffer:
                 now = time.monotonic()
                 if now > deadline:
                     raise self._broken(
@@ -467,24 +469,30 @@ class Machine:
                 if now > next_note:
                     self.log("guest root shell did not produce any data yet...")
                     next_note = now + 30
-                if not self._receive(1.0):
+                if not self._receive(1.0, console=True):
                     raise self._broken(f"{self._exit_note()} before its backdoor shell came up")
-            index = self._shell_buffer.index(READY_LINE) + len(READY_LINE)
-            del self._shell_buffer[: index + 1]
+            index = self._console_buffer.index(READY_LINE) + len(READY_LINE)
+            del self._console_buffer[: index + 1]
             self.connected = True
             self.log(f"connected to guest root shell (connecting took {time.monotonic() - started:.2f} seconds)")
 
-    def _receive(self, wait: float) -> bool:
-        """Reads what the shell sent within `wait` seconds; False once QEMU is gone."""
-        assert self._shell is not None
-        ready, _, _ = select.select([self._shell], [], [], wait)
+    def _receive(self, wait: float, *, console: bool = False) -> bool:
+        """Reads what the guest sent within `wait` seconds; False once QEMU is gone.
+
+        Command output arrives on the data port; only the ready line comes on
+        the shell's console: QEMU drops console output when the reader is slow.
+        """
+        sock = self._shell if console else self._data
+        buffer = self._console_buffer if console else self._shell_buffer
+        assert sock is not None
+        ready, _, _ = select.select([sock], [], [], wait)
         if ready:
             try:
-                chunk = self._shell.recv(1 << 16)
+                chunk = sock.recv(1 << 16)
             except OSError:
                 chunk = b""
             if chunk:
-                self._shell_buffer += chunk
+                buffer += chunk
                 return True
             return False
         return self._alive()
@@ -912,7 +920,7 @@ class Machine:
         destination = self.out_dir / target_dir
         destination.mkdir(parents=True, exist_ok=True)
         with tarfile.open(fileobj=io.BytesIO(data)) as archive:
-            archive.extractall(destination, filter="tar")
+            archive.extractall(destination, filter=_keep_permissions)
 
     copy_from_machine = copy_from_vm
 
@@ -1010,6 +1018,13 @@ class Machine:
         reply = self.send_monitor_command(f"set_link {nic} {state}")
         if reply.strip():
             raise MachineError(f"{self.name}: set_link {nic} {state} failed: {reply.strip()}")
+
+
+def _keep_permissions(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo:
+    """tarfile's "tar" filter (no absolute paths, nothing outside the target), but all of the
+    guest's permission bits: that filter would drop group and other write permission."""
+    safe = tarfile.tar_filter(member, dest_path)
+    return safe.replace(mode=member.mode & 0o777, deep=False) if safe.mode is not None else safe
 
 
 def _root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:

@@ -16,7 +16,7 @@ from vmrig.errors import UsageError
 from vmrig.log import Logger
 from vmrig.timer import PausableTimer
 
-SCRIPT = '''
+SCRIPT = """
 def script():
     value = "the script's local"
     breakpoint()
@@ -29,7 +29,7 @@ def failing():
 
 def helper(text):
     raise AssertionError("command failed: " + text)
-'''
+"""
 
 
 def load_script(tmp_path: Path) -> dict[str, object]:
@@ -46,14 +46,17 @@ def terminal_pdb(monkeypatch: pytest.MonkeyPatch) -> tuple[io.StringIO, list[str
     typed: list[str] = []
     out = io.StringIO()
     monkeypatch.setattr(debug, "stdin_is_terminal", lambda: True)
-    monkeypatch.setattr(sys, "stdout", out)
     monkeypatch.delenv("PYTHONBREAKPOINT", raising=False)
 
     class Keyboard(io.StringIO):
-        def readline(self, size: int | None = -1) -> str:
+        def readline(self, size: int | None = -1) -> str:  # type: ignore[override]
             return typed.pop(0) + "\n" if typed else ""
 
-    monkeypatch.setattr(sys, "stdin", Keyboard())
+    class Scripted(debug._LocalPdb):
+        def __init__(self) -> None:
+            super().__init__(stdin=Keyboard(), stdout=out)
+
+    monkeypatch.setattr(debug, "_LocalPdb", Scripted)
     return out, typed
 
 
@@ -66,7 +69,7 @@ def test_breakpoint_stops_in_the_script_frame(tmp_path: Path, terminal_pdb: tupl
     with debugger.hooked():
         result = namespace["script"]()  # type: ignore[operator]
     assert result == "the script's local (after)"
-    assert "'the script's local'" in out.getvalue()
+    assert "the script's local" in out.getvalue()
     assert "script_file.py:4" in log.getvalue()
     assert sys.breakpointhook is sys.__breakpointhook__  # restored
 
@@ -141,7 +144,11 @@ def test_remote_debugger_without_a_terminal(tmp_path: Path, monkeypatch: pytest.
     results: list[object] = []
     runner = threading.Thread(target=lambda: results.append(_hooked_call(debugger, namespace)))
     runner.start()
-    client = _connect(port)
+    deadline = time.monotonic() + 30
+    while "attach with" not in log.getvalue():  # announced only once it listens: connect at once
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    client = socket.create_connection(("127.0.0.1", port), timeout=30)
     received = _read_until(client, b"(Pdb) ")
     assert b"after = value" in received
     client.sendall(b"p value\n")
@@ -169,17 +176,6 @@ def test_debugger_listens_on_loopback_only() -> None:
 def _hooked_call(debugger: debug.Debugger, namespace: dict[str, object]) -> object:
     with debugger.hooked():
         return namespace["script"]()  # type: ignore[operator]
-
-
-def _connect(port: int) -> socket.socket:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            return socket.create_connection(("127.0.0.1", port), timeout=30)
-        except ConnectionRefusedError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def _read_until(client: socket.socket, marker: bytes) -> bytes:

@@ -176,7 +176,7 @@ def test_gc_removes_unused_entries_only(tmp_path: Path) -> None:
     for path, last_used in ((old, time.time() - 30 * 86400), (new, time.time())):
         path.mkdir()
         (path / "complete").write_text("")
-        (path / "last-used").write_text(f"{last_used:.0f}\n")
+        (path / "last-used").write_text(f"{last_used - 1:.0f}\n")
     removed = store.gc(older_than_days=14)
     assert removed == [old]
     assert not old.exists() and new.exists()

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 from pathlib import Path
 
 import pytest
+from tests.conftest import REPO
 
+from vmrig.driver import Driver
+from vmrig.errors import TestFileError
 from vmrig.guestconfig import Mount, config_layer, hosts_file, mount_script, network_script
+from vmrig.log import Logger
 from vmrig.network import NetworkPlan, mac_address
 from vmrig.spec import Node, SharedDirectory, SpecError, check_node_name
+from vmrig.testfile import load_test_file
 
 
 def test_numbers_macs_and_automatic_addresses() -> None:
@@ -126,3 +132,23 @@ def test_shares_normalise_to_shared_directory() -> None:
 def test_network_is_a_script_global() -> None:
     with pytest.raises(SpecError, match="'network' is already a test-script global"):
         check_node_name("network")
+
+
+@pytest.mark.parametrize("example", ["client-server.py", "partition.py"])
+def test_network_examples_pass_the_pre_boot_check(example: str, tmp_path: Path) -> None:
+    spec = load_test_file(REPO / "examples" / example)
+    driver = Driver(spec, logger=Logger(io.StringIO(), color=False), out_dir=tmp_path, tmp_dir=tmp_path)
+    driver.check_script()  # `network` and every machine name are known globals
+    assert "network" in driver.script_names()
+
+
+def test_a_clash_of_addresses_is_a_test_file_error_before_anything_is_built(tmp_path: Path) -> None:
+    test_file = tmp_path / "clash.py"
+    test_file.write_text(
+        "from vmrig import Node\n"
+        'nodes = {"a": Node(), "b": Node(addresses={1: ["192.168.1.1/24"]})}\n'
+        'test_script = "start_all()"\n'
+    )
+    spec = load_test_file(test_file)
+    with pytest.raises(TestFileError, match=r"clash.py: nodes 'a' and 'b' both have the address 192.168.1.1"):
+        Driver(spec, logger=Logger(io.StringIO(), color=False), out_dir=tmp_path, tmp_dir=tmp_path)

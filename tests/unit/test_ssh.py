@@ -87,7 +87,7 @@ def test_publish_writes_state_files_in_private_dirs(tmp_path: Path) -> None:
     assert state["ssh_config"] == str(tmp_path / "ssh_config")
     log = stream.getvalue()
     assert "SSH backdoor enabled" in log
-    assert f"node1: ssh -o User=root" in log
+    assert "node1: ssh -o User=root" in log
     assert f"-p {backdoor.endpoints['node1'].port} 127.0.0.1" in log
     assert f"ssh -F {tmp_path / 'ssh_config'} node1" in log
 
@@ -132,7 +132,10 @@ def test_backdoor_node_adds_sshd_and_its_configuration() -> None:
 
 
 def test_vsock_cid_in_use_gets_a_hint() -> None:
-    console = "qemu-system-x86_64: -device vhost-vsock-pci,guest-cid=3: vhost-vsock: unable to set guest cid: Address already in use"
+    console = (
+        "qemu-system-x86_64: -device vhost-vsock-pci,guest-cid=3: "
+        "vhost-vsock: unable to set guest cid: Address already in use"
+    )
     hint = ssh.vsock_cid_hint(console, 3)
     assert "CID 3 is already used" in hint
     assert "vsock_offset=" in hint

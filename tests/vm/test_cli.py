@@ -277,3 +277,36 @@ def test_usage_errors_exit_2(vm_tmp: Path) -> None:
     for flag in ("--global-timeout", "--output-directory", "--junit-xml", "--keep-vm-state"):
         assert flag in help_text
     assert sys.executable
+
+
+def test_bookworm_suite_with_build_commands_memory_and_cores(vm_tmp: Path) -> None:
+    path = write_test_file(
+        vm_tmp,
+        """
+        from vmrig import Node, Options
+
+        options = Options(suite="bookworm")
+        nodes = {
+            "old": Node(
+                packages=["jq"],
+                build_commands=["echo built-at-image-time > /etc/vmrig-built"],
+                memory_size=768,
+                cores=2,
+                disk_size=3072,
+            )
+        }
+        test_script = '''
+        assert old.succeed("cut -d. -f1 /etc/debian_version").strip() == "12"
+        assert old.succeed("cat /etc/vmrig-built") == "built-at-image-time\\\\n"
+        assert old.succeed("nproc").strip() == "2"
+        mem_kib = int(old.succeed("awk '/MemTotal/ {print $2}' /proc/meminfo"))
+        assert 600_000 < mem_kib < 786_432, mem_kib
+        disk_kib = int(old.succeed("df --output=size -k / | tail -1"))
+        assert 2_800_000 < disk_kib < 3_200_000, disk_kib
+        assert old.succeed("echo '{\\\\"a\\\\": 1}' | jq .a").strip() == "1"
+        old.wait_for_unit("multi-user.target")
+        '''
+        """,
+    )
+    result = run_vmrig("run", "--no-serial", path, tmpdir=vm_tmp)
+    assert result.returncode == 0, result.stderr[-3000:]

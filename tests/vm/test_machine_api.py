@@ -230,6 +230,7 @@ def test_monitor_and_qmp(node: Machine) -> None:
 
 
 def test_user_systemctl(node: Machine) -> None:
+    node.wait_for_unit("multi-user.target")  # D-Bus and logind start on demand, after sockets.target
     node.succeed("useradd -m alice")
     node.succeed("loginctl enable-linger alice")
     node.wait_until_succeeds("systemctl is-active user@$(id -u alice).service", timeout=120)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, VMRIG, BootedDriver, short_tmp, write_test_file
+from tests.conftest import REPO, VMRIG, BootedDriver, run_vmrig, short_tmp, write_test_file
 from vmrig.driver import Driver
 from vmrig.machine import Machine
 from vmrig.netfault import Network
@@ -116,6 +116,15 @@ def test_no_helper_survives_a_sigkilled_driver(tmp_path_factory: pytest.TempPath
         if cli.poll() is None:
             cli.kill()
             cli.wait()
+
+
+def test_client_server_example_passes_and_leaves_nothing(tmp_path_factory: pytest.TempPathFactory) -> None:
+    tmp = short_tmp(tmp_path_factory, "example")
+    result = run_vmrig("run", "--no-serial", REPO / "examples" / "client-server.py", tmpdir=tmp)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "subtest: by name over IPv4 and over IPv6" in result.stdout + result.stderr
+    assert processes_mentioning(str(tmp)) == []
+    assert not list(tmp.glob("vmrig-*")), "the run's private directory is left behind"
 
 
 # ---------------------------------------------------------------------------

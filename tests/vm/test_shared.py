@@ -119,7 +119,7 @@ def make_tree(root: Path) -> dict[str, tuple[str, int]]:
         "secret": (b"s3cret\n", 0o600),
         "sub/big.bin": (os.urandom(5 << 20), 0o640),
         "sub/deeper/more.bin": (os.urandom(3 << 20), 0o444),
-        "sub/deeper/empty": (b"", 0o620),
+        "sub/deeper/empty": (b"", 0o662),  # group and other may write: kept too
     }
     for relative, (data, mode) in files.items():
         path = root / relative

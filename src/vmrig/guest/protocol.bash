@@ -4,16 +4,6 @@
 unset BASH_ENV
 set -m  # each command its own process group, so a timeout kills it whole
 exec 8<>/run/vmrig/out 9<>/run/vmrig/watchdog
-# Bytes for a command's stdin arrive on their own virtio port, not on the
-# console: this shell reads its script with read-ahead and would take them
-# for commands.
-__vmrig_data=
-for __vmrig_port in /sys/class/virtio-ports/*; do
-    read -r __vmrig_name 2>/dev/null <"$__vmrig_port/name" || continue
-    [[ $__vmrig_name == vmrig.data ]] && __vmrig_data=/dev/${__vmrig_port##*/}
-done
-unset __vmrig_port __vmrig_name
-
 # __vmrig_run NONCE TIMEOUT CMD [INPUT_BYTES]
 # Prints "NONCE B", the command's stdout, then "\nNONCE E STATUS", all through
 # the output pipe. With INPUT_BYTES, the command's stdin is that many bytes
@@ -21,7 +11,7 @@ unset __vmrig_port __vmrig_name
 __vmrig_run() {
     local nonce=$1 timeout=$2 cmd=$3 input=${4:-} pid watchdog=0 status fired
     if [[ -n $input ]]; then
-        head -c "$input" "$__vmrig_data" >/run/vmrig/input
+        head -c "$input" <&7 >/run/vmrig/input  # fd 7: the data port (see backdoor)
         input=/run/vmrig/input
     fi
     printf '%s B\n' "$nonce" >&8
