@@ -274,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         logger.log_test_error("interrupted")
         return 130
-    if args.command == "run":
+    if args.command == "run" and args.interactive:
+        logger.log(f"interactive session ended, machines stopped ({time.monotonic() - started:.1f} s)")
+    elif args.command == "run":
         outcome = "passed" if status == EXIT_PASSED else "FAILED"
         logger.log(f"test {outcome} ({time.monotonic() - started:.1f} s)")
     return status

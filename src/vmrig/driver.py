@@ -512,9 +512,11 @@ class Driver:
             return lambda: bound()
         source = textwrap.dedent(script)
         code = compile("\n" * (self.spec.script_first_line - 1) + source, self.spec.script_path, "exec")
-        # The test file's own imports and helpers, then the driver's globals over them.
-        script_globals = {**self.spec.module_globals, **namespace}
-        return lambda: exec(code, script_globals, None)
+        # The test file's own imports and helpers too, under the driver's globals;
+        # the script runs in the prompt's namespace, so its variables stay visible there.
+        for key, value in self.spec.module_globals.items():
+            namespace.setdefault(key, value)
+        return lambda: exec(code, namespace, None)
 
     def test_script(self) -> bool:
         """Runs the test script; logs its failure and returns False if it fails."""

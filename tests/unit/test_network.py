@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 from pathlib import Path
 
@@ -152,3 +153,26 @@ def test_a_clash_of_addresses_is_a_test_file_error_before_anything_is_built(tmp_
     spec = load_test_file(test_file)
     with pytest.raises(TestFileError, match=r"clash.py: nodes 'a' and 'b' both have the address 192.168.1.1"):
         Driver(spec, logger=Logger(io.StringIO(), color=False), out_dir=tmp_path, tmp_dir=tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a private network namespace")
+def test_cards_in_the_wrong_order_get_the_names_of_their_macs() -> None:
+    plan = NetworkPlan({"a": Node(vlans=[1, 2])})
+    naming = network_script(plan.node_network("a", 1, Node())).partition("umount /sys\n")[0] + "umount /sys\n"
+    # In a namespace of its own, the vlan 2 card comes first, as eth1.
+    setup = (
+        "ip link add eth1 address 52:54:00:12:02:01 type veth peer name p1 && "
+        "ip link add eth2 address 52:54:00:12:01:01 type veth peer name p2"
+    )
+    result = subprocess.run(
+        ["unshare", "--mount", "--net", "--", "sh", "-c", f"{setup} && {{\n{naming}}} && ip -o link"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    names = {
+        line.split(": ")[1].split("@")[0]: line.split("link/ether ")[1].split()[0]
+        for line in result.stdout.splitlines()
+        if "link/ether" in line
+    }
+    assert names["eth1"] == "52:54:00:12:01:01" and names["eth2"] == "52:54:00:12:02:01", result.stdout
