@@ -6,7 +6,7 @@ about a unit that failed.
 """
 
 from vmrig import File, Node, Service, User
-from vmrig.errors import RequestedAssertionFailed
+from vmrig.errors import RequestedAssertionFailed  # noqa: F401 (used by test_script)
 
 nodes = {
     "machine": Node(
