@@ -15,7 +15,6 @@ with C cores n nodes cannot be ready sooner than n x (CPU per boot) / C.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import shutil
 import statistics
@@ -25,10 +24,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import make_driver  # benchmarks/bench.py: run these scripts from their directory or by path
+
 from vmrig.driver import Driver
-from vmrig.log import Logger
-from vmrig.spec import Node, Options
-from vmrig.testfile import TestSpec
+from vmrig.images import ImageStore
+from vmrig.spec import Node
 
 ONE = {"node1": Node()}
 THREE = {"node1": Node(vlans=[1, 2]), "node2": Node(), "node3": Node(vlans=[2])}
@@ -45,18 +45,8 @@ class Figures:
 
 
 def _driver(nodes: dict[str, Node], tmp: Path) -> Driver:
-    spec = TestSpec(
-        name="bench-network",
-        path=tmp / "bench.py",
-        nodes=nodes,
-        options=Options(),
-        script="",
-        script_path=str(tmp / "bench.py"),
-        script_first_line=1,
-    )
-    driver = Driver(spec, logger=Logger(io.StringIO(), color=False), out_dir=tmp, tmp_dir=tmp)
-    driver.setup()  # builds what is missing, outside the timed part
-    return driver
+    # Builds what is missing, outside the timed part.
+    return make_driver(nodes, tmp, ImageStore(progress=lambda _message: None))
 
 
 def _status_kib(pid: int, key: str) -> int:
