@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 from pathlib import Path
@@ -69,8 +68,3 @@ class CpioWriter:
     def close(self) -> None:
         self._entry(_TRAILER, 0, b"")
         self._out.write(b"\0" * (-self._out.tell() % 512) if self._out.seekable() else b"")
-
-
-def archive_bytes() -> tuple[io.BytesIO, CpioWriter]:
-    buffer = io.BytesIO()
-    return buffer, CpioWriter(buffer)

@@ -20,7 +20,7 @@ import time
 import traceback
 import types
 import unittest
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -630,14 +630,6 @@ def _failing_machine(error: BaseException) -> Machine | None:
         tb = tb.tb_next
     return found
 
-
-@contextlib.contextmanager
-def running(driver: Driver) -> Iterator[Driver]:
-    """Cleans up the driver however the block ends."""
-    try:
-        yield driver
-    finally:
-        driver.cleanup()
 
 
 __all__ = [
