@@ -774,7 +774,11 @@ class Machine:
                 )
             if state == "inactive":
                 _, jobs = self.systemctl("list-jobs --full 2>&1", user)
+                # The unit's job may have finished between the two queries: look again.
                 if "No jobs" in jobs:
+                    info = self.get_unit_info(unit, user)
+                    state = info.get("ActiveState", "")
+                if "No jobs" in jobs and state == "inactive":
                     missing = info.get("LoadState") == "not-found"
                     raise RequestedAssertionFailed(
                         f'unit "{unit}" is inactive and there are no pending jobs'
