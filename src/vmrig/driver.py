@@ -8,14 +8,15 @@ leaves no QEMU or vde_switch behind.
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import dataclasses
 import fcntl
 import os
 import shutil
+import signal
 import tempfile
 import textwrap
+import threading
 import time
 import traceback
 import types
@@ -203,9 +204,8 @@ class Driver:
         self.timed_out = False
         self._extra_machines: list[Machine] = []
         self._timer: PausableTimer | None = None
-        self.debug = Debugger(
-            logger, on_failure=debug_on_failure, timer=lambda: self._timer, focus=spec.script_path
-        )
+        self._timeout_interrupt_sent = threading.Event()
+        self.debug = Debugger(logger, on_failure=debug_on_failure, timer=lambda: self._timer, focus=spec.script_path)
         self._run_dir: Path | None = None
         self._state_locks: list[TextIO] = []
         self._namespace: dict[str, Any] | None = None
@@ -520,20 +520,44 @@ class Driver:
 
     def test_script(self) -> bool:
         """Runs the test script; logs its failure and returns False if it fails."""
+        try:
+            passed = self._run_script()
+            self._await_timeout_interrupt()
+        except KeyboardInterrupt:
+            if not self.timed_out:
+                raise
+            passed = False
+        if self.timed_out:
+            self.report_failure(None)
+            return False
+        return passed
+
+    def _run_script(self) -> bool:
         run = self._compiled_script()
         try:
             with self.logger.nested("run the VM test script"), self.debug.hooked():
                 run()
-        except KeyboardInterrupt:
-            if not self.timed_out:
-                raise
-            self.report_failure(None)
-            return False
         except Exception as error:  # the script's own errors are test failures
+            if self.timed_out:
+                return False  # the timeout stopped the VMs under the script's command
             self.report_failure(error)
             self.debug.failure(error)  # --debug-on-failure: a prompt at the failing line
             return False
         return True
+
+    def _await_timeout_interrupt(self) -> None:
+        """If the global timeout fired, lets its KeyboardInterrupt land here.
+
+        The timer stops the VMs and then interrupts the main thread; a command
+        broken by the stopped VM can end the script before the interrupt
+        arrives, and it must not arrive later, in the cleanup.
+        """
+        if self._timer is None or self._timer.cancel():
+            return
+        self._timeout_interrupt_sent.wait(60)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def run_tests(self) -> bool:
         """The whole non-interactive test: timer, script, final sync."""
@@ -543,13 +567,11 @@ class Driver:
             self._timer = PausableTimer(self.global_timeout, self.terminate_test)
             self._timer.start()
         started = time.monotonic()
-        passed = self.test_script()
+        passed = self.test_script()  # stops the timer
         if passed:
             for machine in self.machines:
                 if machine.is_up():
                     machine.execute("sync")
-        if self._timer is not None:
-            self._timer.cancel()
         self.logger.log(f"test script finished in {time.monotonic() - started:.2f}s")
         return passed
 
@@ -559,7 +581,10 @@ class Driver:
         self.logger.error("timeout reached; test terminating...")
         for machine in self.all_machines():
             machine.release()
-        _thread.interrupt_main()
+        # A real SIGINT, unlike _thread.interrupt_main(), also ends a sleep or a
+        # blocking read in the script.
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+        self._timeout_interrupt_sent.set()
 
     def all_machines(self) -> list[Machine]:
         return self.machines + self._extra_machines
@@ -629,7 +654,6 @@ def _failing_machine(error: BaseException) -> Machine | None:
             found = candidate
         tb = tb.tb_next
     return found
-
 
 
 __all__ = [

@@ -103,16 +103,16 @@ def _naming_script(interfaces: tuple[Interface, ...]) -> str:
         "renamed=\n"
         "for dev in /sys/class/net/eth*; do\n"
         '    read -r mac <"$dev/address" || continue\n'
-        '    case $mac in\n'
+        "    case $mac in\n"
         f"{cases}"
         "        *) continue ;;\n"
         "    esac\n"
-        '    case ${dev##*/} in\n'
+        "    case ${dev##*/} in\n"
         '        "$want") ;;\n'
         '        *) ip link set "${dev##*/}" name "vmrig-$want" && renamed=1 ;;\n'
         "    esac\n"
         "done\n"
-        'case $renamed in 1)\n'
+        "case $renamed in 1)\n"
         "    for dev in /sys/class/net/vmrig-*; do\n"
         '        ip link set "${dev##*/}" name "${dev##*/vmrig-}"\n'
         "    done ;;\n"

@@ -24,6 +24,7 @@ class PausableTimer:
         self._pauses = 0
         self._cancelled = False
         self._started = False
+        self._fired = False
         self._thread = threading.Thread(target=self._run, name="global-timeout", daemon=True)
 
     def start(self) -> None:
@@ -33,10 +34,12 @@ class PausableTimer:
                 self._deadline = time.monotonic() + self._remaining
         self._thread.start()
 
-    def cancel(self) -> None:
+    def cancel(self) -> bool:
+        """Stops the timer; False if it had already fired (its action ran or is running)."""
         with self._cond:
             self._cancelled = True
             self._cond.notify_all()
+            return not self._fired
 
     def pause(self) -> None:
         """Stops the clock; pauses nest, the clock runs again after the last resume()."""
@@ -81,4 +84,5 @@ class PausableTimer:
             if self._cancelled:
                 return
             self._cancelled = True  # fires once
+            self._fired = True
         self.action()

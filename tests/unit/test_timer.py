@@ -67,3 +67,13 @@ def test_paused_before_start_and_extra_resume() -> None:
     assert not fired.wait(0.4)
     timer.resume()
     assert fired.wait(5)
+
+
+def test_cancel_says_whether_the_timer_had_fired() -> None:
+    timer, fired = _timer(0.05)
+    timer.start()
+    assert fired.wait(5)
+    assert timer.cancel() is False
+    early, _ = _timer(5)
+    early.start()
+    assert early.cancel() is True

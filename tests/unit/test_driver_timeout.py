@@ -1,0 +1,60 @@
+"""The global timeout against scripts that end in every way, without VMs."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+from tests.conftest import write_test_file
+
+from vmrig.driver import Driver
+from vmrig.log import Logger
+from vmrig.testfile import load_test_file
+
+# The function script sees `driver`; it waits for the timeout to fire and then
+# ends the way a guest command broken by the stopped VM ends: with an error,
+# before the timer's interrupt reaches the main thread.
+SCRIPT_FAILING_AFTER_THE_TIMEOUT = """
+import time
+from vmrig import Node
+nodes = {"idle": Node()}
+
+def test_script():
+    while not driver.timed_out:
+        time.sleep(0.001)
+    raise ConnectionResetError("the VM went away")
+"""
+
+SCRIPT_SLEEPING_PAST_THE_TIMEOUT = """
+import time
+from vmrig import Node
+nodes = {"idle": Node()}
+
+def test_script():
+    time.sleep(30)
+"""
+
+
+def _driver(tmp_path: Path, body: str, output: io.StringIO) -> Driver:
+    spec = load_test_file(write_test_file(tmp_path, body))
+    return Driver(spec, logger=Logger(output, color=False), out_dir=tmp_path, tmp_dir=tmp_path, global_timeout=0.3)
+
+
+def test_an_error_racing_the_timeout_interrupt_is_reported_as_the_timeout(tmp_path: Path) -> None:
+    output = io.StringIO()
+    driver = _driver(tmp_path, SCRIPT_FAILING_AFTER_THE_TIMEOUT, output)
+    assert driver.run_tests() is False
+    # The interrupt was consumed by run_tests: nothing is left to hit the cleanup.
+    time.sleep(0.5)
+    assert "global timeout of 0.3 seconds reached" in output.getvalue()
+    assert "ConnectionResetError" not in output.getvalue()
+
+
+def test_the_timeout_interrupts_a_running_script(tmp_path: Path) -> None:
+    output = io.StringIO()
+    driver = _driver(tmp_path, SCRIPT_SLEEPING_PAST_THE_TIMEOUT, output)
+    started = time.monotonic()
+    assert driver.run_tests() is False
+    assert time.monotonic() - started < 10
+    assert "global timeout of 0.3 seconds reached" in output.getvalue()
