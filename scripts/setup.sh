@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 APT_PACKAGES="qemu-system-x86 qemu-utils mmdebstrap e2fsprogs vde2 socat openssh-client
-  util-linux iproute2 python3-venv"
+  util-linux iproute2 zstd lz4 python3-venv"
 missing=
 for package in $APT_PACKAGES; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing="$missing $package"

@@ -41,7 +41,7 @@ from vmrig.log import Logger
 from vmrig.machine import Machine, MachineConfig
 from vmrig.netfault import Network
 from vmrig.network import NetworkPlan
-from vmrig.spec import Node, SpecError, python_name
+from vmrig.spec import Node, SpecError, default_cores, python_name
 from vmrig.testfile import TestSpec
 from vmrig.timer import PausableTimer
 from vmrig.virtiofs import Virtiofs, plan_shares
@@ -316,7 +316,7 @@ class Driver:
                 name, node, network, grow_root=node.disk_size > image.fs_size_mib, mounts=virtiofs.mounts()
             ),
             memory_mib=node.memory_size,
-            cores=node.cores,
+            cores=node.cores or default_cores(len(self.spec.nodes), os.cpu_count() or 1),
             disk_mib=node.disk_size,
             kernel_params=kernel_params,
             qemu_options=list(node.qemu_options),

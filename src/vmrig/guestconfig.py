@@ -20,6 +20,7 @@ from vmrig.images import GUEST_DIR
 from vmrig.spec import Node
 
 BACKDOOR_UNIT = "vmrig-backdoor.service"
+WAIT_UNIT = "vmrig-wait@.service"
 
 USER_NET_ADDRESS = "10.0.2.15/24"
 USER_NET_GATEWAY = "10.0.2.2"
@@ -224,6 +225,7 @@ def config_layer(
     # machine.shell_interact()'s guest side; started only when asked for.
     put("/usr/lib/vmrig/shell", (GUEST_DIR / "shell").read_bytes(), 0o755)
     put(f"/etc/systemd/system/{BACKDOOR_UNIT}", (GUEST_DIR / BACKDOOR_UNIT).read_bytes())
+    put(f"/etc/systemd/system/{WAIT_UNIT}", (GUEST_DIR / WAIT_UNIT).read_bytes())
     link(f"/etc/systemd/system/sysinit.target.wants/{BACKDOOR_UNIT}", f"/etc/systemd/system/{BACKDOOR_UNIT}")
     put("/etc/hostname", f"{name}\n".encode())
     put("/etc/machine-id", f"{machine_id(name)}\n".encode(), 0o444)

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmrig import proc
+from vmrig import bootkernel, proc
 from vmrig.cpio import CpioWriter
 from vmrig.errors import ImageBuildError, UsageError
 from vmrig.spec import Node
@@ -96,6 +96,8 @@ def cache_root() -> Path:
     return Path(xdg) / "vmrig"
 
 
+# The base layer's files; bumped when what a base layer holds changes (2: vmlinux).
+BASE_LAYOUT = 2
 # Guest files that go into the base image; the others travel in the config layer.
 BASE_GUEST_FILES = ("customize.sh", "init", "journald.conf", "system.conf")
 
@@ -141,7 +143,9 @@ class BaseImage:
 
     @property
     def kernel(self) -> Path:
-        return self.path / "vmlinuz"
+        """The unpacked PVH kernel where there is one (it boots faster), else the bzImage."""
+        unpacked = self.path / "vmlinux"
+        return unpacked if unpacked.exists() else self.path / "vmlinuz"
 
     @property
     def initrd(self) -> Path:
@@ -214,6 +218,7 @@ class ImageStore:
             "packages": sorted(BASE_PACKAGES),
             "initramfs_modules": list(INITRAMFS_MODULES),
             "guest": guest_contract_digest(),
+            "layout": BASE_LAYOUT,
         }
 
     def base(self, suite: str, mirror: str | None = None) -> BaseImage:
@@ -258,6 +263,9 @@ class ImageStore:
                 raise ImageBuildError("the base image has no kernel in /boot")
             kernel_version = kernels[-1].name.removeprefix("vmlinuz-")
             shutil.copyfile(kernels[-1], scratch / "vmlinuz")
+            unpacked = bootkernel.pvh_kernel(kernels[-1].read_bytes())
+            if unpacked is not None:
+                (scratch / "vmlinux").write_bytes(unpacked)
             (scratch / "initrd.img").write_bytes(build_initramfs(root, kernel_version))
             (scratch / "inputs.json").write_text(json.dumps(inputs, indent=2, sort_keys=True) + "\n")
         self._progress(f"base image built in {time.monotonic() - started:.1f} s")

@@ -36,6 +36,8 @@ TOOL_PACKAGES: dict[str, str] = {
     "setpriv": "util-linux",
     "chroot": "coreutils",
     "tc": "iproute2",
+    "zstd": "zstd",
+    "lz4": "lz4",
 }
 
 

@@ -21,6 +21,7 @@ from vmrig.spec import (
     SpecError,
     User,
     check_node_name,
+    default_cores,
     merge_interactive,
     python_name,
 )
@@ -71,8 +72,8 @@ def test_required_field() -> None:
     ("build", "message"),
     [
         (lambda: Node(packages=["curl", 3]), "Node.packages[1]: expected str, got int 3"),
-        (lambda: Node(cores="2"), "Node.cores: expected int, got str '2'"),
-        (lambda: Node(cores=True), "Node.cores: expected int, got bool True"),
+        (lambda: Node(cores="2"), "Node.cores: expected int or None, got str '2'"),
+        (lambda: Node(cores=True), "Node.cores: expected int or None, got bool True"),
         (lambda: Node(files={"/x": 3}), "Node.files['/x']: expected str, bytes or File, got int 3"),
         (lambda: Node(files={3: "x"}), "Node.files key 3: expected str, got int 3"),
         (
@@ -144,7 +145,7 @@ def test_int_timeout_becomes_float() -> None:
 def test_defaults() -> None:
     node = Node()
     assert node.vlans == [1]
-    assert node.memory_size == 1024 and node.cores == 1 and node.disk_size == 4096
+    assert node.memory_size == 1024 and node.cores is None and node.disk_size == 4096
     assert Node().vlans is not node.vlans
     assert Options().suite == "trixie"
     assert Options().global_timeout == 3600
@@ -535,3 +536,11 @@ def test_merge_interactive_bad_values() -> None:
         merge_interactive(Options(), nodes, Interactive(nodes={"node1": {"cores": 100}}))
     with spec_error("interactive options: Options.suite: expected str, got int 12"):
         merge_interactive(Options(), nodes, Interactive(options={"suite": 12}))
+
+
+@pytest.mark.parametrize(
+    ("nodes", "host_cpus", "cores"),
+    [(1, 2, 2), (1, 1, 1), (2, 2, 1), (3, 2, 1), (3, 8, 2), (4, 8, 2), (5, 8, 1)],
+)
+def test_default_cores_share_the_host_cpus(nodes: int, host_cpus: int, cores: int) -> None:
+    assert default_cores(nodes, host_cpus) == cores
