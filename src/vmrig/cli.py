@@ -145,11 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     build = commands.add_parser("build", help="only build the images a test needs")
     build.add_argument("testfile", type=Path, help="the test file")
-    build.set_defaults(handler=command_build)
+    build.add_argument(
+        "-I",
+        "--interactive",
+        action="store_true",
+        help="the images of the test file's interactive configuration (what `run --interactive` boots)",
+    )
+    build.set_defaults(handler=command_build, no_interactive_config=False)
 
     check = commands.add_parser("check", help="check a test file and its script without booting anything")
     check.add_argument("testfile", type=Path, help="the test file")
-    check.set_defaults(handler=command_check)
+    check.add_argument(
+        "-I", "--interactive", action="store_true", help="with the test file's interactive overrides merged in"
+    )
+    check.set_defaults(handler=command_check, no_interactive_config=False)
 
     gc = commands.add_parser("gc", help="remove cached images that have not been used for a while")
     gc.add_argument(

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -176,6 +177,28 @@ def test_cache_hit_runs_no_mmdebstrap(vm_tmp: Path) -> None:
     assert "mmdebstrap" not in second.stderr
     assert "building" not in second.stderr.replace("building node images", "")
     assert elapsed < 10
+
+
+def test_build_interactive_builds_what_run_interactive_boots(vm_tmp: Path) -> None:
+    # A build command unique to this run: the interactive image cannot be in the cache yet.
+    token = uuid.uuid4().hex
+    path = write_test_file(
+        vm_tmp,
+        f"""
+        from vmrig import Interactive, Node
+        nodes = {{"a": {PLAIN_NODE}}}
+        interactive = Interactive(nodes={{"a": {{"build_commands": ["echo {token} > /etc/vmrig-token"]}}}})
+        test_script = "pass"
+        """,
+    )
+    plain = run_vmrig("build", path, tmpdir=vm_tmp)
+    assert plain.returncode == 0, plain.stderr
+    first = run_vmrig("build", "--interactive", path, tmpdir=vm_tmp)
+    assert first.returncode == 0, first.stderr
+    assert "building image" in first.stderr
+    second = run_vmrig("build", "-I", path, tmpdir=vm_tmp)
+    assert second.returncode == 0, second.stderr
+    assert "building image" not in second.stderr
 
 
 def test_global_timeout_stops_vms_and_keeps_logs(vm_tmp: Path) -> None:
