@@ -360,6 +360,7 @@ class Driver:
                     callbacks=[self.check_polling_conditions],
                 )
             )
+            self.machines[-1].boot_hooks.append(self.network.machine_booted)
         if self.ssh is not None:
             state_dirs = {machine.name: machine.state_dir for machine in self.machines}
             self.ssh.publish(self._run_dir, state_dirs, self.logger)
@@ -494,6 +495,7 @@ class Driver:
             logger=self.logger,
             keep_vm_state=keep_vm_state,
         )
+        machine.boot_hooks.append(self.network.machine_booted)
         self._extra_machines.append(machine)
         return machine
 

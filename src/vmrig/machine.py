@@ -225,6 +225,12 @@ class Machine:
         self._last_lines: deque[str] = deque(maxlen=200)
         self._command_lock = threading.RLock()
         self._in_callbacks = False
+        # Backdoor connections so far: one per boot of the guest.
+        self.boot_count = 0
+        # Called with the machine before the first command of each boot (the
+        # driver's network puts its faults back after a reboot).
+        self.boot_hooks: list[Callable[[Machine], None]] = []
+        self._boot_hooks_due = False
         if not keep_vm_state and state_dir.exists():
             self.log(f"deleting VM state directory {state_dir}")
             self.log("if you want to keep the VM state, pass --keep-vm-state")
@@ -500,7 +506,17 @@ class Machine:
             index = self._console_buffer.index(READY_LINE) + len(READY_LINE)
             del self._console_buffer[: index + 1]
             self.connected = True
+            self.boot_count += 1
+            self._boot_hooks_due = bool(self.boot_hooks)
             self.log(f"connected to guest root shell (connecting took {time.monotonic() - started:.2f} seconds)")
+
+    def _run_boot_hooks(self) -> None:
+        """Connects, and after a new boot runs the boot hooks (outside the command lock: they send commands)."""
+        self.connect()
+        if self._boot_hooks_due:
+            self._boot_hooks_due = False
+            for hook in self.boot_hooks:
+                hook(self)
 
     def _receive(self, wait: float, *, console: bool = False) -> bool:
         """Reads what the guest sent within `wait` seconds; False once QEMU is gone.
@@ -605,6 +621,7 @@ class Machine:
         surrogate escapes (`output.encode(errors="surrogateescape")`).
         """
         self.run_callbacks()
+        self._run_boot_hooks()
         status, data = self._run(command, timeout=timeout, wait=check_output)
         if not check_output:
             return -2, ""

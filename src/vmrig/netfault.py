@@ -448,8 +448,8 @@ class Network:
         self.logger = logger
         self._partitions: list[Partition] = []
         self._links: dict[LinkKey, Impairment] = {}
-        # machine -> (QEMU pid, the cards' faults in its kernel)
-        self._applied: dict[str, tuple[int | None, tuple[CardFaults, ...]]] = {}
+        # machine -> (its boot count, the cards' faults in that boot's kernel)
+        self._applied: dict[str, tuple[int, tuple[CardFaults, ...]]] = {}
 
     # -- partitions ------------------------------------------------------------
 
@@ -580,6 +580,12 @@ class Network:
             raise ValueError(f"{what}: there is no machine {ref!r} (machines: {known})")
         raise TypeError(f"{what}: expected a machine (or its name), got {type(ref).__name__} {ref!r}")
 
+    def machine_booted(self, machine: Machine) -> None:
+        """A boot hook: puts back the faults a machine had before it rebooted."""
+        boot, applied = self._applied.get(machine.name, (0, ()))
+        if applied and boot != machine.boot_count:
+            self._apply(f"restoring the faults of {machine.name} after its reboot")
+
     def _apply(self, what: str) -> None:
         machines = {machine.name: machine for machine in self._machines()}
         nics = {name: [(nr, mac) for nr, mac, _sock in m.config.vlan_nics] for name, m in machines.items()}
@@ -590,8 +596,8 @@ class Network:
         for name, cards in wanted_cards.items():
             machine = machines[name]
             wanted = cards if any(card.active for card in cards) else ()
-            pid, applied = self._applied.get(name, (None, ()))
-            if not machine.booted or machine.pid != pid:
+            boot, applied = self._applied.get(name, (0, ()))
+            if not machine.booted or machine.boot_count != boot:
                 applied = ()  # a kernel that booted since has no rules
             if wanted != applied:
                 changes.append((machine, machine_script(cards, reset=bool(applied)), wanted))
@@ -606,7 +612,7 @@ class Network:
             failed = []
             for (machine, _script, wanted), (status, output) in zip(changes, results, strict=True):
                 if status == 0:
-                    self._applied[machine.name] = (machine.pid, wanted)
+                    self._applied[machine.name] = (machine.boot_count, wanted)
                 else:
                     self._applied.pop(machine.name, None)
                     failed.append(f"{machine.name} (exit code {status}): {output.strip()}")

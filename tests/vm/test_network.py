@@ -273,6 +273,28 @@ def test_delay_is_measured_by_ping(net: Topology) -> None:
     assert "netem" not in net.alpha.succeed("tc qdisc show; ip link")
 
 
+def test_jitter_spreads_the_delays(net: Topology) -> None:
+    steady = ping_times(net.alpha, "beta", count=20, interval=0.1)
+    # each way 100 ms +- 80 ms: round trips anywhere between 40 and 360 ms
+    with net.network.link(net.alpha, net.beta).set(delay="100ms", jitter="80ms"):
+        jittery = ping_times(net.alpha, "beta", count=20, interval=0.1)
+    assert len(jittery) == 20, jittery
+    assert min(jittery) >= 40 - 5, jittery
+    assert max(jittery) - min(jittery) >= 80, (steady, jittery)
+    assert max(steady) - min(steady) < max(jittery) - min(jittery), (steady, jittery)
+
+
+def test_faults_come_back_after_a_reboot(net: Topology) -> None:
+    # link(gamma) lives in gamma's kernel alone: only putting it back after the boot delays the pings
+    with net.network.link(net.gamma).set(delay="150ms"):
+        assert min(ping_times(net.gamma, "192.168.2.1", count=3)) >= 300
+        net.gamma.shutdown()
+        net.gamma.start()
+        after_boot = ping_times(net.gamma, "192.168.2.1", count=3)
+        assert len(after_boot) == 3 and min(after_boot) >= 300, after_boot
+    assert max(ping_times(net.gamma, "192.168.2.1", count=3)) < 150
+
+
 def test_loss_is_measured_over_many_packets(net: Topology) -> None:
     with net.network.link(net.alpha, net.beta, one_way=True).set(loss=0.3):
         loss = loss_of(net.alpha, "beta", 200)
