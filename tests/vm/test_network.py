@@ -127,6 +127,16 @@ def test_client_server_example_passes_and_leaves_nothing(tmp_path_factory: pytes
     assert not list(tmp.glob("vmrig-*")), "the run's private directory is left behind"
 
 
+def test_partition_example_passes(tmp_path_factory: pytest.TempPathFactory) -> None:
+    tmp = short_tmp(tmp_path_factory, "partition")
+    result = run_vmrig("run", "--no-serial", REPO / "examples" / "partition.py", tmpdir=tmp)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    for step in ("node1 is cut off, the two others still talk", "the network heals", "a slow link"):
+        assert f"subtest: {step}" in output
+    assert "partition node1 | node2, node3" in output  # the faults the script logged
+
+
 # ---------------------------------------------------------------------------
 # The topology (booted after the test above, which needs none of it)
 
