@@ -288,7 +288,9 @@ class Driver:
         lock.flush()
         self._state_locks.append(lock)
 
-    def _machine_config(self, name: str, number: int, node: Node, image: NodeImage) -> MachineConfig:
+    def _machine_config(
+        self, name: str, number: int, node: Node, image: NodeImage, *, with_ssh: bool = True
+    ) -> MachineConfig:
         assert self._run_dir is not None and self._accel is not None
         if node.disk_size < image.fs_size_mib:
             raise TestFileError(
@@ -303,7 +305,7 @@ class Driver:
         virtiofs = Virtiofs(name, shares, self._run_dir, node.memory_size, self.logger)
         kernel_params = list(node.kernel_params)
         forwards = ",".join(f"hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in node.forward_ports)
-        endpoint = self.ssh.endpoint(name, number) if self.ssh is not None and name in self.spec.nodes else None
+        endpoint = self.ssh.endpoint(name, number) if self.ssh is not None and with_ssh else None
         if endpoint is not None and endpoint.port is not None:
             forwards = ",".join(part for part in (forwards, endpoint.user_net_option()) if part)
         return MachineConfig(
@@ -362,8 +364,7 @@ class Driver:
             )
             self.machines[-1].boot_hooks.append(self.network.machine_booted)
         if self.ssh is not None:
-            state_dirs = {machine.name: machine.state_dir for machine in self.machines}
-            self.ssh.publish(self._run_dir, state_dirs, self.logger)
+            self._publish_ssh()
 
     # -- the script's world ----------------------------------------------------
 
@@ -462,6 +463,11 @@ class Driver:
             return Poll
         return Poll(fun_)
 
+    def _publish_ssh(self) -> None:
+        assert self.ssh is not None and self._run_dir is not None
+        state_dirs = {machine.name: machine.state_dir for machine in self.all_machines()}
+        self.ssh.publish(self._run_dir, state_dirs, self.logger)
+
     def create_machine(
         self,
         start_command: str | Node,
@@ -479,13 +485,16 @@ class Driver:
         if isinstance(start_command, Node):
             node = start_command
             name = name or f"machine{number}"
+            if self.ssh is not None:
+                node = ssh.backdoor_node(node, vsock=self.ssh.vsock)
             image = self.images.node_image(node, self.spec.options.suite, self.spec.options.mirror)
             config = self._machine_config(name, number, node, image)
         else:
             name = name or "machine"
             some_image = next(iter(self.node_images.values()))
             node = Node()
-            config = self._machine_config(name, number, node, some_image)
+            # A QEMU command of the user's: no backdoor sshd is known to be in its image.
+            config = self._machine_config(name, number, node, some_image, with_ssh=False)
             config.start_command = start_command
         self._lock_state_dir(name)
         machine = Machine(
@@ -497,6 +506,8 @@ class Driver:
         )
         machine.boot_hooks.append(self.network.machine_booted)
         self._extra_machines.append(machine)
+        if self.ssh is not None and name in self.ssh.endpoints:
+            self._publish_ssh()
         return machine
 
     # -- running ---------------------------------------------------------------

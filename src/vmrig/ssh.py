@@ -201,7 +201,8 @@ class Backdoor:
                 "command": endpoint.command(),
             }
             state_file.write_text(json.dumps(state, indent=2) + "\n")
-            self._state_files.append(state_file)
+            if state_file not in self._state_files:  # published again for a created machine
+                self._state_files.append(state_file)
         lines = ["SSH backdoor enabled, the machines can be accessed like this:"]
         width = max(len(name) for name in self.endpoints) + 1
         for name, endpoint in self.endpoints.items():

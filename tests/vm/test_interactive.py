@@ -311,10 +311,25 @@ def test_ssh_backdoor(session: Session) -> None:
     assert (result.returncode, result.stdout) == (0, "via vmrig ssh on node1\n"), result.stderr
 
 
+def test_ssh_into_a_created_machine(session: Session) -> None:
+    output = session.run('extra = create_machine(Node(), name="extra"); extra.wait_for_open_port(22)')
+    commands = dict(re.findall(r"^ +(extra|node1): (ssh .*)$", output, re.MULTILINE))
+    assert set(commands) == {"extra", "node1"}, output  # the list is printed again, with the new machine
+    result = subprocess.run(
+        [*commands["extra"].split(), "hostname"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert (result.returncode, result.stdout) == (0, "extra\n"), result.stderr
+    assert (session.tmpdir / "vm-state-extra" / "ssh.json").exists()
+
+
 def test_leaving_the_prompt_stops_the_machines(session: Session) -> None:
     log = plain(session.log_path.read_text(errors="replace"))
     pids = [int(pid) for pid in re.findall(r"QEMU running \(pid (\d+)\)", log)]
-    assert len(pids) == 2
+    assert len(pids) == 3  # node1, node2 and the created machine
     child = session.child
     child.send("\x04")
     child.expect("exit")  # ptpython asks "Do you really want to exit? ([y]/n)"
