@@ -318,7 +318,7 @@ class Driver:
                 name, node, network, grow_root=node.disk_size > image.fs_size_mib, mounts=virtiofs.mounts()
             ),
             memory_mib=node.memory_size,
-            cores=node.cores or default_cores(len(self.spec.nodes), os.cpu_count() or 1),
+            cores=node.cores or default_cores(len(self.spec.nodes), os.cpu_count() or 1, self._accel),
             disk_mib=node.disk_size,
             kernel_params=kernel_params,
             qemu_options=list(node.qemu_options),

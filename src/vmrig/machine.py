@@ -316,7 +316,9 @@ class Machine:
             "-display",
             "none",
             "-accel",
-            c.accel,
+            # Several vCPUs on one thread under TCG: on parallel threads a vCPU can run
+            # code another is patching, and the guest kernel dies (see spec.default_cores).
+            f"{c.accel},thread=single" if c.accel == "tcg" and c.cores > 1 else c.accel,
             # Under TCG (QEMU 7.2) the guest's cmpxchg16b sometimes leaves garbage in RFLAGS: the
             # kernel then dies in kmalloc or text_poke (9 of 15 boots); without cx16, 0 of 15.
             *(["-cpu", "host"] if c.accel == "kvm" else ["-cpu", "qemu64,-cx16"]),

@@ -114,7 +114,7 @@ def test_function_script_and_plain_assert(vm_tmp: Path) -> None:
     )
     result = run_vmrig("run", path, tmpdir=vm_tmp)
     assert result.returncode == 1
-    assert f'File "{path}", line 9, in test_script' in result.stderr
+    assert f'File "{path}", line 9, in test_script' in result.stderr, result.stderr[-4000:]
     assert "AssertionError: got '1\\n'" in result.stderr
 
 
