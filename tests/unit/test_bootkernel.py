@@ -10,7 +10,6 @@ from collections.abc import Callable
 import pytest
 
 from vmrig.bootkernel import has_pvh_entry, pvh_kernel
-from vmrig.machine import wait_unit_for
 
 
 def _elf(note_name: bytes, note_type: int) -> bytes:
@@ -56,9 +55,3 @@ def test_kernels_qemu_cannot_load_directly_stay_packed() -> None:
     assert pvh_kernel(_bzimage(gzip.compress(_elf(b"GNU", 3)))) is None
     assert pvh_kernel(_bzimage(b"BZh91AY&SY unknown compression")) is None
     assert pvh_kernel(b"MZ not a bzImage at all" * 40) is None
-
-
-def test_wait_unit_instance_names() -> None:
-    assert wait_unit_for("multi-user.target") == "vmrig-wait@multi-user.target.service"
-    assert wait_unit_for("nginx") == "vmrig-wait@nginx.service.service"
-    assert wait_unit_for("user@1000.service") == "vmrig-wait@user@1000.service.service"

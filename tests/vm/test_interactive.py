@@ -55,6 +55,20 @@ def session_env(tmpdir: Path) -> dict[str, str]:
     return dict(os.environ, TMPDIR=str(tmpdir), NO_COLOR="1", PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm")
 
 
+def spawn_vmrig(tmpdir: Path, *args: str) -> pexpect.spawn:
+    """vmrig on a 40x120 pseudo-terminal, in `tmpdir`."""
+    return pexpect.spawn(
+        VMRIG[0],
+        [*VMRIG[1:], *args],
+        env=session_env(tmpdir),
+        cwd=str(tmpdir),
+        encoding="utf-8",
+        codec_errors="replace",
+        dimensions=(40, 120),
+        timeout=600,
+    )
+
+
 class Session:
     """The `vmrig run --interactive` process on a pseudo-terminal."""
 
@@ -76,6 +90,13 @@ class Session:
         self.count += 1
         return self.wait_prompt(timeout)
 
+    def leave(self) -> None:
+        """Ctrl-D at the prompt, confirmed; waits for vmrig to exit."""
+        self.child.send("\x04")
+        self.child.expect("exit")  # ptpython asks "Do you really want to exit? ([y]/n)"
+        self.child.send("y")
+        self.child.expect(pexpect.EOF, timeout=120)
+
     def log_tail(self) -> str:
         return plain(self.log_path.read_text(errors="replace"))[-3000:]
 
@@ -85,16 +106,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     tmpdir = short_tmp(tmp_path_factory, "interactive")
     path = write_test_file(tmpdir, TEST_FILE)
     log_path = tmpdir / "session.log"
-    child = pexpect.spawn(
-        VMRIG[0],
-        [*VMRIG[1:], "run", "--interactive", "--no-serial", str(path)],
-        env=session_env(tmpdir),
-        cwd=str(tmpdir),
-        encoding="utf-8",
-        codec_errors="replace",
-        dimensions=(40, 120),
-        timeout=600,
-    )
+    child = spawn_vmrig(tmpdir, "run", "--interactive", "--no-serial", str(path))
     child.logfile_read = open(log_path, "w")  # noqa: SIM115 (closed below)
     session = Session(child, tmpdir, log_path)
     try:
@@ -331,10 +343,7 @@ def test_leaving_the_prompt_stops_the_machines(session: Session) -> None:
     pids = [int(pid) for pid in re.findall(r"QEMU running \(pid (\d+)\)", log)]
     assert len(pids) == 3  # node1, node2 and the created machine
     child = session.child
-    child.send("\x04")
-    child.expect("exit")  # ptpython asks "Do you really want to exit? ([y]/n)"
-    child.send("y")
-    child.expect(pexpect.EOF, timeout=120)
+    session.leave()
     child.close()
     assert child.exitstatus == 0, session.log_tail()
     for pid in pids:
@@ -364,26 +373,14 @@ def _running(pid: int) -> bool:
 def test_no_interactive_config_runs_the_plain_configuration(tmp_path_factory: pytest.TempPathFactory) -> None:
     tmpdir = short_tmp(tmp_path_factory, "plainconf")
     path = write_test_file(tmpdir, TEST_FILE)
-    child = pexpect.spawn(
-        VMRIG[0],
-        [*VMRIG[1:], "run", "-I", "--no-interactive-config", str(path)],
-        env=session_env(tmpdir),
-        cwd=str(tmpdir),
-        encoding="utf-8",
-        codec_errors="replace",
-        dimensions=(40, 120),
-        timeout=600,
-    )
+    child = spawn_vmrig(tmpdir, "run", "-I", "--no-interactive-config", str(path))
     try:
         session = Session(child, tmpdir, tmpdir / "unused")
         startup = session.wait_prompt(timeout=900)
         assert "SSH backdoor" not in startup
         out = session.run('driver.spec.options.ssh_backdoor, driver.spec.nodes["node1"].packages, driver.interactive')
         assert "(False, [], True)" in out
-        child.send("\x04")
-        child.expect("exit")
-        child.send("y")
-        child.expect(pexpect.EOF, timeout=120)
+        session.leave()
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
