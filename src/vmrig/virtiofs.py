@@ -32,10 +32,10 @@ from vmrig.spec import EXCHANGE_GUEST_PATH, Node, SpecError
 
 __all__ = ["EXCHANGE_GUEST_PATH", "Share", "Virtiofs", "find_virtiofsd", "plan_shares"]
 
-# Debian 12 ships QEMU's own virtiofsd (C) in qemu-system-common; Debian 13 the
-# Rust one in its own package.
-VIRTIOFSD_PATHS = ("/usr/lib/qemu/virtiofsd", "/usr/libexec/virtiofsd")
-VIRTIOFSD_PACKAGE = "qemu-system-common (Debian 12) or virtiofsd (Debian 13)"
+# Debian 13 ships the Rust virtiofsd in its own package; on Debian 12 QEMU 7.2's
+# own (C) one, which scripts/setup.sh puts in /usr/local/libexec beside QEMU 10.
+VIRTIOFSD_PATHS = ("/usr/libexec/virtiofsd", "/usr/local/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd")
+VIRTIOFSD_PACKAGE = "virtiofsd (Debian 13; on Debian 12 run scripts/setup.sh)"
 SOCKET_WAIT = 10.0
 EXCHANGE_TAG = "xchg"
 
