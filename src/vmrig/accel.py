@@ -8,10 +8,12 @@ overrides it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import platform
+import re
 import select
 import subprocess
 import time
@@ -22,6 +24,31 @@ from vmrig.errors import UsageError
 
 PROBE_SECONDS = 15.0
 ACCELERATORS = ("kvm", "tcg")
+# Booted snapshots and a sound guest CPU under TCG (cmpxchg16b) need QEMU 10.
+MIN_QEMU = (10, 0)
+QEMU_FIX = (
+    "run scripts/setup.sh (on Debian 12 it installs QEMU 10 from bookworm-backports: "
+    "apt-get install -t bookworm-backports qemu-system-x86 qemu-utils)"
+)
+
+
+@functools.cache
+def qemu_version(qemu: str) -> tuple[int, int]:
+    """(major, minor) of the QEMU binary `qemu`, from `qemu --version`."""
+    out = proc.run([qemu, "--version"], timeout=30).stdout.decode(errors="replace")
+    found = re.search(r"version (\d+)\.(\d+)", out)
+    if found is None:
+        raise UsageError(f"cannot tell the version of {qemu} from: {out.strip()!r}")
+    return int(found.group(1)), int(found.group(2))
+
+
+def check_qemu_version(qemu: str) -> None:
+    """Raises UsageError, naming the fix, when `qemu` is older than MIN_QEMU."""
+    version = qemu_version(qemu)
+    if version < MIN_QEMU:
+        raise UsageError(
+            f"{qemu} is QEMU {version[0]}.{version[1]}; vmrig needs QEMU {MIN_QEMU[0]} or newer: {QEMU_FIX}"
+        )
 
 
 def _host_fingerprint(qemu: str) -> str:

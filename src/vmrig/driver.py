@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from vmrig import accel, guestconfig, scriptcheck, ssh
+from vmrig import accel, guestconfig, proc, scriptcheck, ssh
 from vmrig.debug import Debugger
 from vmrig.errors import (
     MachineError,
@@ -336,6 +336,7 @@ class Driver:
         if not self.node_images:
             self.build_images()
         first_image = self.node_images[self.machine_names()[0]]
+        accel.check_qemu_version(proc.require_tool("qemu-system-x86_64"))
         self._accel = accel.choose(self.images.root, first_image.kernel)
         self.logger.log(f"accelerator: {self._accel}")
         self.tmp_dir.mkdir(parents=True, exist_ok=True)

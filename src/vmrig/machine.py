@@ -319,9 +319,11 @@ class Machine:
             # Several vCPUs on one thread under TCG: on parallel threads a vCPU can run
             # code another is patching, and the guest kernel dies (see spec.default_cores).
             f"{c.accel},thread=single" if c.accel == "tcg" and c.cores > 1 else c.accel,
-            # Under TCG (QEMU 7.2) the guest's cmpxchg16b sometimes leaves garbage in RFLAGS: the
-            # kernel then dies in kmalloc or text_poke (9 of 15 boots); without cx16, 0 of 15.
-            *(["-cpu", "host"] if c.accel == "kvm" else ["-cpu", "qemu64,-cx16"]),
+            # TCG's `max`: everything QEMU emulates (x86-64-v3 and more), which Debian's software
+            # uses (haproxy needs cmpxchg16b). QEMU 7.2's TCG corrupted RFLAGS in cmpxchg16b
+            # (9 of 15 boots died), hence vmrig's QEMU >= 10 (see accel.check_qemu_version).
+            "-cpu",
+            "host" if c.accel == "kvm" else "max",
             # qboot, a minimal firmware for direct kernel boot, starts faster than SeaBIOS.
             *(["-bios", str(QBOOT)] if QBOOT.exists() else []),
             "-m",

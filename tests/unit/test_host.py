@@ -91,3 +91,15 @@ def test_accel_probe_result_is_cached(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert accel.choose(tmp_path, tmp_path / "vmlinuz") == "tcg"
     assert len(probes) == 1
     assert json.loads((tmp_path / "accel.json").read_text())["accel"] == "tcg"
+
+
+def test_qemu_older_than_10_is_refused_with_the_fix(tmp_path: Path) -> None:
+    old = tmp_path / "qemu-system-x86_64"
+    old.write_text("#!/bin/sh\necho 'QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)'\n")
+    old.chmod(0o755)
+    with pytest.raises(UsageError, match=r"QEMU 7\.2; vmrig needs QEMU 10 or newer: run scripts/setup.sh"):
+        accel.check_qemu_version(str(old))
+    new = tmp_path / "qemu-new"
+    new.write_text("#!/bin/sh\necho 'QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)'\n")
+    new.chmod(0o755)
+    accel.check_qemu_version(str(new))

@@ -17,6 +17,7 @@ from vmrig.machine import Machine
 from vmrig.spec import File, Node, Service
 
 pytestmark = pytest.mark.vm
+DATA = Path(__file__).parent / "data"
 
 NODE = Node(
     packages=["python3"],
@@ -56,6 +57,13 @@ def test_succeed_returns_stdout_and_fail_raises(node: Machine) -> None:
     assert node.fail("false") == ""
     with pytest.raises(RequestedAssertionFailed, match="unexpectedly succeeded"):
         node.fail("true")
+
+
+def test_guest_cpu_runs_x86_64_v2_instructions(node: Machine) -> None:
+    flags = node.succeed("grep -m1 '^flags' /proc/cpuinfo").split()
+    assert {"cx16", "popcnt", "sse4_2"} <= set(flags), flags
+    node.copy_from_host(str(DATA / "x86_64_v2.py"), "/tmp/x86_64_v2.py")
+    assert node.succeed("python3 /tmp/x86_64_v2.py") == "8 True 1 True\n"
 
 
 def test_execute_status_and_fresh_shell_each_time(node: Machine) -> None:
