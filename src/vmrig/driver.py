@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import os
 import shutil
 import signal
@@ -43,6 +44,7 @@ from vmrig.netfault import Network
 from vmrig.network import NetworkPlan
 from vmrig.spec import Node, SpecError, default_cores, python_name
 from vmrig.testfile import TestSpec
+from vmrig.timeouts import Duration, TimeoutScale, seconds
 from vmrig.timer import PausableTimer
 from vmrig.virtiofs import Virtiofs, plan_shares
 from vmrig.vlan import VLan
@@ -87,12 +89,12 @@ class PollingCondition:
         self,
         condition: Callable[[], Any],
         logger: Logger,
-        seconds_interval: float = 2.0,
+        seconds_interval: Duration = 2.0,
         description: str | None = None,
     ) -> None:
         self.condition = condition
         self.logger = logger
-        self.seconds_interval = seconds_interval
+        self.seconds_interval = seconds(seconds_interval)
         self.description = description or condition.__doc__ or condition.__name__
         self.last_called = float("-inf")
         self.entered = False
@@ -116,12 +118,17 @@ class PollingCondition:
         if not self.check():
             raise PollingConditionError(f"Polling condition failed: {self.description}")
 
-    def wait(self, timeout: int = 900) -> None:
-        deadline = time.monotonic() + timeout
+    def wait(self, timeout: Duration = 900, scale: TimeoutScale | None = None) -> None:
+        scale = scale or TimeoutScale()
+        started = time.monotonic()
+        deadline = started + scale(timeout)
         with self.logger.nested(f"waiting for {self.description}"):
             while not self.check(force=True):
                 if time.monotonic() > deadline:
-                    raise RequestedAssertionFailed(f"timed out waiting for {self.description}")
+                    raise RequestedAssertionFailed(
+                        f"action timed out after {time.monotonic() - started:.2f} seconds "
+                        f"(timeout={scale.note(timeout)}) waiting for {self.description}"
+                    )
                 time.sleep(self.seconds_interval)
 
     @property
@@ -140,21 +147,38 @@ class PollingCondition:
         self.entered = False
 
 
-def retry(fn: Callable[[bool], bool], timeout: int = 900) -> None:
+def retry(
+    fn: Callable[[bool], bool],
+    timeout: Duration | None = None,
+    *,
+    timeout_seconds: Duration | None = None,
+    scale: TimeoutScale | None = None,
+) -> None:
     """Calls fn(False) once a second until it returns True, then fn(True) once.
 
     The final call lets `fn` log why it still fails before the error is raised.
+    `timeout` (NixOS 25.x) or `timeout_seconds` (newer NixOS): seconds or a
+    timedelta, 900 by default, scaled under emulation. The clock starts after
+    the first call, which may wait for a machine to boot: NixOS 25.x counts
+    tries, so a boot inside the first one costs none of them.
+    Raises RequestedAssertionFailed("action timed out after ...").
     """
     __tracebackhide__ = True
-    deadline = time.monotonic() + timeout
+    if timeout is not None and timeout_seconds is not None:
+        raise UsageError("retry(): give timeout= or timeout_seconds=, not both")
+    given: Duration = timeout if timeout is not None else timeout_seconds if timeout_seconds is not None else 900
+    scale = scale or TimeoutScale()
+    if fn(False):
+        return
     started = time.monotonic()
+    deadline = started + scale(given)
     while time.monotonic() < deadline:
+        time.sleep(1)
         if fn(False):
             return
-        time.sleep(1)
     if not fn(True):
         raise RequestedAssertionFailed(
-            f"action timed out after {time.monotonic() - started:.2f} seconds (timeout={timeout})"
+            f"action timed out after {time.monotonic() - started:.2f} seconds (timeout={scale.note(given)})"
         )
 
 
@@ -210,6 +234,7 @@ class Driver:
         self._state_locks: list[TextIO] = []
         self._namespace: dict[str, Any] | None = None
         self._accel: str | None = None
+        self.timeout_scale = TimeoutScale()  # chosen in setup(), once the accelerator is known
 
     # -- preparation -----------------------------------------------------------
 
@@ -329,6 +354,7 @@ class Driver:
             sidecars=[virtiofs],
             user_net_options=forwards,
             outside_access=self.interactive,
+            timeout_scale=self.timeout_scale,
         )
 
     def setup(self) -> None:
@@ -339,6 +365,15 @@ class Driver:
         accel.check_qemu_version(proc.require_tool("qemu-system-x86_64"))
         self._accel = accel.choose(self.images.root, first_image.kernel)
         self.logger.log(f"accelerator: {self._accel}")
+        try:
+            self.timeout_scale = TimeoutScale.choose(self._accel, os.environ.get("VMRIG_TIMEOUT_FACTOR"))
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        if self.timeout_scale.factor != 1:
+            self.logger.log(
+                f"the script's timeouts are multiplied by {self.timeout_scale.factor:g} "
+                f"({self.timeout_scale.reason}; VMRIG_TIMEOUT_FACTOR sets the factor)"
+            )
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self._run_dir = Path(tempfile.mkdtemp(prefix="vmrig-", dir=self.tmp_dir))
         if not self.keep_vm_state:
@@ -385,7 +420,7 @@ class Driver:
             "os": os,
             "create_machine": self.create_machine,
             "subtest": self.subtest,
-            "retry": retry,
+            "retry": functools.partial(retry, scale=self.timeout_scale),
             "serial_stdout_on": self.serial_stdout_on,
             "serial_stdout_off": self.serial_stdout_off,
             "polling_condition": self.polling_condition,
@@ -393,6 +428,8 @@ class Driver:
             "t": AssertionTester(),
             "debug": self.debug,
         }
+        # NixOS scripts look for their output files under $out (the output directory).
+        os.environ["out"] = str(self.out_dir.resolve())  # noqa: SIM112 (NixOS's lower-case name)
         for machine in self.machines:
             namespace[python_name(machine.name)] = machine
         if len(self.machines) == 1:
@@ -439,7 +476,7 @@ class Driver:
         self,
         fun_: Callable[[], Any] | None = None,
         *,
-        seconds_interval: float = 2.0,
+        seconds_interval: Duration = 2.0,
         description: str | None = None,
     ) -> Any:
         driver = self
@@ -457,8 +494,8 @@ class Driver:
             def __call__(self) -> Any:
                 return self.condition.condition()
 
-            def wait(self, timeout: int = 900) -> None:
-                self.condition.wait(timeout)
+            def wait(self, timeout: Duration = 900) -> None:
+                self.condition.wait(timeout, driver.timeout_scale)
 
         if fun_ is None:
             return Poll
@@ -475,12 +512,15 @@ class Driver:
         *,
         name: str | None = None,
         keep_vm_state: bool = False,
+        keep_machine_state: bool = False,
     ) -> Machine:
         """A machine outside `nodes`: from a Node (built like any other) or a QEMU command.
 
         A start command is a shell command that starts QEMU with a vmrig-style
         guest; vmrig appends its own arguments, like the NixOS driver does.
+        `keep_machine_state` is newer NixOS's name for `keep_vm_state`.
         """
+        keep_vm_state = keep_vm_state or keep_machine_state
         assert self._run_dir is not None
         number = len(self.machines) + len(self._extra_machines) + 1
         if isinstance(start_command, Node):

@@ -21,6 +21,7 @@ from vmrig.spec import Node
 
 BACKDOOR_UNIT = "vmrig-backdoor.service"
 WAIT_UNIT = "vmrig-wait@.service"
+NETWORK_TARGETS = ("network.target", "network-online.target")
 
 USER_NET_ADDRESS = "10.0.2.15/24"
 USER_NET_GATEWAY = "10.0.2.2"
@@ -227,6 +228,11 @@ def config_layer(
     put(f"/etc/systemd/system/{BACKDOOR_UNIT}", (GUEST_DIR / BACKDOOR_UNIT).read_bytes())
     put(f"/etc/systemd/system/{WAIT_UNIT}", (GUEST_DIR / WAIT_UNIT).read_bytes())
     link(f"/etc/systemd/system/sysinit.target.wants/{BACKDOOR_UNIT}", f"/etc/systemd/system/{BACKDOOR_UNIT}")
+    # The initramfs has set every address (without duplicate address detection)
+    # before systemd starts, so the network is online from the first unit on.
+    # Nothing else pulls these targets in here; NixOS test VMs reach both.
+    for target in NETWORK_TARGETS:
+        link(f"/etc/systemd/system/multi-user.target.wants/{target}", f"/usr/lib/systemd/system/{target}")
     put("/etc/hostname", f"{name}\n".encode())
     put("/etc/machine-id", f"{machine_id(name)}\n".encode(), 0o444)
     put("/etc/hosts", hosts_file(name, network).encode())

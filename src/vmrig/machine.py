@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import math
 import os
 import re
 import secrets
@@ -35,6 +36,7 @@ from vmrig.errors import MachineError, RequestedAssertionFailed
 from vmrig.log import Logger
 from vmrig.qmp import QMPClient
 from vmrig.ssh import vsock_cid_hint
+from vmrig.timeouts import Duration, TimeoutScale, seconds
 
 READY_LINE = b"Spawning backdoor root shell..."
 # Terminal control sequences systemd writes to the console; noise in a log.
@@ -185,6 +187,7 @@ class MachineConfig:
     start_command: str | None = None  # a user's own QEMU start command (create_machine)
     vsock_cid: int | None = None  # a vhost-vsock device with this guest CID (the SSH backdoor)
     sidecars: list[Sidecar] = field(default_factory=list)  # host helpers and their QEMU arguments
+    timeout_scale: TimeoutScale = field(default_factory=TimeoutScale)  # applied to the script's timeouts
 
 
 class Machine:
@@ -221,6 +224,7 @@ class Machine:
         self._console_buffer = bytearray()  # the backdoor shell's console, for its ready line
         self._serial_thread: threading.Thread | None = None
         self._console_lines: list[str] = []
+        self._console_consumed = 0  # lines that wait_for_console_text has read past
         self._console_cond = threading.Condition()
         self._last_lines: deque[str] = deque(maxlen=200)
         self._command_lock = threading.RLock()
@@ -445,6 +449,7 @@ class Machine:
         self.pid = self.process.pid
         with self._console_cond:
             self._console_lines = []
+            self._console_consumed = 0
             self._last_lines.clear()
         self._serial_thread = threading.Thread(target=self._read_serial, name=f"serial-{self.name}", daemon=True)
         self._serial_thread.start()
@@ -512,6 +517,13 @@ class Machine:
             self.connected = True
             self.boot_count += 1
             self._boot_hooks_due = bool(self.boot_hooks)
+            # The backdoor starts with the first units of the boot; a script's first command
+            # expects what NixOS's backdoor unit has when it starts: basic.target (sockets
+            # such as D-Bus's, local file systems). PID 1 does the waiting (see wait_unit_for).
+            left = max(1, int(deadline - time.monotonic()))
+            status, _ = self._run(f"systemctl start {wait_unit_for('basic.target')}", timeout=left)
+            if status != 0:
+                self.log(f"basic.target was not reached (systemctl exit code {status})")
             self.log(f"connected to guest root shell (connecting took {time.monotonic() - started:.2f} seconds)")
 
     def _run_boot_hooks(self) -> None:
@@ -617,16 +629,21 @@ class Machine:
         command: str,
         check_return: bool = True,
         check_output: bool = True,
-        timeout: int | None = DEFAULT_TIMEOUT,
+        timeout: Duration | None = DEFAULT_TIMEOUT,
     ) -> tuple[int, str]:
         """Runs `command` as root in a fresh subshell; returns (status, stdout).
 
+        `timeout` (seconds or a timedelta, scaled under emulation; None: no
+        limit) counts from when the command starts, after the machine has
+        booted, as in NixOS; a command that runs out of time is killed with
+        its whole process group and gives status 124.
         Binary output comes back intact: undecodable bytes are kept as
         surrogate escapes (`output.encode(errors="surrogateescape")`).
         """
         self.run_callbacks()
         self._run_boot_hooks()
-        status, data = self._run(command, timeout=timeout, wait=check_output)
+        limit = None if timeout is None else self.config.timeout_scale(timeout)
+        status, data = self._run(command, timeout=limit, wait=check_output)
         if not check_output:
             return -2, ""
         output = data.decode(errors="surrogateescape")
@@ -635,12 +652,13 @@ class Machine:
         return status, output
 
     def _run(
-        self, command: str, *, timeout: int | None = DEFAULT_TIMEOUT, stdin: bytes | None = None, wait: bool = True
+        self, command: str, *, timeout: float | None = DEFAULT_TIMEOUT, stdin: bytes | None = None, wait: bool = True
     ) -> tuple[int, bytes]:
+        """Runs `command` in the guest; `timeout` in seconds (None or 0: no limit)."""
         with self._command_lock:
             self.connect()
             nonce = secrets.token_hex(8)
-            line = f"__vmrig_run {nonce} {int(timeout or 0)} {shlex.quote(command)}"
+            line = f"__vmrig_run {nonce} {math.ceil(timeout or 0)} {shlex.quote(command)}"
             if stdin is not None:
                 line += f" {len(stdin)}"
             self._send(line.encode() + b"\n")
@@ -659,7 +677,7 @@ class Machine:
         except OSError as error:
             raise self._broken(f"cannot send input for `{command}` ({error}); {self._exit_note()}") from None
 
-    def _collect(self, nonce: str, command: str, timeout: int | None) -> tuple[int, bytes]:
+    def _collect(self, nonce: str, command: str, timeout: float | None) -> tuple[int, bytes]:
         begin = f"{nonce} B\n".encode()
         end = re.compile(rb"\n" + nonce.encode() + rb" E (-?\d+)\n")
         # The guest enforces `timeout`; this limit only catches a guest that stopped answering.
@@ -684,12 +702,12 @@ class Machine:
                     return status, output
                 searched = len(self._shell_buffer)
             if deadline is not None and time.monotonic() > deadline:
-                raise self._broken(f"no answer from the backdoor shell to `{command}` within {(timeout or 0) + 60} s")
+                raise self._broken(f"no answer from the backdoor shell to `{command}` within {(timeout or 0) + 60:g} s")
             if not self._receive(1.0):
                 self.connected = False
                 raise self._broken(f"{self._exit_note()} while running `{command}`")
 
-    def succeed(self, *commands: str, timeout: int | None = None) -> str:
+    def succeed(self, *commands: str, timeout: Duration | None = None) -> str:
         """Runs each command; raises RequestedAssertionFailed if one fails."""
         __tracebackhide__ = True
         output = ""
@@ -702,7 +720,7 @@ class Machine:
                 output += out
         return output
 
-    def fail(self, *commands: str, timeout: int | None = None) -> str:
+    def fail(self, *commands: str, timeout: Duration | None = None) -> str:
         """Runs each command; raises RequestedAssertionFailed if one succeeds."""
         __tracebackhide__ = True
         output = ""
@@ -714,14 +732,23 @@ class Machine:
                 output += out
         return output
 
-    def sleep(self, secs: int) -> None:
-        """Sleeps in guest time (which may run slower than the host's)."""
-        self.succeed(f"sleep {secs}")
+    def sleep(self, secs: Duration) -> None:
+        """Sleeps in guest time (which may run slower than the host's); not scaled."""
+        self.succeed(f"sleep {seconds(secs):g}")
 
-    def _poll(self, what: str, check: Callable[[bool], bool], timeout: float, error: str | None = None) -> None:
-        """Calls check(last_try) until it returns True, pausing briefly in between."""
+    def _poll(self, what: str, check: Callable[[bool], bool], timeout: Duration) -> None:
+        """Calls check(last_try) until it returns True, pausing briefly in between.
+
+        As in NixOS, the clock starts once the machine is up: a wait right
+        after start_all() is not charged the boot. `timeout` is scaled under
+        emulation; the error says "action timed out after ...", as NixOS's.
+        """
         __tracebackhide__ = True
-        deadline = time.monotonic() + timeout
+        self.run_callbacks()
+        self._run_boot_hooks()
+        limit = self.config.timeout_scale(timeout)
+        started = time.monotonic()
+        deadline = started + limit
         pause = 0.1
         while time.monotonic() < deadline:
             if check(False):
@@ -730,9 +757,12 @@ class Machine:
             pause = min(pause * 1.5, 1.0)
         if check(True):
             return
-        raise RequestedAssertionFailed(error or f"timed out after {timeout:g} seconds waiting for {what}")
+        raise RequestedAssertionFailed(
+            f"action timed out after {time.monotonic() - started:.2f} seconds "
+            f"(timeout={self.config.timeout_scale.note(timeout)}) waiting for {what}"
+        )
 
-    def wait_until_succeeds(self, command: str, timeout: int = DEFAULT_TIMEOUT) -> str:
+    def wait_until_succeeds(self, command: str, timeout: Duration = DEFAULT_TIMEOUT) -> str:
         """Repeats `command` until it succeeds; returns its output."""
         __tracebackhide__ = True
         output = ""
@@ -748,7 +778,7 @@ class Machine:
             self._poll(f"`{command}` to succeed", ok, timeout)
         return output
 
-    def wait_until_fails(self, command: str, timeout: int = DEFAULT_TIMEOUT) -> str:
+    def wait_until_fails(self, command: str, timeout: Duration = DEFAULT_TIMEOUT) -> str:
         """Repeats `command` until it fails; returns its output."""
         __tracebackhide__ = True
         output = ""
@@ -808,7 +838,7 @@ class Machine:
         _, journal = self.execute(journal_cmd)
         return f"\n--- systemctl status {unit}\n{status.rstrip()}\n--- last journal lines\n{journal.rstrip()}"
 
-    def wait_for_unit(self, unit: str, user: str | None = None, timeout: int = DEFAULT_TIMEOUT) -> None:
+    def wait_for_unit(self, unit: str, user: str | None = None, timeout: Duration = DEFAULT_TIMEOUT) -> None:
         """Waits until `unit` is active; fails at once if it failed or cannot start."""
         __tracebackhide__ = True
 
@@ -837,7 +867,8 @@ class Machine:
                 self._await_unit_job(unit, deadline)
             return state == "active"
 
-        deadline = time.monotonic() + timeout
+        self._run_boot_hooks()  # the deadline starts once the machine is up, as _poll's
+        deadline = time.monotonic() + self.config.timeout_scale(timeout)
         with self.nested(f"waiting for unit {unit}" + ("" if user is None else f" with user {user}")):
             self._poll(f'unit "{unit}" to become active', active, timeout)
 
@@ -873,7 +904,7 @@ class Machine:
 
     # -- waiting for files, ports, sockets, console text -------------------------
 
-    def wait_for_file(self, filename: str, timeout: int = DEFAULT_TIMEOUT) -> None:
+    def wait_for_file(self, filename: str, timeout: Duration = DEFAULT_TIMEOUT) -> None:
         __tracebackhide__ = True
 
         def exists(_last_try: bool) -> bool:
@@ -883,7 +914,7 @@ class Machine:
         with self.nested(f"waiting for file '{filename}'"):
             self._poll(f"file '{filename}'", exists, timeout)
 
-    def wait_for_open_port(self, port: int, addr: str = "localhost", timeout: int = DEFAULT_TIMEOUT) -> None:
+    def wait_for_open_port(self, port: int, addr: str = "localhost", timeout: Duration = DEFAULT_TIMEOUT) -> None:
         __tracebackhide__ = True
 
         def open_(_last_try: bool) -> bool:
@@ -893,7 +924,7 @@ class Machine:
         with self.nested(f"waiting for TCP port {port} on {addr}"):
             self._poll(f"TCP port {port} on {addr} to open", open_, timeout)
 
-    def wait_for_closed_port(self, port: int, addr: str = "localhost", timeout: int = DEFAULT_TIMEOUT) -> None:
+    def wait_for_closed_port(self, port: int, addr: str = "localhost", timeout: Duration = DEFAULT_TIMEOUT) -> None:
         __tracebackhide__ = True
 
         def closed(_last_try: bool) -> bool:
@@ -903,7 +934,9 @@ class Machine:
         with self.nested(f"waiting for TCP port {port} on {addr} to be closed"):
             self._poll(f"TCP port {port} on {addr} to close", closed, timeout)
 
-    def wait_for_open_unix_socket(self, addr: str, is_datagram: bool = False, timeout: int = DEFAULT_TIMEOUT) -> None:
+    def wait_for_open_unix_socket(
+        self, addr: str, is_datagram: bool = False, timeout: Duration = DEFAULT_TIMEOUT
+    ) -> None:
         __tracebackhide__ = True
         nc_flags = "-uU" if is_datagram else "-U"
 
@@ -919,26 +952,35 @@ class Machine:
         with self._console_cond:
             return "\n".join(self._console_lines)
 
-    def wait_for_console_text(self, regex: str, timeout: int | None = None) -> None:
-        """Waits until the console output (since the last start) matches `regex`."""
+    def wait_for_console_text(self, regex: str, timeout: Duration | None = None) -> None:
+        """Waits until the console text not consumed yet matches `regex` (re.search).
+
+        The regex sees the console's lines as one text joined by newlines, so
+        multi-line regexes work. As in NixOS, a wait consumes what it read up
+        to the end of the matching line: a later wait (after a reboot, say)
+        never matches the same text again. `timeout` (seconds or a timedelta,
+        scaled under emulation) counts from the call; None waits for ever.
+        Raises RequestedAssertionFailed on timeout, MachineError if QEMU exits.
+        """
         __tracebackhide__ = True
         pattern = re.compile(regex)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        started = time.monotonic()
+        limit = None if timeout is None else self.config.timeout_scale(timeout)
+        limit_note = None if timeout is None else self.config.timeout_scale.note(timeout)
         with self.nested(f"waiting for {regex} to appear on console"), self._console_cond:
-            if pattern.search("\n".join(self._console_lines)):
-                return
-            seen = len(self._console_lines)
             while True:
-                for line in self._console_lines[seen:]:
-                    if pattern.search(line):
-                        return
-                seen = len(self._console_lines)
+                text = "\n".join(self._console_lines[self._console_consumed :])
+                found = pattern.search(text)
+                if found is not None:
+                    self._console_consumed += text.count("\n", 0, found.end()) + 1
+                    return
                 if not self._alive() and self.booted:
                     raise self._broken(f"{self._exit_note()} while waiting for {regex!r} on the console")
-                remaining = None if deadline is None else deadline - time.monotonic()
+                remaining = None if limit is None else started + limit - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise RequestedAssertionFailed(
-                        f"timed out after {timeout} seconds waiting for {regex!r} on the console"
+                        f"action timed out after {time.monotonic() - started:.2f} seconds "
+                        f"(timeout={limit_note}) waiting for {regex!r} on the console"
                     )
                 self._console_cond.wait(1.0 if remaining is None else min(remaining, 1.0))
 
@@ -1000,11 +1042,11 @@ class Machine:
             return self.qmp.human_monitor_command(command)
 
     def wait_for_qmp_event(
-        self, event_filter: Callable[[dict[str, Any]], bool], timeout: int = 60 * 10
+        self, event_filter: Callable[[dict[str, Any]], bool], timeout: Duration = 60 * 10
     ) -> dict[str, Any]:
         if self.qmp is None:
-            raise RuntimeError("QMP API is not ready yet, is the VM ready?")
-        return self.qmp.wait_for_event(event_filter, timeout)
+            raise MachineError(f"{self.name}: QMP is not ready yet (is the machine started?)")
+        return self.qmp.wait_for_event(event_filter, self.config.timeout_scale(timeout))
 
     def send_key(self, key: str, delay: float | None = 0.01, log: bool = True) -> None:
         key = CHAR_TO_KEY.get(key, key)

@@ -89,7 +89,8 @@ RESERVED_NAMES = frozenset(
 _UNIT_NAME = re.compile(r"[A-Za-z0-9:_.@-]+")
 # Debian policy 5.6.1 for the name; apt's `pkg=version` and `pkg/suite` forms.
 _PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:_-]+|/[A-Za-z0-9.-]+)?")
-_NODE_NAME = re.compile(r"[a-z][a-z0-9-]*")
+# What NixOS accepts as a host name (networking.hostName): letters, digits, '-' and '_'.
+_NODE_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_-]*[A-Za-z0-9])?")
 _NODE_NAME_MAX = 30
 # adduser's default NAME_REGEX.
 _ACCOUNT_NAME = re.compile(r"[a-z_][a-z0-9_-]*\$?")
@@ -117,7 +118,9 @@ def check_node_name(name: object) -> None:
     if not isinstance(name, str):
         raise SpecError(f"node names must be str, got {_show(name)}")
     if not _NODE_NAME.fullmatch(name):
-        raise SpecError(f"invalid node name {name!r}: use lower-case letters, digits and '-', starting with a letter")
+        raise SpecError(
+            f"invalid node name {name!r}: use letters, digits, '-' and '_', starting and ending with a letter or digit"
+        )
     if len(name) > _NODE_NAME_MAX:
         raise SpecError(f"invalid node name {name!r}: longer than {_NODE_NAME_MAX} characters")
     variable = python_name(name)

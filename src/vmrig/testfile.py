@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from vmrig.errors import TestFileError
-from vmrig.spec import Interactive, Node, Options, SpecError, check_node_name, merge_interactive
+from vmrig.spec import Interactive, Node, Options, SpecError, check_node_name, merge_interactive, python_name
 
 __all__ = ["TestSpec", "load_test_file"]
 
@@ -227,12 +227,21 @@ def _get_nodes(namespace: dict[str, object], path: Path, assignments: _Assignmen
         raise TestFileError(f"'nodes' must be a dict of node name to Node(...), got {type(nodes).__name__}", path, line)
     if not nodes:
         raise TestFileError("'nodes' is empty; a test needs at least one node", path, line)
+    variables: dict[str, str] = {}
     for name, node in nodes.items():
         key_line = _dict_key_line(assignments.value("nodes"), name) or line
         try:
             check_node_name(name)
         except SpecError as error:
             raise _located(error, path, key_line) from None
+        variable = python_name(name)
+        if variable in variables:
+            raise TestFileError(
+                f"nodes {variables[variable]!r} and {name!r} would both be the script variable {variable!r}",
+                path,
+                key_line,
+            )
+        variables[variable] = name
         if not isinstance(node, Node):
             raise TestFileError(f"nodes[{name!r}] must be a Node(...), got {type(node).__name__}", path, key_line)
         try:

@@ -342,27 +342,30 @@ def test_python_name() -> None:
     assert python_name("1node") == "_node"
 
 
-@pytest.mark.parametrize("name", ["node1", "a", "web-server", "x" * 30])
+NAME_RULE = "use letters, digits, '-' and '_', starting and ending with a letter or digit"
+
+
+@pytest.mark.parametrize("name", ["node1", "a", "web-server", "x" * 30, "client_defaults", "Node1", "1node", "web-1"])
 def test_valid_node_names(name: str) -> None:
+    """NixOS's host names: letters, digits, '-' and '_'."""
     check_node_name(name)
+
+
+@pytest.mark.parametrize(
+    ("name", "variable"), [("client_defaults", "client_defaults"), ("web-1", "web_1"), ("1node", "_node")]
+)
+def test_script_variable_of_a_node_as_in_nixos(name: str, variable: str) -> None:
+    assert python_name(name) == variable
 
 
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        (
-            "Node1",
-            "invalid node name 'Node1': use lower-case letters, digits and '-', starting with a letter",
-        ),
-        (
-            "1node",
-            "invalid node name '1node': use lower-case letters, digits and '-', starting with a letter",
-        ),
-        (
-            "node_1",
-            "invalid node name 'node_1': use lower-case letters, digits and '-', starting with a letter",
-        ),
-        ("", "invalid node name '': use lower-case letters, digits and '-', starting with a letter"),
+        ("", f"invalid node name '': {NAME_RULE}"),
+        ("-web", f"invalid node name '-web': {NAME_RULE}"),
+        ("web-", f"invalid node name 'web-': {NAME_RULE}"),
+        ("a.b", f"invalid node name 'a.b': {NAME_RULE}"),
+        ("a b", f"invalid node name 'a b': {NAME_RULE}"),
         ("x" * 31, f"invalid node name '{'x' * 31}': longer than 30 characters"),
         ("start-all", "invalid node name 'start-all': 'start_all' is already a test-script global"),
         ("vlan1", "invalid node name 'vlan1': 'vlan1' is already a test-script global"),

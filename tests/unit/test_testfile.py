@@ -487,7 +487,7 @@ def test_invalid_node_name_reported_at_its_key(tmp_path: Path) -> None:
         from vmrig import Node
         nodes = {
             "ok": Node(),
-            "Bad_Name": Node(),
+            "bad.name": Node(),
         }
         test_script = ""
         """,
@@ -495,8 +495,25 @@ def test_invalid_node_name_reported_at_its_key(tmp_path: Path) -> None:
     error = load_error(path)
     assert isinstance(error, SpecError)
     assert error.message == (
-        "invalid node name 'Bad_Name': use lower-case letters, digits and '-', starting with a letter"
+        "invalid node name 'bad.name': use letters, digits, '-' and '_', starting and ending with a letter or digit"
     )
+    assert error.line == 4
+
+
+def test_two_node_names_with_one_script_variable_are_refused(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        from vmrig import Node
+        nodes = {
+            "web-1": Node(),
+            "web_1": Node(),
+        }
+        test_script = ""
+        """,
+    )
+    error = load_error(path)
+    assert str(error).endswith("nodes 'web-1' and 'web_1' would both be the script variable 'web_1'")
     assert error.line == 4
 
 

@@ -9,12 +9,17 @@ guest=$2
 install -D -m 0644 "$guest/journald.conf" "$root/etc/systemd/journald.conf.d/50-vmrig.conf"
 install -D -m 0644 "$guest/system.conf" "$root/etc/systemd/system.conf.d/50-vmrig.conf"
 : >"$root/etc/fstab"
-# No login prompt may mix into the driver's channel or the console log,
-# nothing periodic may wake up during a test, and nothing the emulated boot
-# does not need may slow it: addresses are set in the initramfs, /tmp lives
-# on the root disk, the journal in memory.
-for unit in serial-getty@hvc0.service serial-getty@ttyS0.service getty@tty1.service \
-        getty-static.service getty.target \
+# What a vmrig guest does not run, compared with a stock Debian boot (the
+# README's "How a vmrig guest differs from Debian" lists the same):
+# - no getty on the serial console or on hvc0: a login prompt would mix into
+#   the driver's channel and the console log (tty1 keeps its getty, as on Debian);
+# - nothing periodic that could wake up during a test (apt, dpkg, e2scrub,
+#   fstrim timers, timesyncd: the host sets the clock);
+# - nothing the emulated boot does not need: addresses are set in the
+#   initramfs (networkd), /tmp lives on the root disk (tmp.mount), the journal
+#   in memory (journal-flush), first-boot, TPM, pstore, binfmt, hwdb, catalog,
+#   utmp and random-seed services, and some kernel file systems.
+for unit in serial-getty@hvc0.service serial-getty@ttyS0.service \
         apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer \
         e2scrub_reap.service fstrim.timer systemd-timesyncd.service \
         systemd-networkd.service systemd-networkd-wait-online.service \
@@ -30,6 +35,11 @@ for unit in serial-getty@hvc0.service serial-getty@ttyS0.service getty@tty1.serv
         modprobe@configfs.service sys-kernel-config.mount systemd-sysusers.service; do
     ln -sf /dev/null "$root/etc/systemd/system/$unit"
 done
+# The getty generator is masked below (it would start serial gettys), so
+# tty1's getty is wanted explicitly, as Debian's own preset does.
+mkdir -p "$root/etc/systemd/system/getty.target.wants" "$root/etc/systemd/system/multi-user.target.wants"
+ln -sf /usr/lib/systemd/system/getty@.service "$root/etc/systemd/system/getty.target.wants/getty@tty1.service"
+ln -sf /usr/lib/systemd/system/getty.target "$root/etc/systemd/system/multi-user.target.wants/getty.target"
 # Generators run before any unit, each an exec of a large binary (about 0.1 s
 # under emulation). Kept: fstab (the grown root file system), sysv (packages
 # that still ship only init scripts) and debug (systemd.mask=, systemd.wants=
@@ -56,11 +66,7 @@ cat >"$root/etc/systemd/system/systemd-udev-trigger.service.d/50-vmrig.conf" <<E
 ExecStart=
 ExecStart=-udevadm trigger --type=all --action=add --prioritized-subsystem=module,block,tpmrm,net,tty,input$skip
 EOF
-# D-Bus and logind stay installed (user sessions need them) but start on demand.
-rm -f "$root/lib/systemd/system/multi-user.target.wants/dbus.service" \
-      "$root/lib/systemd/system/multi-user.target.wants/systemd-logind.service" \
-      "$root/lib/systemd/system/multi-user.target.wants/getty.target" \
-      "$root/lib/systemd/system/multi-user.target.wants/systemd-ask-password-wall.path"
+rm -f "$root/lib/systemd/system/multi-user.target.wants/systemd-ask-password-wall.path"
 chroot "$root" passwd -d root >/dev/null
 rm -f "$root/etc/hostname"
 : >"$root/etc/machine-id"
