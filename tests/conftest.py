@@ -37,6 +37,17 @@ def write_test_file(directory: Path, body: str, name: str = "case.py") -> Path:
     return path
 
 
+def failing_tools(monkeypatch: pytest.MonkeyPatch, directory: Path, *names: str, message: str) -> None:
+    """Puts host programs `names` first on PATH; each prints `message` to stderr and exits 1."""
+    bin_dir = directory / "failing-bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name in names:
+        tool = bin_dir / name
+        tool.write_text(f"#!/bin/sh\necho 'some progress'\necho '{message}' >&2\nexit 1\n")
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
 def run_vmrig(
     *args: str | Path, tmpdir: Path, env: dict[str, str] | None = None, timeout: float = 900, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,6 @@ import os
 import platform
 import re
 import select
-import subprocess
 import time
 from pathlib import Path
 
@@ -84,8 +83,8 @@ def kvm_runs_guest(qemu: str, kernel: Path, seconds: float = PROBE_SECONDS) -> b
             "-append",
             "console=ttyS0 panic=-1 loglevel=4",
         ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stdout=proc.PIPE,
+        stderr=proc.DEVNULL,
     )
     assert child.stdout is not None
     deadline = time.monotonic() + seconds
@@ -103,7 +102,7 @@ def kvm_runs_guest(qemu: str, kernel: Path, seconds: float = PROBE_SECONDS) -> b
                 return True
         return False
     finally:
-        proc.stop(child, grace=1.0)
+        child.close(grace=1.0)
 
 
 def choose(cache_dir: Path, kernel: Path) -> str:

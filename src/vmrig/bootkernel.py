@@ -12,9 +12,9 @@ from __future__ import annotations
 import gzip
 import lzma
 import struct
-import subprocess
 
 from vmrig import proc
+from vmrig.errors import HostCommandFailed
 
 # Fields of the x86 boot protocol's setup header (Documentation/arch/x86/boot.rst).
 SETUP_SECTS_OFFSET = 0x1F1
@@ -84,7 +84,7 @@ def pvh_kernel(bzimage: bytes) -> bytes | None:
         return None
     try:
         elf = _decompress(payload)
-    except (OSError, EOFError, lzma.LZMAError, subprocess.CalledProcessError):
+    except (OSError, EOFError, lzma.LZMAError, HostCommandFailed):
         return None
     if elf is None or not has_pvh_entry(elf):
         return None

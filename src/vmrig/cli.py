@@ -19,6 +19,7 @@ from vmrig import images as images_module
 from vmrig import repl, ssh
 from vmrig.driver import Driver
 from vmrig.errors import (
+    HostCommandFailed,
     HostToolMissing,
     ImageBuildError,
     MachineError,
@@ -252,6 +253,17 @@ def _terminate_on_signal(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+def failure(error: VmrigError) -> tuple[str, int]:
+    """The one message, and the exit status, for an error that ends a command."""
+    if isinstance(error, TestFileError | UsageError | HostToolMissing | HostCommandFailed):
+        return f"error: {error}", EXIT_USAGE
+    if isinstance(error, ImageBuildError):
+        return f"image build failed: {error}", EXIT_FAILED
+    if isinstance(error, MachineError):
+        return f"machine error: {error}", EXIT_FAILED
+    return f"error: {error}", EXIT_FAILED
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -265,21 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         status: int = args.handler(args, logger)
-    except TestFileError as error:
-        logger.log_test_error(f"error: {error}")
-        return EXIT_USAGE
-    except (UsageError, HostToolMissing) as error:
-        logger.log_test_error(f"error: {error}")
-        return EXIT_USAGE
-    except ImageBuildError as error:
-        logger.log_test_error(f"image build failed: {error}")
-        return EXIT_FAILED
-    except MachineError as error:
-        logger.log_test_error(f"machine error: {error}")
-        return EXIT_FAILED
     except VmrigError as error:
-        logger.log_test_error(f"error: {error}")
-        return EXIT_FAILED
+        message, status = failure(error)
+        logger.log_test_error(message)
+        return status
     except KeyboardInterrupt:
         logger.log_test_error("interrupted")
         return 130

@@ -3,11 +3,18 @@
     VmrigError                      anything vmrig itself reports
     ├── UsageError                  bad command line or environment (exit 2)
     ├── TestFileError               a test file that cannot run: syntax error,
-    │                               unknown node field, unknown machine name;
-    │                               carries the file and line
+    │   │                           unknown node field, unknown machine name;
+    │   │                           carries the file and line
+    │   └── SpecError               (in spec.py) a Node, Service, File, User or
+    │                               Options value that cannot be right; the
+    │                               test-file loader adds the file and line
     ├── HostToolMissing             a program vmrig needs is not installed;
     │                               names the Debian package that provides it
-    ├── ImageBuildError             mmdebstrap or apt failed; carries their message
+    ├── HostCommandFailed           a host command exited with a failure status
+    │                               (raised by proc.run; exit 2); carries the
+    │                               argv, the exit status and its stderr's tail
+    ├── ImageBuildError             mmdebstrap, apt or a node's build commands
+    │                               failed; carries their message
     └── MachineError                a VM broke: QEMU died, the backdoor never
         │                           came up, QMP failed; names the node
         └── QMPError                QEMU refused a QMP command
@@ -24,6 +31,8 @@ driver's, so scripts that catch them keep working.
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -62,8 +71,35 @@ class HostToolMissing(VmrigError):
         super().__init__(f"'{tool}' is not installed; install it with: apt-get install {package}")
 
 
+class HostCommandFailed(VmrigError):
+    """A host command failed; `argv`, `status` and `stderr_tail` say which, how and why.
+
+    `stdout` and `stderr` hold all the command wrote, for callers that look
+    for a known message in it.
+    """
+
+    TAIL_LINES = 20
+
+    def __init__(self, argv: Sequence[str], status: int, *, stderr: bytes = b"", stdout: bytes = b"") -> None:
+        self.argv = list(argv)
+        self.status = status
+        self.stdout = stdout
+        self.stderr = stderr
+        lines = stderr.decode(errors="replace").rstrip().splitlines()
+        self.stderr_tail = "\n".join(lines[-self.TAIL_LINES :])
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        message = f"command failed (exit status {self.status}): {shlex.join(self.argv)}"
+        return f"{message}\n{self.stderr_tail}" if self.stderr_tail else message
+
+
 class ImageBuildError(VmrigError):
-    """Building a node image failed."""
+    """Building a node image failed because of what goes into it (suite, mirror, packages, build commands).
+
+    The HostCommandFailed of mmdebstrap or apt is its cause. A failure of the
+    host tools around them (cp, mkfs.ext4, qemu-img) stays a HostCommandFailed.
+    """
 
 
 class MachineError(VmrigError):

@@ -27,7 +27,6 @@ import lzma
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -36,7 +35,7 @@ from pathlib import Path
 
 from vmrig import bootkernel, proc
 from vmrig.cpio import CpioWriter
-from vmrig.errors import ImageBuildError, UsageError
+from vmrig.errors import HostCommandFailed, ImageBuildError, UsageError
 from vmrig.spec import Node
 
 LOG = logging.getLogger("vmrig.images")
@@ -254,10 +253,11 @@ class ImageStore:
             ]
             try:
                 proc.run(cmd)
-            except subprocess.CalledProcessError as error:
+            except HostCommandFailed as error:
                 raise ImageBuildError(
-                    f"mmdebstrap failed for suite {suite!r} from {mirror}:\n{_tail(error.stderr)}"
-                ) from None
+                    f"mmdebstrap failed (exit status {error.status}) for suite {suite!r} from {mirror}:\n"
+                    + _tail(error.stderr)
+                ) from error
             kernels = sorted((root / "boot").glob("vmlinuz-*"))
             if not kernels:
                 raise ImageBuildError("the base image has no kernel in /boot")
@@ -420,13 +420,14 @@ def _install_in_chroot(tree: Path, packages: list[str], commands: list[str]) -> 
                 script,
             ],
         )
-    except subprocess.CalledProcessError as error:
-        output = (error.stdout or b"") + (error.stderr or b"")
-        text = output.decode(errors="replace")
-        missing = re.findall(r"E: Unable to locate package (\S+)", text)
+    except HostCommandFailed as error:
+        output = error.stdout + error.stderr
+        missing = re.findall(r"E: Unable to locate package (\S+)", output.decode(errors="replace"))
         if missing:
-            raise ImageBuildError(f"apt could not find package(s): {', '.join(missing)}\n{_tail(output)}") from None
-        raise ImageBuildError(f"building the package layer failed:\n{_tail(output, 40)}") from None
+            raise ImageBuildError(f"apt could not find package(s): {', '.join(missing)}\n{_tail(output)}") from error
+        raise ImageBuildError(
+            f"building the package layer failed (exit status {error.status}):\n{_tail(output, 40)}"
+        ) from error
 
 
 def _make_disk(tree: Path, disk: Path) -> int:

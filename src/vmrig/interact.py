@@ -20,7 +20,6 @@ import secrets
 import select
 import shlex
 import signal
-import subprocess
 import sys
 import termios
 import threading
@@ -150,8 +149,8 @@ class _Socat(_Endpoint):
         self.address = address
         self.child = proc.spawn(
             [proc.require_tool("socat"), "STDIO", address],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
+            stdin=proc.PIPE,
+            stdout=proc.PIPE,
         )
         assert self.child.stdout is not None and self.child.stdin is not None
         self.input_fd = self.child.stdout.fileno()
@@ -162,12 +161,7 @@ class _Socat(_Endpoint):
             _write_all(self._stdin_fd, data)
 
     def close(self) -> None:
-        if self.child.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.child.stdin.close()
-        proc.stop(self.child, grace=2.0)
-        if self.child.stdout is not None:
-            self.child.stdout.close()
+        self.child.close(grace=2.0)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -21,7 +21,6 @@ import select
 import shlex
 import shutil
 import socket
-import subprocess
 import tarfile
 import threading
 import time
@@ -210,7 +209,7 @@ class Machine:
         self.logger = logger
         self.keep_vm_state = keep_vm_state
         self.callbacks = callbacks or []
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: proc.Child | None = None
         self.pid: int | None = None
         self.booted = False
         self.connected = False
@@ -426,9 +425,9 @@ class Machine:
                 sidecar.start()
             self.process = proc.spawn(
                 args,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
+                stdin=proc.PIPE,
+                stdout=proc.PIPE,
+                stderr=proc.STDOUT,
                 pass_fds=[sock.fileno() for sock in guest_ends],
                 cwd=self.state_dir,
                 env={"TMPDIR": str(self.state_dir)},
@@ -485,7 +484,7 @@ class Machine:
     def _exit_note(self) -> str:
         if self.process is None:
             return "QEMU is not running"
-        with contextlib.suppress(subprocess.TimeoutExpired):
+        with contextlib.suppress(proc.TimeoutExpired):
             self.process.wait(2)  # a dying QEMU may not have been reaped yet
         status = self.process.poll()
         return "QEMU is not answering" if status is None else f"QEMU exited with status {status}"
@@ -564,14 +563,11 @@ class Machine:
 
     def release(self) -> None:
         """Kills QEMU and closes everything that belongs to this run of it."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
         self._cleanup_after_exit()
 
     def _cleanup_after_exit(self) -> None:
         if self.process is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(10)
+            self.process.stop(grace=0)  # kills a QEMU still running; the serial thread drains its output
         if self.qmp is not None:
             self.qmp.close()
             self.qmp = None
@@ -581,9 +577,6 @@ class Machine:
         self._shell = self._data = self._shell_port = None
         if self._serial_thread is not None and self._serial_thread is not threading.current_thread():
             self._serial_thread.join(5)
-        if self.process is not None and self.process.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.process.stdin.close()
         for sidecar in self.config.sidecars:
             sidecar.stop()
         self.booted = False

@@ -1,14 +1,21 @@
 """The one funnel every host subprocess goes through.
 
-`run` waits for a command, `spawn` starts a long-lived one. Both log the
-command line (logger "vmrig.proc", debug level), give the child a predictable
+`spawn` starts a long-lived child and returns a `Child` that owns it: the one
+way to end a child is `Child.stop`, and a `with` block stops it on the way
+out. `run` waits for a command, on a `Child` of its own. Both log the command
+line (logger "vmrig.proc", debug level), give the child a predictable
 environment, and kill the child if anything goes wrong on our side, so no
-helper survives an exception. Long-lived children are also started with a
-parent-death signal: they die with the driver even when it is SIGKILLed.
+helper survives an exception. A command that fails raises HostCommandFailed,
+which carries its argv, exit status and the tail of its stderr. Long-lived
+children are also started with a parent-death signal: they die with the
+driver even when it is SIGKILLed.
+
+Other modules do not import `subprocess`: the constants they need are here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -16,11 +23,19 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import IO, Any
 
-from vmrig.errors import HostToolMissing
+from vmrig.errors import HostCommandFailed, HostToolMissing
 
 LOG = logging.getLogger("vmrig.proc")
+
+PIPE = subprocess.PIPE
+DEVNULL = subprocess.DEVNULL
+STDOUT = subprocess.STDOUT
+TimeoutExpired = subprocess.TimeoutExpired
+# How long a killed child may take to go; longer means it hangs in the kernel.
+KILL_WAIT = 10.0
 
 # Host programs vmrig calls, and the Debian package that provides each.
 TOOL_PACKAGES: dict[str, str] = {
@@ -58,6 +73,116 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+class Child:
+    """A started child process, owned: `stop` is the one way to end it.
+
+    `stop` leaves stdout and stderr open for a reader that is still draining
+    them; `close` (and leaving a `with` block) stops the child and closes them.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], argv: list[str]) -> None:
+        self._popen = popen
+        self.argv = argv
+
+    def __repr__(self) -> str:
+        return f"<Child {self.pid} {self.argv[0]!r}>"
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    @property
+    def stdin(self) -> IO[bytes] | None:
+        return self._popen.stdin
+
+    @property
+    def stdout(self) -> IO[bytes] | None:
+        return self._popen.stdout
+
+    @property
+    def stderr(self) -> IO[bytes] | None:
+        return self._popen.stderr
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    def poll(self) -> int | None:
+        return self._popen.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        """The exit status; raises TimeoutExpired after `timeout` seconds."""
+        return self._popen.wait(timeout)
+
+    def communicate(self, input: bytes | None = None, timeout: float | None = None) -> tuple[bytes, bytes]:
+        stdout, stderr = self._popen.communicate(input, timeout)
+        return stdout or b"", stderr or b""
+
+    def stop(self, grace: float = 5.0) -> int | None:
+        """Ends the child: closes its stdin, terminates it, kills it if it lingers.
+
+        `grace` is how long it may take to go after SIGTERM; 0 kills it at
+        once. Returns the exit status (None if even SIGKILL did not end it).
+        """
+        if self.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.stdin.close()
+        if self.poll() is None and grace > 0:
+            self._popen.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.wait(grace)
+        if self.poll() is None:
+            self._popen.kill()
+            try:
+                self.wait(KILL_WAIT)
+            except subprocess.TimeoutExpired:
+                LOG.warning("%s (pid %d) did not end after SIGKILL", self.argv[0], self.pid)
+        return self.returncode
+
+    def close(self, grace: float = 5.0) -> None:
+        """Stops the child and closes its pipes: for an owner that is done with it."""
+        self.stop(grace)
+        for pipe in (self.stdout, self.stderr):
+            if pipe is not None:
+                pipe.close()
+
+    def __enter__(self) -> Child:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _start(
+    argv: list[str],
+    *,
+    prefix: Sequence[str] = (),
+    stdin: int | IO[Any] | None,
+    stdout: int | IO[Any] | None,
+    stderr: int | IO[Any] | None,
+    pass_fds: Sequence[int] = (),
+    env: Mapping[str, str] | None,
+    cwd: str | Path | None,
+) -> Child:
+    """Starts `argv`, through `prefix` if given (a wrapper that execs it, so the child is `argv`)."""
+    LOG.debug("+ %s", shlex.join(argv))
+    popen = subprocess.Popen(
+        [*prefix, *argv],
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        pass_fds=pass_fds,
+        env=child_env(env),
+        cwd=cwd,
+    )
+    return Child(popen, argv)
+
+
 def run(
     cmd: Sequence[str | Path],
     *,
@@ -68,66 +193,50 @@ def run(
     cwd: str | Path | None = None,
     timeout: float | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Runs `cmd` to completion; raises CalledProcessError when `check` and it fails."""
+    """Runs `cmd` to completion; raises HostCommandFailed when `check` and it fails.
+
+    The child gets no parent-death signal: it is waited for right here, and
+    killed if the wait ends early (timeout, Ctrl-C).
+    """
     argv = [str(part) for part in cmd]
-    LOG.debug("+ %s", shlex.join(argv))
-    out = subprocess.PIPE if capture else None
-    with subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-        stdout=out,
-        stderr=out,
-        env=child_env(env),
-        cwd=cwd,
-    ) as child:
+    out = PIPE if capture else None
+    with _start(argv, stdin=PIPE if input is not None else DEVNULL, stdout=out, stderr=out, env=env, cwd=cwd) as child:
         try:
             stdout, stderr = child.communicate(input, timeout=timeout)
         except BaseException:
-            child.kill()
-            child.wait()
+            child.stop(grace=0)
             raise
-    result = subprocess.CompletedProcess(argv, child.returncode, stdout or b"", stderr or b"")
-    if check and child.returncode != 0:
-        LOG.debug("%s returned exit code %d", argv[0], child.returncode)
-        raise subprocess.CalledProcessError(child.returncode, argv, result.stdout, result.stderr)
-    return result
+    status = child.wait()
+    if check and status != 0:
+        failure = HostCommandFailed(argv, status, stderr=stderr, stdout=stdout)
+        LOG.debug("%s", failure)
+        raise failure
+    return subprocess.CompletedProcess(argv, status, stdout, stderr)
 
 
 def spawn(
     cmd: Sequence[str | Path],
     *,
-    stdin: int | IO[Any] | None = subprocess.DEVNULL,
+    stdin: int | IO[Any] | None = DEVNULL,
     stdout: int | IO[Any] | None = None,
     stderr: int | IO[Any] | None = None,
     pass_fds: Sequence[int] = (),
     env: Mapping[str, str] | None = None,
     cwd: str | Path | None = None,
-) -> subprocess.Popen[bytes]:
+) -> Child:
     """Starts a long-lived child that the kernel kills when this process dies.
 
     The parent-death signal fires when the *thread* that started the child
     ends, so call this from a thread that lives as long as the child should.
     """
-    argv = [str(part) for part in cmd]
-    LOG.debug("+ %s", shlex.join(argv))
     setpriv = require_tool("setpriv")
-    return subprocess.Popen(
-        [setpriv, "--pdeathsig", "KILL", "--", *argv],
+    return _start(
+        [str(part) for part in cmd],
+        prefix=(setpriv, "--pdeathsig", "KILL", "--"),
         stdin=stdin,
         stdout=stdout,
         stderr=stderr,
         pass_fds=pass_fds,
-        env=child_env(env),
+        env=env,
         cwd=cwd,
     )
-
-
-def stop(child: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-    """Terminates a spawned child, then kills it if it lingers."""
-    if child.poll() is None:
-        child.terminate()
-        try:
-            child.wait(grace)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +97,7 @@ class Virtiofs:
         self.socket_dir = socket_dir
         self.memory_mib = memory_mib
         self.logger = logger
-        self.processes: list[subprocess.Popen[bytes]] = []
+        self.processes: list[proc.Child] = []
 
     def socket_path(self, share: Share) -> Path:
         return self.socket_dir / f"fs-{self.name}-{share.tag}.sock"
@@ -147,11 +146,11 @@ class Virtiofs:
             socket.unlink(missing_ok=True)
             log_path = socket.with_suffix(".log")
             with open(log_path, "wb") as log:
-                process = proc.spawn(self.command(share), stdout=log, stderr=subprocess.STDOUT)
+                process = proc.spawn(self.command(share), stdout=log, stderr=proc.STDOUT)
             self.processes.append(process)
             self._wait_for_socket(share, socket, process, log_path)
 
-    def _wait_for_socket(self, share: Share, socket: Path, process: subprocess.Popen[bytes], log: Path) -> None:
+    def _wait_for_socket(self, share: Share, socket: Path, process: proc.Child, log: Path) -> None:
         deadline = time.monotonic() + SOCKET_WAIT
         while not socket.exists():
             if process.poll() is not None or time.monotonic() > deadline:
@@ -163,7 +162,7 @@ class Virtiofs:
 
     def stop(self) -> None:
         for process in self.processes:
-            proc.stop(process, grace=2.0)
+            process.stop(grace=2.0)
         self.processes.clear()
         for share in self.shares:
             self.socket_path(share).unlink(missing_ok=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import select
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ class VLan:
         self.nr = nr
         self.socket_dir = run_dir / f"vde{nr}.ctl"
         self.logger = logger
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: proc.Child | None = None
 
     def __repr__(self) -> str:
         return f"<VLan {self.nr}>"
@@ -30,9 +29,9 @@ class VLan:
         # Hub mode: a switch would drop 802.1Q-tagged frames between guests.
         self.process = proc.spawn(
             [proc.require_tool("vde_switch"), "--sock", self.socket_dir, "--dirmode", "0700", "--hub"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stdin=proc.PIPE,
+            stdout=proc.PIPE,
+            stderr=proc.STDOUT,
         )
         assert self.process.stdin is not None and self.process.stdout is not None
         # The switch answers "showinfo" on its console once its socket exists.
@@ -55,7 +54,5 @@ class VLan:
     def stop(self) -> None:
         if self.process is not None:
             self.logger.log(f"stopping vlan {self.nr}")
-            if self.process.stdin is not None:
-                self.process.stdin.close()
-            proc.stop(self.process, grace=2.0)
+            self.process.close(grace=2.0)
             self.process = None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from vmrig import accel, proc
-from vmrig.errors import HostToolMissing, UsageError
+from vmrig.errors import HostCommandFailed, HostToolMissing, UsageError, VmrigError
 
 
 def test_missing_tool_names_its_debian_package(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -22,16 +24,37 @@ def test_missing_tool_names_its_debian_package(monkeypatch: pytest.MonkeyPatch) 
 
 def test_run_captures_and_checks() -> None:
     assert proc.run(["sh", "-c", "echo out; echo err >&2"]).stdout == b"out\n"
-    with pytest.raises(subprocess.CalledProcessError) as error:
+    with pytest.raises(HostCommandFailed) as error:
         proc.run(["sh", "-c", "echo why >&2; exit 3"])
-    assert error.value.returncode == 3 and error.value.stderr == b"why\n"
+    assert error.value.status == 3 and error.value.stderr == b"why\n"
     assert proc.run(["sh", "-c", "exit 4"], check=False).returncode == 4
     assert proc.run(["sh", "-c", "echo $LANG"]).stdout == b"C.UTF-8\n"
 
 
+def test_a_failed_command_says_what_ran_how_it_ended_and_why() -> None:
+    script = "for i in $(seq 1 30); do echo line $i >&2; done; printf 'bad \\377 byte\\n' >&2; exit 7"
+    with pytest.raises(HostCommandFailed) as caught:
+        proc.run(["sh", "-c", script])
+    error = caught.value
+    assert isinstance(error, VmrigError)
+    assert error.argv == ["sh", "-c", script]
+    assert error.status == 7
+    tail = error.stderr_tail.splitlines()
+    assert len(tail) == HostCommandFailed.TAIL_LINES
+    assert tail[0] == "line 12" and tail[-1] == "bad \ufffd byte"
+    first, *rest = str(error).splitlines()
+    assert first == f"command failed (exit status 7): sh -c {shlex.quote(script)}"
+    assert rest == tail
+
+
+def test_a_failed_command_without_stderr_is_one_line() -> None:
+    with pytest.raises(HostCommandFailed, match=r"^command failed \(exit status 1\): false$"):
+        proc.run(["false"])
+
+
 def test_run_kills_the_child_when_interrupted() -> None:
     started = time.monotonic()
-    with pytest.raises(subprocess.TimeoutExpired):
+    with pytest.raises(proc.TimeoutExpired):
         proc.run(["sleep", "30"], timeout=0.5)
     assert time.monotonic() - started < 5
     assert subprocess.run(["pgrep", "-f", "^sleep 30$"], capture_output=True).returncode != 0
@@ -57,6 +80,41 @@ def test_spawned_child_dies_with_its_parent(tmp_path: Path) -> None:
     while alive(child_pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(child_pid)
+
+
+def test_stop_kills_a_child_that_ignores_sigterm() -> None:
+    ignore_term = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    child = proc.spawn([sys.executable, "-c", ignore_term], stdout=proc.PIPE)
+    assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+    started = time.monotonic()
+    assert child.stop(grace=0.5) == -signal.SIGKILL
+    assert 0.5 <= time.monotonic() - started < 5
+    assert child.returncode == -signal.SIGKILL and not alive(child.pid)
+    assert child.stop() == -signal.SIGKILL  # stopping again changes nothing
+    child.close()
+    assert child.stdout.closed
+
+
+def test_stop_lets_a_polite_child_go_on_sigterm_and_closes_its_stdin() -> None:
+    with proc.spawn(["sleep", "30"], stdin=proc.PIPE, stdout=proc.PIPE) as child:
+        assert child.poll() is None and child.stdin is not None
+        started = time.monotonic()
+        assert child.stop() == -signal.SIGTERM
+        assert time.monotonic() - started < 4
+        assert child.stdin.closed
+        assert child.stdout is not None and not child.stdout.closed  # a reader may still drain it
+    assert child.stdout.closed  # the `with` block is done with it
+
+
+def test_leaving_a_with_block_by_an_exception_stops_the_child() -> None:
+    with pytest.raises(RuntimeError), proc.spawn(["sleep", "30"]) as child:
+        raise RuntimeError("something else broke")
+    assert child.returncode == -signal.SIGTERM
 
 
 def alive(pid: int) -> bool:

@@ -10,10 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.conftest import failing_tools
 
 from vmrig.cpio import CpioWriter
+from vmrig.errors import HostCommandFailed, ImageBuildError
 from vmrig.guestconfig import Interface, NodeNetwork, config_layer, hosts_file, machine_id, network_script
-from vmrig.images import ImageStore, key_of
+from vmrig.images import ImageStore, _install_in_chroot, _make_disk, key_of
 from vmrig.spec import File, Node, Service, User
 
 
@@ -183,3 +185,29 @@ def test_gc_removes_unused_entries_only(tmp_path: Path) -> None:
     assert store.gc(older_than_days=0, dry_run=True) == [new]
     assert new.exists()
     assert os.path.isdir(tmp_path / "locks")
+
+
+def test_a_failing_mkfs_says_which_command_failed_and_why(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    failing_tools(monkeypatch, tmp_path, "mkfs.ext4", "qemu-img", message="mkfs.ext4: No space left on device")
+    tree = tmp_path / "root"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "hostname").write_text("node\n")
+    disk = tmp_path / "image" / "root.qcow2"
+    disk.parent.mkdir()
+    with pytest.raises(HostCommandFailed) as caught:
+        _make_disk(tree, disk)
+    error = caught.value
+    assert error.argv[0] == str(tmp_path / "failing-bin" / "mkfs.ext4")
+    assert str(tree) in error.argv and error.status == 1
+    assert error.stderr_tail == "mkfs.ext4: No space left on device"
+    assert "command failed (exit status 1): " in str(error) and "No space left on device" in str(error)
+    assert list(disk.parent.iterdir()) == []  # neither the raw file nor a disk is left
+
+
+def test_apt_failing_in_the_chroot_is_an_image_build_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    failing_tools(monkeypatch, tmp_path, "unshare", message="E: Unable to locate package no-such-thing")
+    with pytest.raises(ImageBuildError, match=r"^apt could not find package\(s\): no-such-thing\n") as caught:
+        _install_in_chroot(tmp_path / "root", ["no-such-thing"], [])
+    cause = caught.value.__cause__
+    assert isinstance(cause, HostCommandFailed) and cause.status == 1
+    assert cause.argv[0] == str(tmp_path / "failing-bin" / "unshare")
