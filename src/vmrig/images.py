@@ -35,13 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmrig import bootkernel, proc
+from vmrig.contract import GUEST_DIR
 from vmrig.cpio import CpioWriter
 from vmrig.errors import ImageBuildError, UsageError
 from vmrig.spec import Node
 
 LOG = logging.getLogger("vmrig.images")
-
-GUEST_DIR = Path(__file__).parent / "guest"
 
 BASE_PACKAGES = (
     "systemd",
