@@ -18,14 +18,13 @@ import tempfile
 import textwrap
 import threading
 import time
-import traceback
 import types
 import unittest
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from vmrig import accel, guestconfig, scriptcheck, ssh
+from vmrig import accel, guestconfig, scriptcheck, scripttrace, ssh
 from vmrig.debug import Debugger
 from vmrig.errors import (
     MachineError,
@@ -611,18 +610,12 @@ class Driver:
             return
         assert error is not None
         lines = ["Traceback (most recent call last):"]
-        script_file = os.path.abspath(self.spec.script_path)
-        frames = [
-            frame
-            for frame in traceback.extract_tb(error.__traceback__)
-            if os.path.abspath(frame.filename) == script_file
-        ]
-        for frame in frames:
+        for frame in scripttrace.script_frames(error.__traceback__, self.spec.script_path):
             lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
             if frame.line:
                 lines.append(f"    {frame.line}")
         lines.append(f"{type(error).__name__}: {error}")
-        machine = _failing_machine(error)
+        machine = scripttrace.failing_instance(error.__traceback__, Machine)
         if machine is not None and not isinstance(error, MachineError):
             lines.append(f"last console lines of {machine.name}:")
             lines.append(machine.console_tail())
@@ -655,18 +648,6 @@ class Driver:
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
-
-
-def _failing_machine(error: BaseException) -> Machine | None:
-    """The machine whose method raised `error`, found in the traceback's frames."""
-    found = None
-    tb = error.__traceback__
-    while tb is not None:
-        candidate = tb.tb_frame.f_locals.get("self")
-        if isinstance(candidate, Machine):
-            found = candidate
-        tb = tb.tb_next
-    return found
 
 
 __all__ = [
