@@ -40,34 +40,12 @@ from vmrig.log import Logger
 from vmrig.machine import Machine, MachineConfig
 from vmrig.netfault import Network
 from vmrig.network import NetworkPlan
+from vmrig.scriptnames import DRIVER_SYMBOLS, public_attributes
 from vmrig.spec import Node, SpecError, default_cores, python_name
 from vmrig.testfile import TestSpec
 from vmrig.timer import PausableTimer
 from vmrig.virtiofs import Virtiofs, plan_shares
 from vmrig.vlan import VLan
-
-# Names every script sees besides its machines and vlans (see test_symbols).
-DRIVER_SYMBOLS = (
-    "start_all",
-    "join_all",
-    "test_script",
-    "run_tests",
-    "machines",
-    "vlans",
-    "driver",
-    "network",
-    "log",
-    "os",
-    "create_machine",
-    "subtest",
-    "retry",
-    "serial_stdout_on",
-    "serial_stdout_off",
-    "polling_condition",
-    "Machine",
-    "t",
-    "debug",
-)
 
 
 class AssertionTester(unittest.TestCase):
@@ -229,28 +207,13 @@ class Driver:
         machine_vars = [python_name(name) for name in self.machine_names()]
         if len(self.spec.nodes) == 1:
             machine_vars.append("machine")
-        methods = [name for name in dir(Machine) if not name.startswith("__")]
-        methods += [
-            "name",
-            "state_dir",
-            "out_dir",
-            "logger",
-            "process",
-            "pid",
-            "booted",
-            "connected",
-            "qmp",
-            "config",
-            "callbacks",
-            "keep_vm_state",
-        ]
         scriptcheck.check_script(
             self.spec.script,
             filename=self.spec.script_path,
             first_line=self.spec.script_first_line,
             known_names=[*self.script_names(), *self.spec.module_globals],
             machine_names=machine_vars,
-            machine_methods=methods,
+            machine_methods=public_attributes(Machine),
         )
 
     def vlan_numbers(self) -> list[int]:
@@ -391,6 +354,7 @@ class Driver:
             "t": AssertionTester(),
             "debug": self.debug,
         }
+        assert namespace.keys() == set(DRIVER_SYMBOLS), "the namespace differs from scriptnames.DRIVER_SYMBOLS"
         for machine in self.machines:
             namespace[python_name(machine.name)] = machine
         if len(self.machines) == 1:

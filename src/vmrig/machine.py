@@ -189,6 +189,23 @@ class MachineConfig:
 class Machine:
     """A NixOS-test-driver-compatible machine."""
 
+    # The attributes a script may use, besides the methods (`vmrig check` reads them from here).
+    config: MachineConfig
+    name: str
+    state_dir: Path
+    out_dir: Path
+    logger: Logger
+    keep_vm_state: bool
+    callbacks: list[Callable[[], None]]
+    process: subprocess.Popen[bytes] | None
+    pid: int | None
+    booted: bool
+    connected: bool
+    qmp: QMPClient | None
+    interact_lock: threading.Lock
+    boot_count: int  # backdoor connections so far: one per boot of the guest
+    boot_hooks: list[Callable[[Machine], None]]
+
     def __init__(
         self,
         config: MachineConfig,

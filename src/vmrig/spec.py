@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, Union, dataclass_transform, get_args, get_origin, get_type_hints
 
 from vmrig.errors import TestFileError
+from vmrig.scriptnames import RESERVED_NAMES
 
 __all__ = [
     "RESERVED_NAMES",
@@ -59,31 +60,6 @@ UNIT_TYPES = (
     "timer",
     "slice",
     "scope",
-)
-
-# Globals the test driver puts into every script namespace (as the NixOS driver
-# does); a machine variable with one of these names would hide them.
-RESERVED_NAMES = frozenset(
-    {
-        "start_all",
-        "join_all",
-        "test_script",
-        "run_tests",
-        "machines",
-        "vlans",
-        "driver",
-        "network",
-        "log",
-        "os",
-        "create_machine",
-        "subtest",
-        "retry",
-        "polling_condition",
-        "serial_stdout_on",
-        "serial_stdout_off",
-        "debug",
-        "t",
-    }
 )
 
 _UNIT_NAME = re.compile(r"[A-Za-z0-9:_.@-]+")
