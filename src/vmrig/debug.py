@@ -25,10 +25,10 @@ from typing import Any
 
 from vmrig import scripttrace
 from vmrig.errors import UsageError
+from vmrig.hostnet import LOOPBACK
 from vmrig.log import Logger
 from vmrig.timer import PausableTimer
 
-LOOPBACK = "127.0.0.1"
 REMOTE_PDB_MISSING = (
     "a debugger prompt without a terminal on stdin needs remote-pdb: pip install remote-pdb (or vmrig's 'debug' extra)"
 )

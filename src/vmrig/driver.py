@@ -35,6 +35,7 @@ from vmrig.errors import (
     VmrigError,
 )
 from vmrig.guestconfig import NodeNetwork
+from vmrig.hostnet import LOOPBACK
 from vmrig.images import ImageStore, NodeImage
 from vmrig.log import Logger
 from vmrig.machine import Machine, MachineConfig
@@ -217,7 +218,7 @@ class Driver:
         )
 
     def vlan_numbers(self) -> list[int]:
-        return sorted({nr for node in self.spec.nodes.values() for nr in node.vlans})
+        return self.network_plan.vlan_numbers()
 
     def build_images(self) -> dict[str, NodeImage]:
         options = self.spec.options
@@ -266,7 +267,7 @@ class Driver:
             raise TestFileError(f"node {name}: {error.message}", self.spec.path) from None
         virtiofs = Virtiofs(name, shares, self._run_dir, node.memory_size, self.logger)
         kernel_params = list(node.kernel_params)
-        forwards = ",".join(f"hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in node.forward_ports)
+        forwards = ",".join(f"hostfwd=tcp:{LOOPBACK}:{host}-:{guest}" for host, guest in node.forward_ports)
         endpoint = self.ssh.endpoint(name, number) if self.ssh is not None and with_ssh else None
         if endpoint is not None and endpoint.port is not None:
             forwards = ",".join(part for part in (forwards, endpoint.user_net_option()) if part)

@@ -34,6 +34,7 @@ from vmrig import proc
 from vmrig.channel import FrameDecoder
 from vmrig.contract import READY_LINE
 from vmrig.errors import MachineError, RequestedAssertionFailed
+from vmrig.hostnet import LOOPBACK
 from vmrig.log import ANSI_ESCAPE, Logger
 from vmrig.qmp import QMPClient
 from vmrig.ssh import vsock_cid_hint
@@ -1025,7 +1026,7 @@ class Machine:
 
     def forward_port(self, host_port: int = 8080, guest_port: int = 80) -> None:
         """Forwards 127.0.0.1:host_port on the host to guest_port in the guest."""
-        reply = self.send_monitor_command(f"hostfwd_add user0 tcp:127.0.0.1:{host_port}-:{guest_port}")
+        reply = self.send_monitor_command(f"hostfwd_add user0 tcp:{LOOPBACK}:{host_port}-:{guest_port}")
         if reply.strip():
             raise MachineError(f"{self.name}: forwarding port {host_port} failed: {reply.strip()}")
 

@@ -91,3 +91,10 @@ def test_accel_probe_result_is_cached(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert accel.choose(tmp_path, tmp_path / "vmlinuz") == "tcg"
     assert len(probes) == 1
     assert json.loads((tmp_path / "accel.json").read_text())["accel"] == "tcg"
+
+
+def test_tail_is_the_last_lines_of_output_decoded() -> None:
+    assert proc.tail(b"one\ntwo\nthree\n\n", 2) == ["two", "three"]
+    assert proc.tail("only\n", 5) == ["only"]
+    assert proc.tail(b"\xff\n", 1) == ["\ufffd"]
+    assert proc.tail(b"", 3) == []
