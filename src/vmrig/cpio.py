@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import stat
-from pathlib import Path
 from typing import BinaryIO
 
 _TRAILER = "TRAILER!!!"
@@ -49,21 +47,6 @@ class CpioWriter:
 
     def symlink(self, name: str, target: str) -> None:
         self._entry(name, stat.S_IFLNK | 0o777, target.encode())
-
-    def tree(self, source: Path, prefix: str) -> None:
-        """Adds a host directory tree (files, dirs, symlinks), owned by root."""
-        for dirpath, dirnames, filenames in os.walk(source):
-            rel = Path(dirpath).relative_to(source)
-            base = f"{prefix}/{rel}" if str(rel) != "." else prefix
-            self.directory(base, stat.S_IMODE(os.stat(dirpath).st_mode))
-            for name in sorted(dirnames + filenames):
-                path = Path(dirpath) / name
-                st = os.lstat(path)
-                if stat.S_ISLNK(st.st_mode):
-                    self.symlink(f"{base}/{name}", os.readlink(path))
-                elif stat.S_ISREG(st.st_mode):
-                    self.file(f"{base}/{name}", path.read_bytes(), stat.S_IMODE(st.st_mode))
-            dirnames.sort()
 
     def close(self) -> None:
         self._entry(_TRAILER, 0, b"")

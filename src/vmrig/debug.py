@@ -23,11 +23,12 @@ import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from vmrig import scripttrace
 from vmrig.errors import UsageError
+from vmrig.hostnet import LOOPBACK
 from vmrig.log import Logger
 from vmrig.timer import PausableTimer
 
-LOOPBACK = "127.0.0.1"
 REMOTE_PDB_MISSING = (
     "a debugger prompt without a terminal on stdin needs remote-pdb: pip install remote-pdb (or vmrig's 'debug' extra)"
 )
@@ -74,9 +75,12 @@ class _Stops(pdb.Pdb):
         if tb is None or self.vmrig_focus is None:
             return
         # The failing line of the script, not the inside of succeed() that raised.
+        entry = scripttrace.deepest_script_entry(tb, self.vmrig_focus)
+        if entry is None:
+            return
         for index in range(len(self.stack) - 1, -1, -1):
             frame = self.stack[index][0]
-            if os.path.abspath(frame.f_code.co_filename) == self.vmrig_focus:
+            if frame is entry.tb_frame:
                 self.curindex = index
                 self.curframe = frame
                 self.curframe_locals = frame.f_locals
@@ -203,13 +207,8 @@ class Debugger:
         self.close()
 
     def _script_line(self, tb: types.TracebackType) -> str:
-        found = "an unknown line"
-        while tb is not None:
-            code = tb.tb_frame.f_code
-            if self.focus is None or os.path.abspath(code.co_filename) == self.focus:
-                found = f"{code.co_filename}:{tb.tb_lineno}"
-            tb = tb.tb_next  # type: ignore[assignment]
-        return found
+        entry = scripttrace.deepest_script_entry(tb, self.focus)
+        return "an unknown line" if entry is None else f"{entry.tb_frame.f_code.co_filename}:{entry.tb_lineno}"
 
     # -- making a debugger -----------------------------------------------------------
 

@@ -19,14 +19,13 @@ import tempfile
 import textwrap
 import threading
 import time
-import traceback
 import types
 import unittest
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from vmrig import accel, guestconfig, proc, scriptcheck, ssh
+from vmrig import accel, guestconfig, proc, scriptcheck, scripttrace, ssh
 from vmrig.debug import Debugger
 from vmrig.errors import (
     MachineError,
@@ -37,40 +36,19 @@ from vmrig.errors import (
     VmrigError,
 )
 from vmrig.guestconfig import NodeNetwork
+from vmrig.hostnet import LOOPBACK
 from vmrig.images import ImageStore, NodeImage
 from vmrig.log import Logger
 from vmrig.machine import Machine, MachineConfig
 from vmrig.netfault import Network
 from vmrig.network import NetworkPlan
+from vmrig.scriptnames import DRIVER_SYMBOLS, public_attributes
 from vmrig.spec import Node, SpecError, default_cores, python_name
 from vmrig.testfile import TestSpec
 from vmrig.timeouts import Duration, TimeoutScale, seconds
 from vmrig.timer import PausableTimer
 from vmrig.virtiofs import Virtiofs, plan_shares
 from vmrig.vlan import VLan
-
-# Names every script sees besides its machines and vlans (see test_symbols).
-DRIVER_SYMBOLS = (
-    "start_all",
-    "join_all",
-    "test_script",
-    "run_tests",
-    "machines",
-    "vlans",
-    "driver",
-    "network",
-    "log",
-    "os",
-    "create_machine",
-    "subtest",
-    "retry",
-    "serial_stdout_on",
-    "serial_stdout_off",
-    "polling_condition",
-    "Machine",
-    "t",
-    "debug",
-)
 
 
 class AssertionTester(unittest.TestCase):
@@ -255,32 +233,17 @@ class Driver:
         machine_vars = [python_name(name) for name in self.machine_names()]
         if len(self.spec.nodes) == 1:
             machine_vars.append("machine")
-        methods = [name for name in dir(Machine) if not name.startswith("__")]
-        methods += [
-            "name",
-            "state_dir",
-            "out_dir",
-            "logger",
-            "process",
-            "pid",
-            "booted",
-            "connected",
-            "qmp",
-            "config",
-            "callbacks",
-            "keep_vm_state",
-        ]
         scriptcheck.check_script(
             self.spec.script,
             filename=self.spec.script_path,
             first_line=self.spec.script_first_line,
             known_names=[*self.script_names(), *self.spec.module_globals],
             machine_names=machine_vars,
-            machine_methods=methods,
+            machine_methods=public_attributes(Machine),
         )
 
     def vlan_numbers(self) -> list[int]:
-        return sorted({nr for node in self.spec.nodes.values() for nr in node.vlans})
+        return self.network_plan.vlan_numbers()
 
     def build_images(self) -> dict[str, NodeImage]:
         options = self.spec.options
@@ -329,7 +292,7 @@ class Driver:
             raise TestFileError(f"node {name}: {error.message}", self.spec.path) from None
         virtiofs = Virtiofs(name, shares, self._run_dir, node.memory_size, self.logger)
         kernel_params = list(node.kernel_params)
-        forwards = ",".join(f"hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in node.forward_ports)
+        forwards = ",".join(f"hostfwd=tcp:{LOOPBACK}:{host}-:{guest}" for host, guest in node.forward_ports)
         endpoint = self.ssh.endpoint(name, number) if self.ssh is not None and with_ssh else None
         if endpoint is not None and endpoint.port is not None:
             forwards = ",".join(part for part in (forwards, endpoint.user_net_option()) if part)
@@ -428,6 +391,7 @@ class Driver:
             "t": AssertionTester(),
             "debug": self.debug,
         }
+        assert namespace.keys() == set(DRIVER_SYMBOLS), "the namespace differs from scriptnames.DRIVER_SYMBOLS"
         # NixOS scripts look for their output files under $out (the output directory).
         os.environ["out"] = str(self.out_dir.resolve())  # noqa: SIM112 (NixOS's lower-case name)
         for machine in self.machines:
@@ -652,18 +616,12 @@ class Driver:
             return
         assert error is not None
         lines = ["Traceback (most recent call last):"]
-        script_file = os.path.abspath(self.spec.script_path)
-        frames = [
-            frame
-            for frame in traceback.extract_tb(error.__traceback__)
-            if os.path.abspath(frame.filename) == script_file
-        ]
-        for frame in frames:
+        for frame in scripttrace.script_frames(error.__traceback__, self.spec.script_path):
             lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
             if frame.line:
                 lines.append(f"    {frame.line}")
         lines.append(f"{type(error).__name__}: {error}")
-        machine = _failing_machine(error)
+        machine = scripttrace.failing_instance(error.__traceback__, Machine)
         if machine is not None and not isinstance(error, MachineError):
             lines.append(f"last console lines of {machine.name}:")
             lines.append(machine.console_tail())
@@ -696,18 +654,6 @@ class Driver:
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
-
-
-def _failing_machine(error: BaseException) -> Machine | None:
-    """The machine whose method raised `error`, found in the traceback's frames."""
-    found = None
-    tb = error.__traceback__
-    while tb is not None:
-        candidate = tb.tb_frame.f_locals.get("self")
-        if isinstance(candidate, Machine):
-            found = candidate
-        tb = tb.tb_next
-    return found
 
 
 __all__ = [

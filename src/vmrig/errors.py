@@ -26,13 +26,15 @@
     └── PollingConditionError       a polling_condition stopped holding
 
 The names `MachineError` and `RequestedAssertionFailed` match the NixOS test
-driver's, so scripts that catch them keep working.
+driver's, so scripts that catch them keep working. `did_you_mean` is the hint
+that errors about an unknown name end with.
 """
 
 from __future__ import annotations
 
+import difflib
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 
@@ -116,3 +118,9 @@ class RequestedAssertionFailed(AssertionError):
 
 class PollingConditionError(RequestedAssertionFailed):
     """A polling condition was found false while it was active."""
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """The suffix "; did you mean 'x'?" with the candidate closest to `word`, or "" if none is close."""
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""

@@ -15,8 +15,8 @@ import io
 import shlex
 from dataclasses import dataclass, field
 
+from vmrig.contract import GUEST_DIR
 from vmrig.cpio import CpioWriter
-from vmrig.images import GUEST_DIR
 from vmrig.spec import Node
 
 BACKDOOR_UNIT = "vmrig-backdoor.service"

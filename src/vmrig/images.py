@@ -1,4 +1,4 @@
-"""Node images: cached, content-addressed Debian root disks, and the per-run config layer.
+"""Node images: cached, content-addressed Debian root disks, their kernel and initramfs.
 
 Two cached layers, each stored under a hash of everything that went into it:
 
@@ -11,8 +11,8 @@ Two cached layers, each stored under a hash of everything that went into it:
 A build writes into a temporary directory and renames it into place; a lock
 file per key makes concurrent runs build each key once. What changes from run
 to run (hostname, files, services, users, addresses) is not in any layer: it
-is a small cpio archive appended to the initramfs, laid over the root disk at
-every boot, so it never forces a rebuild.
+is a small cpio archive appended to the initramfs (made by vmrig.guestconfig,
+not here), laid over the root disk at every boot, so it never forces a rebuild.
 """
 
 from __future__ import annotations
@@ -34,13 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmrig import bootkernel, proc
+from vmrig.contract import GUEST_DIR
 from vmrig.cpio import CpioWriter
 from vmrig.errors import HostCommandFailed, ImageBuildError, UsageError
 from vmrig.spec import Node
 
 LOG = logging.getLogger("vmrig.images")
-
-GUEST_DIR = Path(__file__).parent / "guest"
 
 BASE_PACKAGES = (
     "systemd",
@@ -256,7 +255,7 @@ class ImageStore:
             except HostCommandFailed as error:
                 raise ImageBuildError(
                     f"mmdebstrap failed (exit status {error.status}) for suite {suite!r} from {mirror}:\n"
-                    + _tail(error.stderr)
+                    + _apt_tail(error.stderr)
                 ) from error
             kernels = sorted((root / "boot").glob("vmlinuz-*"))
             if not kernels:
@@ -351,11 +350,10 @@ class ImageStore:
         return removed
 
 
-def _tail(data: bytes, lines: int = 25) -> str:
-    text = data.decode(errors="replace").rstrip()
-    errors = [line for line in text.splitlines() if line.startswith(("E:", "W:", "Error"))]
-    chosen = errors or text.splitlines()[-lines:]
-    return "\n".join(chosen)
+def _apt_tail(data: bytes, lines: int = 25) -> str:
+    """apt's error and warning lines in a failed build's output, else its last lines."""
+    errors = [line for line in data.decode(errors="replace").splitlines() if line.startswith(("E:", "W:", "Error"))]
+    return "\n".join(errors or proc.tail(data, lines))
 
 
 def _du(path: Path) -> int:
@@ -424,9 +422,10 @@ def _install_in_chroot(tree: Path, packages: list[str], commands: list[str]) -> 
         output = error.stdout + error.stderr
         missing = re.findall(r"E: Unable to locate package (\S+)", output.decode(errors="replace"))
         if missing:
-            raise ImageBuildError(f"apt could not find package(s): {', '.join(missing)}\n{_tail(output)}") from error
+            found = ", ".join(missing)
+            raise ImageBuildError(f"apt could not find package(s): {found}\n{_apt_tail(output)}") from error
         raise ImageBuildError(
-            f"building the package layer failed (exit status {error.status}):\n{_tail(output, 40)}"
+            f"building the package layer failed (exit status {error.status}):\n{_apt_tail(output, 40)}"
         ) from error
 
 

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from vmrig import proc
+from vmrig.channel import FrameDecoder
 from vmrig.errors import MachineError
 
 if TYPE_CHECKING:
@@ -44,62 +45,6 @@ HOLD_TIMEOUT = 0.2
 _TERM = re.compile(r"[A-Za-z0-9._+-]{1,64}")
 # Ends the guest's shell: `script` dies, its shell gets a hangup, the wrapper writes the end marker.
 _END_SESSION = "kill -TERM -- -$(cat /run/vmrig/shell.pid) 2>/dev/null"
-
-
-class _Markers:
-    """Strips the guest's begin and end markers from the session's byte stream."""
-
-    def __init__(self, nonce: str) -> None:
-        self.begin = f"{nonce} B\n".encode()
-        self.end_head = f"\n{nonce} E ".encode()
-        self.end = re.compile(re.escape(self.end_head) + rb"(-?\d+)\n")
-        self.started = False
-        self.status: int | None = None
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> bytes:
-        """Takes bytes from the port; returns those to show now."""
-        self._buffer += data
-        if not self.started:
-            at = self._buffer.find(self.begin)
-            if at < 0:
-                # Output of an earlier session: drop it, but keep what may start the marker.
-                del self._buffer[: max(0, len(self._buffer) - len(self.begin))]
-                return b""
-            del self._buffer[: at + len(self.begin)]
-            self.started = True
-        match = self.end.search(self._buffer)
-        if match:
-            shown = bytes(self._buffer[: match.start()])
-            self.status = int(match.group(1))
-            self._buffer.clear()
-            return shown
-        keep = self._possible_marker_start()
-        shown = bytes(self._buffer[:keep])
-        del self._buffer[:keep]
-        return shown
-
-    def _possible_marker_start(self) -> int:
-        """Where a not yet complete end marker may begin (len(buffer) if nowhere)."""
-        at = self._buffer.rfind(b"\n")
-        if at < 0:
-            return len(self._buffer)
-        tail = bytes(self._buffer[at:])
-        head = self.end_head
-        if len(tail) <= len(head):
-            return at if head.startswith(tail) else len(self._buffer)
-        rest = tail[len(head) :]
-        if tail.startswith(head) and re.fullmatch(rb"-?\d*", rest):
-            return at
-        return len(self._buffer)
-
-    def flush(self) -> bytes:
-        """What is held back, once it is clear no marker follows."""
-        if not self.started:
-            return b""
-        shown = bytes(self._buffer)
-        self._buffer.clear()
-        return shown
 
 
 class _Endpoint:
@@ -164,6 +109,11 @@ class _Socat(_Endpoint):
         self.child.close(grace=2.0)
 
 
+def _show(endpoint: _Endpoint, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        endpoint.write(chunk)
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -224,7 +174,7 @@ def shell_interact(machine: Machine, address: str | None = None) -> None:
 
 def _run_session(machine: Machine, port_fd: int, endpoint: _Endpoint, address: str | None) -> None:
     nonce = secrets.token_hex(8)
-    markers = _Markers(nonce)
+    markers = FrameDecoder(nonce)
     rows, cols = endpoint.size()
     where = "this terminal" if address is None else address
     status, output = machine.execute(
@@ -261,7 +211,7 @@ def _bridge(
     machine: Machine,
     port_fd: int,
     endpoint: _Endpoint,
-    markers: _Markers,
+    markers: FrameDecoder,
     wake_fd: int | None,
     resize: Callable[[], None],
 ) -> None:
@@ -275,7 +225,7 @@ def _bridge(
             watched.append(wake_fd)
         ready, _, _ = select.select(watched, [], [], HOLD_TIMEOUT)
         if not ready:
-            endpoint.write(markers.flush())
+            _show(endpoint, markers.flush())
             now = time.monotonic()
             if not markers.started and now - started_at > START_TIMEOUT:
                 raise MachineError(f"{machine.name}: the interactive shell did not start within {START_TIMEOUT:g} s")
@@ -288,8 +238,9 @@ def _bridge(
         if port_fd in ready:
             data = os.read(port_fd, 1 << 16)
             if not data:
+                _show(endpoint, markers.close())
                 raise MachineError(f"{machine.name}: the interactive shell's port closed (QEMU exited?)")
-            endpoint.write(markers.feed(data))
+            _show(endpoint, markers.feed(data))
         if wake_fd is not None and wake_fd in ready:
             os.read(wake_fd, 64)
             resize()

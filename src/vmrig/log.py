@@ -33,13 +33,14 @@ MAIN_CASE = "main"
 
 # XML 1.0 allows only these; serial output carries NULs, escapes and stray bytes.
 _XML_ILLEGAL = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-# Colour and cursor sequences from the guest would otherwise leave "[0;32m" behind.
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+# Terminal control sequences the guest writes (colours, cursor moves, window titles): noise in a
+# log, and a colour sequence would leave "[0;32m" behind in a report.
+ANSI_ESCAPE = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07]*\x07|[@-Z\\-_])")
 
 
 def xml_safe(text: str) -> str:
     """Return `text` without terminal escape sequences and characters XML 1.0 forbids."""
-    return _XML_ILLEGAL.sub("", _ANSI_ESCAPE.sub("", text))
+    return _XML_ILLEGAL.sub("", ANSI_ESCAPE.sub("", text))
 
 
 def _wants_color(stream: TextIO) -> bool:

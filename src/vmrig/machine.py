@@ -31,15 +31,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vmrig import proc
+from vmrig.channel import FrameDecoder
+from vmrig.contract import READY_LINE
 from vmrig.errors import MachineError, RequestedAssertionFailed
-from vmrig.log import Logger
+from vmrig.hostnet import LOOPBACK
+from vmrig.log import ANSI_ESCAPE, Logger
 from vmrig.qmp import QMPClient
 from vmrig.ssh import vsock_cid_hint
 from vmrig.timeouts import Duration, TimeoutScale, seconds
 
-READY_LINE = b"Spawning backdoor root shell..."
-# Terminal control sequences systemd writes to the console; noise in a log.
-ANSI_ESCAPE = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07]*\x07|[@-Z\\-_])")
 DEFAULT_TIMEOUT = 900
 # How long the backdoor may take to come up before the start counts as failed.
 CONNECT_TIMEOUT = float(os.environ.get("VMRIG_CONNECT_TIMEOUT", "300"))
@@ -191,6 +191,23 @@ class MachineConfig:
 
 class Machine:
     """A NixOS-test-driver-compatible machine."""
+
+    # The attributes a script may use, besides the methods (`vmrig check` reads them from here).
+    config: MachineConfig
+    name: str
+    state_dir: Path
+    out_dir: Path
+    logger: Logger
+    keep_vm_state: bool
+    callbacks: list[Callable[[], None]]
+    process: proc.Child | None
+    pid: int | None
+    booted: bool
+    connected: bool
+    qmp: QMPClient | None
+    interact_lock: threading.Lock
+    boot_count: int  # backdoor connections so far: one per boot of the guest
+    boot_hooks: list[Callable[[Machine], None]]
 
     def __init__(
         self,
@@ -671,29 +688,19 @@ class Machine:
             raise self._broken(f"cannot send input for `{command}` ({error}); {self._exit_note()}") from None
 
     def _collect(self, nonce: str, command: str, timeout: float | None) -> tuple[int, bytes]:
-        begin = f"{nonce} B\n".encode()
-        end = re.compile(rb"\n" + nonce.encode() + rb" E (-?\d+)\n")
+        decoder = FrameDecoder(nonce)
+        output = bytearray()
         # The guest enforces `timeout`; this limit only catches a guest that stopped answering.
         deadline = None if not timeout else time.monotonic() + timeout + 60
-        start_at = -1
-        searched = 0
         while True:
-            if start_at < 0:
-                start_at = self._shell_buffer.find(begin)
-                if start_at >= 0:
-                    if start_at > 0:
-                        stray = bytes(self._shell_buffer[:start_at])
-                        self.log(f"discarding {len(stray)} bytes of output from earlier background processes")
-                    del self._shell_buffer[: start_at + len(begin)]
-                    start_at = 0
-            if start_at >= 0:
-                match = end.search(self._shell_buffer, max(0, searched - len(nonce) - 24))
-                if match:
-                    output = bytes(self._shell_buffer[: match.start()])
-                    status = int(match.group(1))  # before the buffer changes under the match
-                    del self._shell_buffer[: match.end()]
-                    return status, output
-                searched = len(self._shell_buffer)
+            for chunk in decoder.feed(bytes(self._shell_buffer)):
+                output += chunk
+            self._shell_buffer.clear()
+            if decoder.finished:
+                if decoder.discarded:
+                    self.log(f"discarding {decoder.discarded} bytes of output from earlier background processes")
+                self._shell_buffer += decoder.remainder
+                return decoder.status or 0, bytes(output)
             if deadline is not None and time.monotonic() > deadline:
                 raise self._broken(f"no answer from the backdoor shell to `{command}` within {(timeout or 0) + 60:g} s")
             if not self._receive(1.0):
@@ -1056,7 +1063,7 @@ class Machine:
 
     def forward_port(self, host_port: int = 8080, guest_port: int = 80) -> None:
         """Forwards 127.0.0.1:host_port on the host to guest_port in the guest."""
-        reply = self.send_monitor_command(f"hostfwd_add user0 tcp:127.0.0.1:{host_port}-:{guest_port}")
+        reply = self.send_monitor_command(f"hostfwd_add user0 tcp:{LOOPBACK}:{host_port}-:{guest_port}")
         if reply.strip():
             raise MachineError(f"{self.name}: forwarding port {host_port} failed: {reply.strip()}")
 

@@ -49,8 +49,6 @@ TOOL_PACKAGES: dict[str, str] = {
     "tesseract": "tesseract-ocr",
     "unshare": "util-linux",
     "setpriv": "util-linux",
-    "chroot": "coreutils",
-    "tc": "iproute2",
     "zstd": "zstd",
     "lz4": "lz4",
 }
@@ -62,6 +60,12 @@ def require_tool(name: str) -> str:
     if path is None:
         raise HostToolMissing(name, TOOL_PACKAGES.get(name, name))
     return path
+
+
+def tail(output: bytes | str, lines: int) -> list[str]:
+    """The last `lines` lines of a program's output, decoded, trailing blank space dropped."""
+    text = output.decode(errors="replace") if isinstance(output, bytes) else output
+    return text.rstrip().splitlines()[-lines:]
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import ast
 import builtins
-import difflib
 import inspect
 import textwrap
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from vmrig.errors import TestFileError
+from vmrig.errors import TestFileError, did_you_mean
 
 __all__ = ["check_script"]
 
@@ -97,7 +96,7 @@ def check_script(
     for use in scan.attributes:
         if use.owner in machines and use.owner not in scan.bound and use.attribute not in methods:
             kind = "method" if use.called else "attribute"
-            message = f"{use.owner} has no {kind} {use.attribute!r}{_did_you_mean(use.attribute, methods)}"
+            message = f"{use.owner} has no {kind} {use.attribute!r}{did_you_mean(use.attribute, methods)}"
             problems.append(_Problem(use.line, use.column, message))
 
     if problems:
@@ -128,14 +127,9 @@ class _AttributeUse:
     column: int
 
 
-def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, sorted(candidates), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def _undefined_message(name: str, defined: set[str], machines: set[str]) -> str:
     candidates = {candidate for candidate in defined if not candidate.startswith("_")}
-    message = f"name {name!r} is not defined{_did_you_mean(name, candidates)}"
+    message = f"name {name!r} is not defined{did_you_mean(name, candidates)}"
     if machines:
         message += f"{' ' if '?' in message else '; '}machines are: {', '.join(sorted(machines))}"
     return message

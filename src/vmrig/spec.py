@@ -2,24 +2,25 @@
 
 Plain dataclasses that check every field when they are built, so that a typo
 or a wrong type in a test file is reported before any image is built or any VM
-boots. Nothing here knows about QEMU or images.
+boots. Nothing here knows about QEMU; of the images it knows only which Node
+fields make up a package layer (Node.image_inputs, part of that layer's key).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import ipaddress
 import keyword
 import posixpath
 import re
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, Union, dataclass_transform, get_args, get_origin, get_type_hints
 
-from vmrig.errors import TestFileError
+from vmrig.errors import TestFileError, did_you_mean
+from vmrig.scriptnames import RESERVED_NAMES
 
 __all__ = [
     "RESERVED_NAMES",
@@ -59,31 +60,6 @@ UNIT_TYPES = (
     "timer",
     "slice",
     "scope",
-)
-
-# Globals the test driver puts into every script namespace (as the NixOS driver
-# does); a machine variable with one of these names would hide them.
-RESERVED_NAMES = frozenset(
-    {
-        "start_all",
-        "join_all",
-        "test_script",
-        "run_tests",
-        "machines",
-        "vlans",
-        "driver",
-        "network",
-        "log",
-        "os",
-        "create_machine",
-        "subtest",
-        "retry",
-        "polling_condition",
-        "serial_stdout_on",
-        "serial_stdout_off",
-        "debug",
-        "t",
-    }
 )
 
 _UNIT_NAME = re.compile(r"[A-Za-z0-9:_.@-]+")
@@ -261,7 +237,7 @@ def _spec_class(cls: type[_Spec]) -> type[_Spec]:
             raise SpecError(f"{class_name} takes keyword arguments only, e.g. {class_name}({names[0]}=...)")
         for key in kwargs:
             if key not in names:
-                raise SpecError(f"{class_name} has no field {key!r}{_did_you_mean(key, names)}")
+                raise SpecError(f"{class_name} has no field {key!r}{did_you_mean(key, names)}")
         for key in required:
             if key not in kwargs:
                 raise SpecError(f"{class_name}.{key} is required")
@@ -269,11 +245,6 @@ def _spec_class(cls: type[_Spec]) -> type[_Spec]:
 
     setattr(cls, "__init__", __init__)  # noqa: B010 (mypy rejects assigning to a method)
     return cls
-
-
-def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
@@ -337,7 +308,7 @@ def _in_range(value: int, low: int, high: int | None, where: str) -> None:
 
 def _choice(value: str, choices: tuple[str, ...], where: str) -> None:
     if value not in choices:
-        raise SpecError(f"{where}: {value!r} is not one of {', '.join(choices)}{_did_you_mean(value, choices)}")
+        raise SpecError(f"{where}: {value!r} is not one of {', '.join(choices)}{did_you_mean(value, choices)}")
 
 
 # ---------------------------------------------------------------------------
@@ -807,13 +778,13 @@ class Interactive:
         option_names = [f.name for f in dataclasses.fields(Options)]
         for key in self.options:
             if key not in option_names:
-                raise SpecError(f"Interactive.options: Options has no field {key!r}{_did_you_mean(key, option_names)}")
+                raise SpecError(f"Interactive.options: Options has no field {key!r}{did_you_mean(key, option_names)}")
         node_fields = [f.name for f in dataclasses.fields(Node)]
         for node_name, overrides in self.nodes.items():
             for key in overrides:
                 if key not in node_fields:
                     raise SpecError(
-                        f"Interactive.nodes[{node_name!r}]: Node has no field {key!r}{_did_you_mean(key, node_fields)}"
+                        f"Interactive.nodes[{node_name!r}]: Node has no field {key!r}{did_you_mean(key, node_fields)}"
                     )
 
 
@@ -833,7 +804,7 @@ def merge_interactive(
         if node_name not in nodes:
             known = ", ".join(sorted(nodes)) or "none"
             raise SpecError(
-                f"Interactive.nodes: there is no node {node_name!r}{_did_you_mean(node_name, nodes)} "
+                f"Interactive.nodes: there is no node {node_name!r}{did_you_mean(node_name, nodes)} "
                 f"(nodes are: {known})"
             )
         node = nodes[node_name]

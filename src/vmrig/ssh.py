@@ -24,6 +24,7 @@ from pathlib import Path
 
 from vmrig import proc
 from vmrig.errors import UsageError
+from vmrig.hostnet import LOOPBACK
 from vmrig.log import Logger
 from vmrig.spec import File, Node, Service
 
@@ -31,7 +32,6 @@ VHOST_VSOCK = Path("/dev/vhost-vsock")
 SSH_PACKAGE = "openssh-server"
 SSH_CONFIG = "ssh_config"
 STATE_FILE = "ssh.json"
-LOOPBACK = "127.0.0.1"
 # Host keys differ per image and ports per run: remembering them only breeds warnings.
 CLIENT_OPTIONS = (
     ("User", "root"),

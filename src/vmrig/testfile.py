@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vmrig import scripttrace
 from vmrig.errors import TestFileError
 from vmrig.spec import Interactive, Node, Options, SpecError, check_node_name, merge_interactive, python_name
 
@@ -128,7 +129,7 @@ def _execute(code: types.CodeType, path: Path) -> types.ModuleType:
     try:
         exec(code, vars(module))
     except (Exception, SystemExit) as error:
-        line = _deepest_line(error.__traceback__, str(path))
+        line = scripttrace.deepest_script_line(error.__traceback__, str(path))
         if isinstance(error, TestFileError) and error.path is None:
             raise _located(error, path, line) from None
         if isinstance(error, TestFileError):
@@ -139,16 +140,6 @@ def _execute(code: types.CodeType, path: Path) -> types.ModuleType:
         with contextlib.suppress(ValueError):
             sys.path.remove(directory)
     return module
-
-
-def _deepest_line(traceback: types.TracebackType | None, filename: str) -> int | None:
-    """The line of the innermost traceback frame that runs code of `filename`."""
-    line = None
-    while traceback is not None:
-        if traceback.tb_frame.f_code.co_filename == filename:
-            line = traceback.tb_lineno
-        traceback = traceback.tb_next
-    return line
 
 
 def _located(error: TestFileError, path: Path, line: int | None) -> TestFileError:

@@ -156,7 +156,7 @@ class Virtiofs:
             if process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise MachineError(
-                    f"{self.name}: virtiofsd for {share.source} (guest {share.target}) did not start: " + _tail(log)
+                    f"{self.name}: virtiofsd for {share.source} (guest {share.target}) did not start: " + _log_tail(log)
                 )
             time.sleep(0.01)
 
@@ -168,9 +168,9 @@ class Virtiofs:
             self.socket_path(share).unlink(missing_ok=True)
 
 
-def _tail(path: Path, lines: int = 5) -> str:
+def _log_tail(path: Path, lines: int = 5) -> str:
     try:
-        text = path.read_text(errors="replace").strip()
+        text = path.read_text(errors="replace")
     except OSError:
         text = ""
-    return " / ".join(text.splitlines()[-lines:]) or "(no output)"
+    return " / ".join(proc.tail(text, lines)) or "(no output)"

@@ -161,3 +161,10 @@ def test_qemu_older_than_10_is_refused_with_the_fix(tmp_path: Path) -> None:
     new.write_text("#!/bin/sh\necho 'QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)'\n")
     new.chmod(0o755)
     accel.check_qemu_version(str(new))
+
+
+def test_tail_is_the_last_lines_of_output_decoded() -> None:
+    assert proc.tail(b"one\ntwo\nthree\n\n", 2) == ["two", "three"]
+    assert proc.tail("only\n", 5) == ["only"]
+    assert proc.tail(b"\xff\n", 1) == ["\ufffd"]
+    assert proc.tail(b"", 3) == []

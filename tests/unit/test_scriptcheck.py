@@ -10,29 +10,10 @@ import pytest
 
 from vmrig.errors import TestFileError
 from vmrig.scriptcheck import check_script
+from vmrig.scriptnames import DRIVER_SYMBOLS
 from vmrig.testfile import load_test_file
 
-DRIVER_NAMES = [
-    "start_all",
-    "join_all",
-    "test_script",
-    "run_tests",
-    "machines",
-    "vlans",
-    "driver",
-    "log",
-    "os",
-    "create_machine",
-    "subtest",
-    "retry",
-    "polling_condition",
-    "serial_stdout_on",
-    "serial_stdout_off",
-    "Machine",
-    "debug",
-    "t",
-    "vlan1",
-]
+DRIVER_NAMES = [*DRIVER_SYMBOLS, "vlan1"]
 MACHINE_METHODS = [
     "name",
     "start",

@@ -6,7 +6,8 @@ set -m  # each command its own process group, so a timeout kills it whole
 exec 8<>/run/vmrig/out 9<>/run/vmrig/watchdog
 # __vmrig_run NONCE TIMEOUT CMD [INPUT_BYTES]
 # Prints "NONCE B", the command's stdout, then "\nNONCE E STATUS", all through
-# the output pipe. With INPUT_BYTES, the command's stdin is that many bytes
+# the output pipe (the frame vmrig/contract.py describes and vmrig/channel.py
+# decodes). With INPUT_BYTES, the command's stdin is that many bytes
 # read from the data port; otherwise /dev/null.
 __vmrig_run() {
     local nonce=$1 timeout=$2 cmd=$3 input=${4:-} pid watchdog=0 status fired
