@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-K",
         "--keep-vm-state",
+        "--keep-machine-state",  # newer NixOS's name
+        dest="keep_vm_state",
         action="store_true",
         help="keep $TMPDIR/vm-state-<node> from the last run and boot from it (default: reset it)",
     )

@@ -390,6 +390,10 @@ class Driver:
             "Machine": Machine,
             "t": AssertionTester(),
             "debug": self.debug,
+            "machines_qemu": self.machines,
+            "machines_nspawn": [],
+            "BaseMachine": Machine,
+            "QemuMachine": Machine,
         }
         assert namespace.keys() == set(DRIVER_SYMBOLS), "the namespace differs from scriptnames.DRIVER_SYMBOLS"
         # NixOS scripts look for their output files under $out (the output directory).

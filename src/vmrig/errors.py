@@ -2,6 +2,10 @@
 
     VmrigError                      anything vmrig itself reports
     ├── UsageError                  bad command line or environment (exit 2)
+    ├── ArgumentError               (also a ValueError) a script called a vmrig
+    │                               function with an impossible argument:
+    │                               block(vlan=9) on a machine not on vlan 9,
+    │                               network.link(...).set(loss="200%")
     ├── TestFileError               a test file that cannot run: syntax error,
     │   │                           unknown node field, unknown machine name;
     │   │                           carries the file and line
@@ -44,6 +48,10 @@ class VmrigError(Exception):
 
 class UsageError(VmrigError):
     """The command line or the environment asks for something impossible."""
+
+
+class ArgumentError(VmrigError, ValueError):
+    """A script passed a vmrig function an argument it cannot take; says which and why."""
 
 
 class TestFileError(VmrigError):

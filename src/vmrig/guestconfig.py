@@ -163,7 +163,7 @@ def setup_script(node: Node) -> str:
     lines: list[str] = []
     for user_name, user in sorted(node.users.items()):
         args = ["useradd", "--shell", user.shell]
-        args += ["--home-dir", user.home or f"/home/{user_name}", "--create-home"]
+        args += ["--home-dir", user.home_directory(user_name), "--create-home"]
         if user.uid is not None:
             args += ["--uid", str(user.uid)]
         if user.system:
@@ -178,9 +178,19 @@ def setup_script(node: Node) -> str:
             lines.append(f"passwd -d {shlex.quote(user_name)} >/dev/null")
         elif user.password is not None:
             lines.append(f"echo {shlex.quote(f'{user_name}:{user.password}')} | chpasswd")
-    for path, entry in sorted(node.file_entries().items()):
-        if (entry.owner, entry.group) != ("root", "root"):
-            lines.append(f"chown {shlex.quote(f'{entry.owner}:{entry.group}')} {shlex.quote(path)}")
+    # Files under a user's home were copied in before the user existed, so
+    # useradd found the home there, left it to root and copied no skeleton:
+    # the home (what is in it too) goes to its user, then files that name an
+    # owner of their own get it.
+    files = node.file_entries()
+    for user_name, user in sorted(node.users.items()):
+        if any(node.home_owner(path) == user_name for path in files):
+            home = shlex.quote(user.home_directory(user_name))
+            lines.append(f"cp -a -n /etc/skel/. {home}/ 2>/dev/null; chown -R {shlex.quote(user_name)}: {home}")
+    for path, entry in sorted(files.items()):
+        owner, group = node.file_owner(path)
+        if (entry.owner, entry.group) != (None, None) or (owner, group) != ("root", "root"):
+            lines.append(f"chown {shlex.quote(f'{owner}:{group}')} {shlex.quote(path)}")
     if not lines:
         return ""
     # Run by the initramfs' busybox, whose PATH knows nothing of /usr/sbin.

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from vmrig import proc
 from vmrig.channel import FrameDecoder
 from vmrig.contract import READY_LINE
-from vmrig.errors import MachineError, RequestedAssertionFailed
+from vmrig.errors import ArgumentError, MachineError, RequestedAssertionFailed
 from vmrig.hostnet import LOOPBACK
 from vmrig.log import ANSI_ESCAPE, Logger
 from vmrig.qmp import QMPClient
@@ -45,6 +45,9 @@ DEFAULT_TIMEOUT = 900
 CONNECT_TIMEOUT = float(os.environ.get("VMRIG_CONNECT_TIMEOUT", "300"))
 CONSOLE_TAIL = 20
 QBOOT = Path("/usr/share/qemu/qboot.rom")
+# How long a command may take to end once cancelled: its watchdog sends
+# SIGTERM, then SIGKILL 5 s later.
+CANCEL_WAIT = 10.0
 # How long the guest may take to read a command's input (copy_from_host).
 DATA_TIMEOUT = 300.0
 KERNEL_PARAMS = (
@@ -235,6 +238,8 @@ class Machine:
         self._data: socket.socket | None = None
         # Host end of the virtio port vmrig.shell (shell_interact's terminal).
         self._shell_port: socket.socket | None = None
+        # Host end of the virtio port vmrig.ctl: cancels the running command (Ctrl-C).
+        self._control: socket.socket | None = None
         self.interact_lock = threading.Lock()
         self._shell_buffer = bytearray()  # command output, from the data port
         self._console_buffer = bytearray()  # the backdoor shell's console, for its ready line
@@ -324,6 +329,7 @@ class Machine:
         data_fd: int,
         allow_reboot: bool,
         shell_port_fd: int | None = None,
+        control_fd: int | None = None,
     ) -> list[str]:
         c = self.config
         params = [*KERNEL_PARAMS, *c.kernel_params]
@@ -378,6 +384,16 @@ class Machine:
                 if shell_port_fd is not None
                 else []
             ),
+            *(
+                [
+                    "-chardev",
+                    f"socket,id=ctl,fd={control_fd}",
+                    "-device",
+                    "virtserialport,chardev=ctl,name=vmrig.ctl",
+                ]
+                if control_fd is not None
+                else []
+            ),
             "-chardev",
             f"socket,id=qmp,fd={qmp_fd}",
             "-mon",
@@ -426,7 +442,8 @@ class Machine:
         qmp_host, qmp_guest = socket.socketpair()
         data_host, data_guest = socket.socketpair()
         port_host, port_guest = socket.socketpair()
-        guest_ends = (shell_guest, qmp_guest, data_guest, port_guest)
+        control_host, control_guest = socket.socketpair()
+        guest_ends = (shell_guest, qmp_guest, data_guest, port_guest, control_guest)
         try:
             args = self.qemu_command(
                 overlay,
@@ -435,6 +452,7 @@ class Machine:
                 data_guest.fileno(),
                 allow_reboot,
                 shell_port_fd=port_guest.fileno(),
+                control_fd=control_guest.fileno(),
             )
             if self.config.start_command:
                 args = ["sh", "-c", f'{self.config.start_command} "$@"', "vmrig-start", *args[1:]]
@@ -450,7 +468,7 @@ class Machine:
                 env={"TMPDIR": str(self.state_dir)},
             )
         except BaseException:
-            for sock in (shell_host, qmp_host, data_host, port_host, *guest_ends):
+            for sock in (shell_host, qmp_host, data_host, port_host, control_host, *guest_ends):
                 sock.close()
             for sidecar in self.config.sidecars:
                 sidecar.stop()
@@ -460,6 +478,7 @@ class Machine:
         self._shell = shell_host
         self._data = data_host
         self._shell_port = port_host
+        self._control = control_host
         self._shell_buffer.clear()
         self._console_buffer.clear()
         self.pid = self.process.pid
@@ -494,6 +513,12 @@ class Machine:
             self.logger.log_serial(line, self.name)
         with self._console_cond:
             self._console_cond.notify_all()
+
+    def _running(self, what: str) -> proc.Child:
+        """The QEMU process, or MachineError naming `what` needed it."""
+        if self.process is None:
+            raise MachineError(f"{self.name}: {what}(): the machine has not been started")
+        return self.process
 
     def _alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -588,10 +613,10 @@ class Machine:
         if self.qmp is not None:
             self.qmp.close()
             self.qmp = None
-        for sock in (self._shell, self._data, self._shell_port):
+        for sock in (self._shell, self._data, self._shell_port, self._control):
             if sock is not None:
                 sock.close()
-        self._shell = self._data = self._shell_port = None
+        self._shell = self._data = self._shell_port = self._control = None
         if self._serial_thread is not None and self._serial_thread is not threading.current_thread():
             self._serial_thread.join(5)
         for sidecar in self.config.sidecars:
@@ -603,8 +628,7 @@ class Machine:
         if not self.booted:
             return
         with self.nested("waiting for the VM to power off"):
-            assert self.process is not None
-            self.process.wait()
+            self._running("wait_for_shutdown").wait()
             self._cleanup_after_exit()
 
     def shutdown(self) -> None:
@@ -620,9 +644,11 @@ class Machine:
         if not self.booted:
             return
         self.log("simulating a crash")
-        assert self.qmp is not None
+        qmp = self.qmp
+        if qmp is None:
+            raise MachineError(f"{self.name}: crash(): QEMU's monitor is not connected")
         with contextlib.suppress(MachineError):
-            self.qmp.execute("quit")
+            qmp.execute("quit")
         self.wait_for_shutdown()
 
     def reboot(self) -> None:
@@ -676,7 +702,30 @@ class Machine:
                 self._send_data(stdin, command)
             if not wait:
                 return -2, b""
-            return self._collect(nonce, command, timeout)
+            decoder = FrameDecoder(nonce)
+            try:
+                return self._collect(decoder, command, timeout)
+            except KeyboardInterrupt:
+                self._cancel(decoder, command)
+                raise
+
+    def _cancel(self, decoder: FrameDecoder, command: str) -> None:
+        """Ends the guest command `decoder` waits for (Ctrl-C at a prompt) and reads the rest of its output.
+
+        The guest's watchdog stops the command's process group; the machine
+        and the channel stay as they were, so the next command answers at once.
+        A second Ctrl-C while this waits gives up waiting; the next command
+        then skips the rest of this one's output (its frame carries this nonce).
+        """
+        if self._control is None:
+            return
+        self.log(f"interrupted: stopping `{command}` in the guest")
+        try:
+            self._control.sendall(f"{decoder.nonce}\n".encode())
+            status, _ = self._collect(decoder, command, CANCEL_WAIT, slack=0)
+        except (OSError, MachineError, KeyboardInterrupt):
+            return
+        self.log(f"`{command}` stopped (exit code {status})")
 
     def _send_data(self, data: bytes, command: str) -> None:
         """Feeds a command's stdin through the data port; the guest reads exactly len(data)."""
@@ -687,11 +736,16 @@ class Machine:
         except OSError as error:
             raise self._broken(f"cannot send input for `{command}` ({error}); {self._exit_note()}") from None
 
-    def _collect(self, nonce: str, command: str, timeout: float | None) -> tuple[int, bytes]:
-        decoder = FrameDecoder(nonce)
+    def _collect(
+        self, decoder: FrameDecoder, command: str, timeout: float | None, slack: float = 60
+    ) -> tuple[int, bytes]:
+        """Reads the frame `decoder` waits for: (status, output).
+
+        The guest enforces `timeout`; `timeout + slack` only catches a guest
+        that stopped answering (MachineError).
+        """
         output = bytearray()
-        # The guest enforces `timeout`; this limit only catches a guest that stopped answering.
-        deadline = None if not timeout else time.monotonic() + timeout + 60
+        deadline = None if not timeout else time.monotonic() + timeout + slack
         while True:
             for chunk in decoder.feed(bytes(self._shell_buffer)):
                 output += chunk
@@ -702,7 +756,8 @@ class Machine:
                 self._shell_buffer += decoder.remainder
                 return decoder.status or 0, bytes(output)
             if deadline is not None and time.monotonic() > deadline:
-                raise self._broken(f"no answer from the backdoor shell to `{command}` within {(timeout or 0) + 60:g} s")
+                limit = (timeout or 0) + slack
+                raise self._broken(f"no answer from the backdoor shell to `{command}` within {limit:g} s")
             if not self._receive(1.0):
                 self.connected = False
                 raise self._broken(f"{self._exit_note()} while running `{command}`")
@@ -956,14 +1011,15 @@ class Machine:
         """Waits until the console text not consumed yet matches `regex` (re.search).
 
         The regex sees the console's lines as one text joined by newlines, so
-        multi-line regexes work. As in NixOS, a wait consumes what it read up
+        multi-line regexes work; `^` and `$` match at every line (re.MULTILINE),
+        as they did when each line was tried alone. As in NixOS, a wait consumes what it read up
         to the end of the matching line: a later wait (after a reboot, say)
         never matches the same text again. `timeout` (seconds or a timedelta,
         scaled under emulation) counts from the call; None waits for ever.
         Raises RequestedAssertionFailed on timeout, MachineError if QEMU exits.
         """
         __tracebackhide__ = True
-        pattern = re.compile(regex)
+        pattern = re.compile(regex, re.MULTILINE)
         started = time.monotonic()
         limit = None if timeout is None else self.config.timeout_scale(timeout)
         limit_note = None if timeout is None else self.config.timeout_scale.note(timeout)
@@ -986,9 +1042,11 @@ class Machine:
 
     def send_console(self, chars: str) -> None:
         """Types `chars` on the serial console (the guest's ttyS0)."""
-        assert self.process is not None and self.process.stdin is not None
-        self.process.stdin.write(chars.encode())
-        self.process.stdin.flush()
+        stdin = self._running("send_console").stdin
+        if stdin is None:
+            raise MachineError(f"{self.name}: send_console(): QEMU's serial input is closed")
+        stdin.write(chars.encode())
+        stdin.flush()
 
     # -- files -----------------------------------------------------------------
 
@@ -1107,17 +1165,17 @@ class Machine:
         """QEMU's id of the card that `vlan` or `interface` (or neither: eth1) names."""
         vlans = [nr for nr, _mac, _sock in self.config.vlan_nics]
         if vlan is not None and interface is not None:
-            raise ValueError(f"{self.name}.{what}(): give vlan= or interface=, not both")
+            raise ArgumentError(f"{self.name}.{what}(): give vlan= or interface=, not both")
         if not vlans:
-            raise ValueError(f"{self.name}.{what}(): the machine is on no vlan (Node.vlans is empty)")
+            raise ArgumentError(f"{self.name}.{what}(): the machine is on no vlan (Node.vlans is empty)")
         if interface is not None:
             names = [f"eth{index}" for index in range(1, len(vlans) + 1)]
             if interface not in names:
-                raise ValueError(f"{self.name}.{what}(): no vlan interface {interface!r}; it has {', '.join(names)}")
+                raise ArgumentError(f"{self.name}.{what}(): no vlan interface {interface!r}; it has {', '.join(names)}")
             return f"nic{names.index(interface) + 1}"
         if vlan is not None:
             if vlan not in vlans:
-                raise ValueError(f"{self.name}.{what}(): the machine is not on vlan {vlan}; its vlans: {vlans}")
+                raise ArgumentError(f"{self.name}.{what}(): the machine is not on vlan {vlan}; its vlans: {vlans}")
             return f"nic{vlans.index(vlan) + 1}"
         return "nic1"
 

@@ -52,7 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from vmrig.errors import MachineError
+from vmrig.errors import ArgumentError, MachineError
 from vmrig.log import Logger
 from vmrig.machine import Machine
 
@@ -97,10 +97,10 @@ def parse_duration(value: object, what: str) -> int:
         raise TypeError(f"{what} needs a unit, as a string like '100ms', '1s' or '500us', got {value!r}{hint}")
     match = _DURATION.fullmatch(value)
     if not match:
-        raise ValueError(f"{what}: {value!r} is not a duration like '100ms', '1s' or '500us'")
+        raise ArgumentError(f"{what}: {value!r} is not a duration like '100ms', '1s' or '500us'")
     micros = round(float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()])
     if micros > MAX_DELAY_US:
-        raise ValueError(f"{what}: {value!r} is more than an hour")
+        raise ArgumentError(f"{what}: {value!r} is more than an hour")
     return micros
 
 
@@ -109,18 +109,18 @@ def parse_loss(value: object) -> float:
     if isinstance(value, str):
         match = _PERCENT.fullmatch(value)
         if not match:
-            raise ValueError(f"loss: {value!r} is not a fraction (0.05) or a percentage ('5%')")
+            raise ArgumentError(f"loss: {value!r} is not a fraction (0.05) or a percentage ('5%')")
         fraction = float(match.group(1)) / 100
     elif isinstance(value, int | float) and not isinstance(value, bool):
         fraction = float(value)
     else:
         raise TypeError(f"loss is a fraction between 0 and 1 (0.05) or a percentage ('5%'), got {value!r}")
     if fraction < 0:
-        raise ValueError(f"loss cannot be negative, got {value!r}")
+        raise ArgumentError(f"loss cannot be negative, got {value!r}")
     if fraction > 1:
         if isinstance(value, str):
-            raise ValueError(f"loss: {value!r} is more than 100%")
-        raise ValueError(f"loss is a fraction between 0 and 1: for {value} % write {value / 100:g} or '{value}%'")
+            raise ArgumentError(f"loss: {value!r} is more than 100%")
+        raise ArgumentError(f"loss is a fraction between 0 and 1: for {value} % write {value / 100:g} or '{value}%'")
     return fraction
 
 
@@ -131,10 +131,10 @@ def parse_rate(value: object) -> int:
     match = _RATE.fullmatch(value)
     if not match:
         hint = " (tc's 'bps' means bytes per second; write bits, e.g. '8mbit')" if "bps" in value.lower() else ""
-        raise ValueError(f"rate: {value!r} is not a rate like '1mbit', '512kbit' or '1gbit'{hint}")
+        raise ArgumentError(f"rate: {value!r} is not a rate like '1mbit', '512kbit' or '1gbit'{hint}")
     bits = round(float(match.group(1)) * _RATE_UNITS[match.group(2).lower()])
     if bits < 1:
-        raise ValueError(f"rate: {value!r} is zero; to cut a link off, use network.partition()")
+        raise ArgumentError(f"rate: {value!r} is zero; to cut a link off, use network.partition()")
     return bits
 
 
@@ -199,13 +199,13 @@ def impairment(
 ) -> Impairment:
     """An Impairment from a script's arguments, or TypeError/ValueError saying what is wrong."""
     if delay is None and jitter is None and loss is None and rate is None:
-        raise ValueError("set() needs at least one of delay, jitter, loss or rate; to remove them, call clear()")
+        raise ArgumentError("set() needs at least one of delay, jitter, loss or rate; to remove them, call clear()")
     delay_us = parse_duration(delay, "delay") if delay is not None else 0
     jitter_us = parse_duration(jitter, "jitter") if jitter is not None else 0
     if jitter_us and not delay_us:
-        raise ValueError("jitter varies a delay: give a delay too, e.g. set(delay='100ms', jitter='10ms')")
+        raise ArgumentError("jitter varies a delay: give a delay too, e.g. set(delay='100ms', jitter='10ms')")
     if jitter_us > delay_us:
-        raise ValueError(f"jitter ({jitter}) is larger than the delay ({delay}): packets cannot arrive early")
+        raise ArgumentError(f"jitter ({jitter}) is larger than the delay ({delay}): packets cannot arrive early")
     return Impairment(
         delay_us=delay_us,
         jitter_us=jitter_us,
@@ -286,7 +286,7 @@ def plan(
                 if pair is not None:
                     to.append((peer_mac, pair if default is None else default.then(pair)))
             if len(to) > MAX_PEERS_PER_CARD:
-                raise ValueError(
+                raise ArgumentError(
                     f"{machine} eth{index}: at most {MAX_PEERS_PER_CARD} peers can have links of their own "
                     "on one vlan; use network.link(machine) for all of them"
                 )
@@ -461,19 +461,19 @@ class Network:
         partition: `.heal()` undoes it, and so does the end of a `with` block.
         """
         if len(groups) < 2:
-            raise ValueError("partition() needs at least two groups, e.g. partition([node1], [node2, node3])")
+            raise ArgumentError("partition() needs at least two groups, e.g. partition([node1], [node2, node3])")
         resolved: list[tuple[str, ...]] = []
         seen: dict[str, int] = {}
         for number, group in enumerate(groups, start=1):
             members = [group] if isinstance(group, Machine | str) else list(group)
             if not members:
-                raise ValueError(f"partition(): group {number} is empty")
+                raise ArgumentError(f"partition(): group {number} is empty")
             names = []
             for member in members:
                 name = self._resolve(member, "partition()").name
                 if name in seen:
                     where = "twice in one group" if seen[name] == number else "in two groups"
-                    raise ValueError(f"partition(): {name} is {where}")
+                    raise ArgumentError(f"partition(): {name} is {where}")
                 seen[name] = number
                 names.append(name)
             resolved.append(tuple(names))
@@ -515,20 +515,20 @@ class Network:
             raise TypeError(f"link(): one_way is True or False, got {one_way!r}")
         vlans = _vlans(first)
         if not vlans:
-            raise ValueError(f"link(): {first.name} is on no vlan")
+            raise ArgumentError(f"link(): {first.name} is on no vlan")
         if second is not None:
             if second is first:
-                raise ValueError(f"link(): a link joins two different machines, got {first.name} twice")
+                raise ArgumentError(f"link(): a link joins two different machines, got {first.name} twice")
             shared = [nr for nr in vlans if nr in _vlans(second)]
             if not shared:
-                raise ValueError(
+                raise ArgumentError(
                     f"link(): {first.name} (vlans {vlans}) and {second.name} (vlans {_vlans(second)}) share no vlan"
                 )
             vlans = shared
         if vlan is not None and vlan not in vlans:
             if second is None:
-                raise ValueError(f"link(): {first.name} is not on vlan {vlan} (its vlans: {vlans})")
-            raise ValueError(f"link(): {first.name} and {second.name} are not both on vlan {vlan} (shared: {vlans})")
+                raise ArgumentError(f"link(): {first.name} is not on vlan {vlan} (its vlans: {vlans})")
+            raise ArgumentError(f"link(): {first.name} and {second.name} are not both on vlan {vlan} (shared: {vlans})")
         return Link(self, (first.name, second.name if second else None, vlan, one_way))
 
     def _set_link(self, link: Link, setting: Impairment | None) -> None:
@@ -570,14 +570,14 @@ class Network:
         machines = self._machines()
         if isinstance(ref, Machine):
             if ref not in machines:
-                raise ValueError(f"{what}: {ref.name} is not a machine of this test")
+                raise ArgumentError(f"{what}: {ref.name} is not a machine of this test")
             return ref
         if isinstance(ref, str):
             for machine in machines:
                 if machine.name == ref:
                     return machine
             known = ", ".join(m.name for m in machines) or "none"
-            raise ValueError(f"{what}: there is no machine {ref!r} (machines: {known})")
+            raise ArgumentError(f"{what}: there is no machine {ref!r} (machines: {known})")
         raise TypeError(f"{what}: expected a machine (or its name), got {type(ref).__name__} {ref!r}")
 
     def machine_booted(self, machine: Machine) -> None:

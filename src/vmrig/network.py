@@ -5,6 +5,8 @@ alphabetically get the numbers 1, 2, ...; node `n` gets, on each of its vlans
 `v` (in the order of `Node.vlans`), the card `eth<i>` with MAC
 `52:54:00:12:<v>:<n>` (hex) and the addresses `192.168.<v>.<n>/24` and
 `2001:db8:<v>::<n>/64`, unless `Node.addresses` gives others for that vlan.
+A vlan listed twice gives a second card on it, with MAC `52:54:00:13:<v>:<n>`
+and only the addresses `Node.addresses["eth<i>"]` names.
 Every node's first IPv4 and first IPv6 address name it in every /etc/hosts.
 Nothing here knows about QEMU or the guests.
 """
@@ -23,9 +25,11 @@ __all__ = ["MAX_NODES", "NetworkPlan", "automatic_addresses", "interfaces_of", "
 MAX_NODES = 254
 
 
-def mac_address(vlan: int, number: int) -> str:
-    """The MAC of node `number`'s card on `vlan`."""
-    return f"52:54:00:12:{vlan:02x}:{number:02x}"
+def mac_address(vlan: int, number: int, card: int = 0) -> str:
+    """The MAC of node `number`'s card on `vlan`: NixOS's for the first card,
+    the fourth byte counting up for a second (`card` 1), third ... on the same vlan.
+    """
+    return f"52:54:00:{0x12 + card:02x}:{vlan:02x}:{number:02x}"
 
 
 def automatic_addresses(vlan: int, number: int) -> list[str]:
@@ -34,18 +38,27 @@ def automatic_addresses(vlan: int, number: int) -> list[str]:
 
 
 def interfaces_of(node: Node, number: int) -> tuple[Interface, ...]:
-    """`eth1`, `eth2`, ...: one card per vlan of `node`, in the order of `Node.vlans`."""
+    """`eth1`, `eth2`, ...: one card per entry of `Node.vlans`, in that order.
+
+    A card's addresses: `Node.addresses["eth<i>"]`, else for the first card on
+    its vlan `Node.addresses[vlan]` or the automatic ones; a further card on
+    the same vlan has none unless given by name.
+    """
     interfaces = []
     for index, vlan in enumerate(node.vlans, start=1):
-        addresses = node.addresses.get(vlan)
-        if addresses is None:
-            addresses = automatic_addresses(vlan, number)
+        card = node.vlans[: index - 1].count(vlan)
+        addresses = node.addresses.get(f"eth{index}")
+        if addresses is None and card == 0:
+            addresses = node.addresses.get(vlan)
+            if addresses is None:
+                addresses = automatic_addresses(vlan, number)
+        addresses = addresses or []
         ipv4 = [a for a in addresses if ":" not in a]
         ipv6 = [a for a in addresses if ":" in a]
         first4 = ipv4[0] if ipv4 else None
         first6 = ipv6[0] if ipv6 else None
         more = tuple(a for a in addresses if a not in (first4, first6))
-        interfaces.append(Interface(index, vlan, first4, first6, mac=mac_address(vlan, number), more=more))
+        interfaces.append(Interface(index, vlan, first4, first6, mac=mac_address(vlan, number, card), more=more))
     return tuple(interfaces)
 
 
@@ -74,12 +87,14 @@ class NetworkPlan:
         self.hosts = tuple(hosts)
 
     def _check_unique_addresses(self) -> None:
-        owners: dict[tuple[int, str], str] = {}
+        owners: dict[tuple[int, str], tuple[str, int]] = {}
         for name, interfaces in self.interfaces.items():
             for interface in interfaces:
                 for address in interface.addresses:
                     key = (interface.vlan, _bare(address))
-                    other = owners.setdefault(key, name)
+                    other, index = owners.setdefault(key, (name, interface.index))
+                    if other == name and index != interface.index:
+                        raise SpecError(f"node {name!r} has the address {key[1]} on vlan {key[0]} twice")
                     if other != name:
                         raise SpecError(
                             f"nodes {other!r} and {name!r} both have the address {key[1]} on vlan {key[0]}; "

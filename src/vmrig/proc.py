@@ -172,8 +172,13 @@ def _start(
     pass_fds: Sequence[int] = (),
     env: Mapping[str, str] | None,
     cwd: str | Path | None,
+    own_group: bool = False,
 ) -> Child:
-    """Starts `argv`, through `prefix` if given (a wrapper that execs it, so the child is `argv`)."""
+    """Starts `argv`, through `prefix` if given (a wrapper that execs it, so the child is `argv`).
+
+    `own_group`: the child leads a process group of its own, so the SIGINT a
+    terminal sends to the driver's group at Ctrl-C does not reach it.
+    """
     LOG.debug("+ %s", shlex.join(argv))
     popen = subprocess.Popen(
         [*prefix, *argv],
@@ -183,6 +188,7 @@ def _start(
         pass_fds=pass_fds,
         env=child_env(env),
         cwd=cwd,
+        process_group=0 if own_group else None,
     )
     return Child(popen, argv)
 
@@ -232,6 +238,8 @@ def spawn(
 
     The parent-death signal fires when the *thread* that started the child
     ends, so call this from a thread that lives as long as the child should.
+    The child has a process group of its own: Ctrl-C at the driver's prompt
+    interrupts the driver, not its machines and switches.
     """
     setpriv = require_tool("setpriv")
     return _start(
@@ -243,4 +251,5 @@ def spawn(
         pass_fds=pass_fds,
         env=env,
         cwd=cwd,
+        own_group=True,
     )

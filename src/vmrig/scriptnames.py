@@ -31,6 +31,11 @@ DRIVER_SYMBOLS = (
     "Machine",
     "t",
     "debug",
+    # Names of newer NixOS drivers: every vmrig machine is a QEMU one.
+    "machines_qemu",
+    "machines_nspawn",
+    "BaseMachine",
+    "QemuMachine",
 )
 
 # A machine variable with one of these names would hide a driver global.

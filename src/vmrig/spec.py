@@ -451,16 +451,17 @@ class File:
 
     content: str | bytes
     mode: int = 0o644
-    owner: str = "root"
-    group: str = "root"
+    # None: root, or for a file under a user's home that user (and their group); see Node.file_owner.
+    owner: str | None = None
+    group: str | None = None
 
     def __post_init__(self) -> None:
         _check_fields(self)
         if not 0 <= self.mode <= 0o7777:
             raise SpecError(f"File.mode: must be between 0o0 and 0o7777, got {oct(self.mode)}")
         for name in ("owner", "group"):
-            value: str = getattr(self, name)
-            if not value.isdigit():
+            value: str | None = getattr(self, name)
+            if value is not None and not value.isdigit():
                 _account_name(value, f"File.{name}")
 
 
@@ -562,10 +563,13 @@ class Node:
     kernel_params: list[str] = field(default_factory=list)
     qemu_options: list[str] = field(default_factory=list)
     build_commands: list[str] = field(default_factory=list)
+    # One card per entry, eth1, eth2, ... in this order; a vlan listed twice gets two cards.
     vlans: list[int] = field(default_factory=lambda: [1])
-    # vlan -> addresses with prefix length, instead of the automatic
-    # 192.168.<vlan>.<n>/24 and 2001:db8:<vlan>::<n>/64; [] leaves it without any.
-    addresses: dict[int, list[str]] = field(default_factory=dict)
+    # vlan (its first card) or interface name ("eth2") -> addresses with prefix
+    # length, instead of the automatic 192.168.<vlan>.<n>/24 and
+    # 2001:db8:<vlan>::<n>/64 of a vlan's first card (a second card on the same
+    # vlan has none unless given here); [] leaves a card without any.
+    addresses: dict[int | str, list[str]] = field(default_factory=dict)
     forward_ports: list[tuple[int, int]] = field(default_factory=list)
     # guest path -> host directory (read-write), or SharedDirectory(source=..., read_only=True)
     shared_directories: dict[str, str | SharedDirectory] = field(default_factory=dict)
@@ -596,8 +600,6 @@ class Node:
             _single_line(item, f"Node.kernel_params[{index}]")
         for vlan in self.vlans:
             _in_range(vlan, 1, 254, "Node.vlans")
-        if len(set(self.vlans)) != len(self.vlans):
-            raise SpecError(f"Node.vlans: duplicate vlan in {self.vlans}")
         host_ports = set()
         for host_port, guest_port in self.forward_ports:
             _in_range(host_port, 1, 65535, "Node.forward_ports host port")
@@ -608,10 +610,19 @@ class Node:
         self._check_addresses()
         self._check_shared_directories()
 
+    def interface_names(self) -> list[str]:
+        """eth1, eth2, ...: the node's vlan cards, one per entry of `vlans`."""
+        return [f"eth{index}" for index in range(1, len(self.vlans) + 1)]
+
     def _check_addresses(self) -> None:
         for vlan, addresses in self.addresses.items():
-            where = f"Node.addresses[{vlan}]"
-            if vlan not in self.vlans:
+            where = f"Node.addresses[{vlan!r}]"
+            if isinstance(vlan, str) and vlan not in self.interface_names():
+                raise SpecError(
+                    f"Node.addresses: the node has no interface {vlan!r}; its vlan cards: "
+                    f"{', '.join(self.interface_names()) or 'none'} (one per entry of Node.vlans)"
+                )
+            if isinstance(vlan, int) and vlan not in self.vlans:
                 raise SpecError(
                     f"Node.addresses: vlan {vlan} is not one of the node's vlans {self.vlans}; add it to Node.vlans"
                 )
@@ -668,6 +679,26 @@ class Node:
             path: content if isinstance(content, File) else File(content=content)
             for path, content in self.files.items()
         }
+
+    def home_owner(self, path: str) -> str | None:
+        """The user of `users` whose home directory holds `path`, if any."""
+        for name, user in sorted(self.users.items()):
+            home = user.home_directory(name).rstrip("/")
+            if path.startswith(home + "/"):
+                return name
+        return None
+
+    def file_owner(self, path: str) -> tuple[str, str]:
+        """(owner, group) of file `path`: the File's own, else the home's user, else root.
+
+        A group of "" means the owner's login group (`chown alice:`).
+        """
+        entry = self.file_entries()[path]
+        user = self.home_owner(path)
+        owner = entry.owner or user or "root"
+        if entry.group is not None:
+            return owner, entry.group
+        return owner, "" if entry.owner is None and user is not None else "root"
 
     def unit_files(self) -> dict[str, str]:
         """Unit file name (`hello.service`) -> unit file text."""

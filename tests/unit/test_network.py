@@ -38,6 +38,25 @@ def test_numbers_macs_and_automatic_addresses() -> None:
     )
 
 
+def test_two_cards_on_one_vlan_get_their_own_macs_and_addresses() -> None:
+    """As NixOS's virtualisation.interfaces allows, but without its shared MAC."""
+    node = Node(vlans=[1, 2, 1], addresses={"eth3": ["192.168.1.100/24"]})
+    cards = NetworkPlan({"router": node}).interfaces["router"]
+    assert [(card.name, card.vlan, card.mac, card.addresses) for card in cards] == [
+        ("eth1", 1, "52:54:00:12:01:01", ("192.168.1.1/24", "2001:db8:1::1/64")),
+        ("eth2", 2, "52:54:00:12:02:01", ("192.168.2.1/24", "2001:db8:2::1/64")),
+        ("eth3", 1, "52:54:00:13:01:01", ("192.168.1.100/24",)),
+    ]
+    plain = NetworkPlan({"router": Node(vlans=[1, 1])}).interfaces["router"]
+    assert plain[1].mac == "52:54:00:13:01:01" and plain[1].addresses == ()
+    assert mac_address(1, 1) == "52:54:00:12:01:01"
+
+
+def test_one_address_on_two_cards_of_a_node_is_refused() -> None:
+    with pytest.raises(SpecError, match="node 'router' has the address 192.168.1.1 on vlan 1 twice"):
+        NetworkPlan({"router": Node(vlans=[1, 1], addresses={"eth2": ["192.168.1.1/24"]})})
+
+
 def test_fixed_and_missing_addresses() -> None:
     plan = NetworkPlan(
         {

@@ -237,7 +237,11 @@ def test_defaults() -> None:
         (lambda: Node(disk_size=1000), "Node.disk_size: must be at least 1024, got 1000"),
         (lambda: Node(vlans=[0]), "Node.vlans: must be between 1 and 254, got 0"),
         (lambda: Node(vlans=[255]), "Node.vlans: must be between 1 and 254, got 255"),
-        (lambda: Node(vlans=[1, 2, 1]), "Node.vlans: duplicate vlan in [1, 2, 1]"),
+        (
+            lambda: Node(vlans=[1, 1], addresses={"eth3": []}),
+            "Node.addresses: the node has no interface 'eth3'; "
+            "its vlan cards: eth1, eth2 (one per entry of Node.vlans)",
+        ),
         (
             lambda: Node(forward_ports=[(0, 80)]),
             "Node.forward_ports host port: must be between 1 and 65535, got 0",
@@ -314,12 +318,32 @@ def test_valid_node() -> None:
     assert File(content="", owner="1000", group="1000").owner == "1000"
 
 
+def test_files_under_a_home_belong_to_its_user_unless_they_say_otherwise() -> None:
+    node = Node(
+        users={"alice": User(), "bob": User(home="/srv/bob")},
+        files={
+            "/home/alice/.config/app.conf": "x",
+            "/home/alice/root-owned": File(content="", owner="root"),
+            "/home/alice/shared": File(content="", group="adm"),
+            "/srv/bob/notes": "n",
+            "/home/alicex/other": "o",
+            "/etc/app.conf": File(content="", owner="alice"),
+        },
+    )
+    assert node.file_owner("/home/alice/.config/app.conf") == ("alice", "")
+    assert node.file_owner("/home/alice/root-owned") == ("root", "root")
+    assert node.file_owner("/home/alice/shared") == ("alice", "adm")
+    assert node.file_owner("/srv/bob/notes") == ("bob", "")
+    assert node.file_owner("/home/alicex/other") == ("root", "root")
+    assert node.file_owner("/etc/app.conf") == ("alice", "root")
+
+
 def test_file_entries_wraps_plain_contents() -> None:
     custom = File(content="#!/bin/sh\n", mode=0o755, owner="alice")
     node = Node(files={"/etc/motd": "hi", "/srv/blob": b"\0", "/usr/local/bin/x": custom})
     entries = node.file_entries()
     assert entries["/etc/motd"] == File(content="hi")
-    assert entries["/etc/motd"].mode == 0o644 and entries["/etc/motd"].owner == "root"
+    assert entries["/etc/motd"].mode == 0o644 and node.file_owner("/etc/motd") == ("root", "root")
     assert entries["/srv/blob"].content == b"\0"
     assert entries["/usr/local/bin/x"] is custom
 

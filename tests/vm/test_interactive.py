@@ -131,6 +131,25 @@ def test_start_all_and_commands(session: Session) -> None:
     assert "'node2\\n'" in session.run('node2.succeed("hostname")')
 
 
+def test_ctrl_c_stops_the_guest_command_and_keeps_every_machine(session: Session) -> None:
+    before = re.findall(r"\[(\d+), (\d+)\]", session.run("[m.pid for m in machines]"))[-1]
+    child = session.child
+    child.send('node1.succeed("sleep 40; echo late")\r')
+    session.count += 1
+    child.expect("must succeed: sleep 40")
+    time.sleep(2)  # the command is running in the guest
+    started = time.monotonic()
+    child.sendintr()
+    out = session.wait_prompt(timeout=60)
+    assert "KeyboardInterrupt" in out
+    assert time.monotonic() - started < 20, "the interrupt waited for the command"
+    assert "stopped (exit code 130)" in out
+    # The channel is in step: the next command answers with its own output, not the late one.
+    assert "'mine\\n'" in session.run('node1.succeed("echo mine")')
+    assert "[True, True]" in session.run("[m.process.poll() is None and m.is_up() for m in machines]")
+    assert re.findall(r"\[(\d+), (\d+)\]", session.run("[m.pid for m in machines]"))[-1] == before
+
+
 def test_test_script_returns_to_the_prompt_when_it_fails_and_passes(session: Session) -> None:
     out = session.run("test_script()")
     assert "!!! RequestedAssertionFailed: command `test -e /tmp/ready` failed (exit code 1)" in out

@@ -7,6 +7,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from tests.conftest import BootedDriver, short_tmp
 from vmrig.errors import RequestedAssertionFailed
 from vmrig.machine import Machine
 from vmrig.spec import File, Node, Service
+from vmrig.timeouts import TimeoutScale
 
 pytestmark = pytest.mark.vm
 DATA = Path(__file__).parent / "data"
@@ -47,6 +49,22 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
         yield machine
     finally:
         booted.close()
+
+
+def test_first_command_sees_basic_target_and_its_wait_is_not_charged_the_boot(node: Machine) -> None:
+    """The module's machine is still booting here: this is its first command."""
+    node.config.timeout_scale = TimeoutScale()  # the timeout as written, not scaled
+    started = time.monotonic()
+    node.wait_for_file("/etc/hostname", timeout=1)  # the boot alone takes longer than 1 s
+    assert time.monotonic() - started > 1
+    # As NixOS's backdoor unit: sockets (D-Bus's), local file systems, /tmp.
+    assert node.succeed("systemctl is-active basic.target sockets.target dbus.socket") == "active\n" * 3
+    node.config.timeout_scale = TimeoutScale.choose("tcg", None)
+
+
+def test_network_targets_are_reached(node: Machine) -> None:
+    node.wait_for_unit("network.target")
+    node.wait_for_unit("network-online.target", timeout=timedelta(seconds=60))
 
 
 def test_succeed_returns_stdout_and_fail_raises(node: Machine) -> None:
@@ -170,15 +188,30 @@ def test_wait_primitives(node: Machine) -> None:
     node.wait_until_fails("test -e /tmp/goes-away", timeout=30)
 
 
-def test_wait_timeouts_fail_with_a_clear_message(node: Machine) -> None:
+def test_wait_timeouts_fail_with_nixos_text(node: Machine) -> None:
+    node.config.timeout_scale = TimeoutScale()
+    try:
+        started = time.monotonic()
+        with pytest.raises(RequestedAssertionFailed, match=r"action timed out after 3\.\d\d seconds \(timeout=3\)"):
+            node.wait_until_succeeds("false", timeout=3)
+        with pytest.raises(RequestedAssertionFailed, match="port 9 on localhost"):
+            node.wait_for_open_port(9, timeout=timedelta(seconds=2))
+        with pytest.raises(RequestedAssertionFailed, match="/nonexistent"):
+            node.wait_for_file("/nonexistent", timeout=2)
+        assert time.monotonic() - started < 60
+    finally:
+        node.config.timeout_scale = TimeoutScale.choose("tcg", None)
+
+
+def test_timeouts_are_scaled_under_tcg(node: Machine) -> None:
+    node.config.timeout_scale = TimeoutScale(3.0, "TCG")
     started = time.monotonic()
-    with pytest.raises(RequestedAssertionFailed, match="timed out after 3 seconds"):
-        node.wait_until_succeeds("false", timeout=3)
-    with pytest.raises(RequestedAssertionFailed, match="port 9 on localhost"):
-        node.wait_for_open_port(9, timeout=2)
-    with pytest.raises(RequestedAssertionFailed, match="/nonexistent"):
-        node.wait_for_file("/nonexistent", timeout=2)
-    assert time.monotonic() - started < 60
+    scaled = r"timed out after 3\.\d\d seconds \(timeout=0:00:01, scaled x3 under TCG to 3 s\)"
+    with pytest.raises(RequestedAssertionFailed, match=scaled):
+        node.wait_until_fails("true", timeout=timedelta(seconds=1))
+    assert time.monotonic() - started >= 3
+    assert node.execute("sleep 2; echo done", timeout=1) == (0, "done\n")  # 1 s scaled to 3 s
+    node.config.timeout_scale = TimeoutScale.choose("tcg", None)
 
 
 def test_console(node: Machine) -> None:
@@ -189,6 +222,12 @@ def test_console(node: Machine) -> None:
     node.wait_for_console_text(r"marker-\d{1}$", timeout=30)
     with pytest.raises(RequestedAssertionFailed, match="timed out"):
         node.wait_for_console_text("never-printed", timeout=2)
+    # The console as one text: a multi-line regex matches lines that arrive during the wait...
+    node.succeed("(sleep 2; printf 'alpha\\nbeta\\n' > /dev/ttyS0) >/dev/null 2>&1 &")
+    node.wait_for_console_text(r"alpha\nbeta", timeout=60)
+    # ... and what a wait consumed is not matched again, as in NixOS.
+    with pytest.raises(RequestedAssertionFailed, match="timed out"):
+        node.wait_for_console_text("^alpha$", timeout=1)
     # stderr of commands goes to the console, as in the NixOS driver
     node.succeed("echo vmrig-stderr-line >&2")
     node.wait_for_console_text("vmrig-stderr-line", timeout=30)

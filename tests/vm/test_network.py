@@ -41,7 +41,8 @@ NODES = {
         addresses={3: []},
         services={"echo": Service(exec_start="/bin/nc -lk 7000"), "sink": SINK},
     ),
-    "gamma": Node(vlans=[2], addresses={2: ["192.168.2.33/24"]}),
+    # Two cards on vlan 2 (NixOS's virtualisation.interfaces allows it), each with a MAC and address of its own.
+    "gamma": Node(vlans=[2, 2], addresses={2: ["192.168.2.33/24"], "eth2": ["192.168.2.44/24"]}),
 }
 
 
@@ -203,8 +204,10 @@ def test_cards_addresses_and_hosts(net: Topology) -> None:
     beta = net.beta.succeed("ip -br addr show eth2; ip -br link show eth2")
     assert "52:54:00:12:03:02" in beta
     assert "192.168" not in beta and "2001:db8" not in beta  # addresses={3: []}
-    gamma = net.gamma.succeed("ip -br addr show eth1")
+    gamma = net.gamma.succeed("ip -br addr show eth1; ip -br addr show eth2; ip -br link show eth2")
     assert re.search(r"eth1 +UP +192\.168\.2\.33/24", gamma) and "2001:db8" not in gamma
+    assert re.search(r"eth2 +UP +192\.168\.2\.44/24", gamma) and "52:54:00:13:02:03" in gamma
+    assert reaches(net.alpha, "192.168.2.44") and reaches(net.alpha, "192.168.2.33")
     hosts = net.beta.succeed("cat /etc/hosts")
     for line in ("192.168.1.1 alpha", "2001:db8:1::1 alpha", "192.168.1.2 beta", "192.168.2.33 gamma"):
         assert f"\n{line}\n" in hosts, hosts

@@ -10,7 +10,7 @@ exec 8<>/run/vmrig/out 9<>/run/vmrig/watchdog
 # decodes). With INPUT_BYTES, the command's stdin is that many bytes
 # read from the data port; otherwise /dev/null.
 __vmrig_run() {
-    local nonce=$1 timeout=$2 cmd=$3 input=${4:-} pid watchdog=0 status fired
+    local nonce=$1 timeout=$2 cmd=$3 input=${4:-} pid watchdog status fired reason
     if [[ -n $input ]]; then
         head -c "$input" <&7 >/run/vmrig/input  # fd 7: the data port (see backdoor)
         input=/run/vmrig/input
@@ -22,24 +22,33 @@ __vmrig_run() {
         (set -euo pipefail; eval "$cmd") </dev/null >&8 &
     fi
     pid=$!
-    if ((timeout > 0)); then
-        (
-            read -r -t "$timeout" -u 9 || true
-            printf '%s\n' "$nonce" >/run/vmrig/timeout
-            kill -TERM -- "-$pid" 2>/dev/null
-            read -r -t 5 -u 9 || true
-            kill -KILL -- "-$pid" 2>/dev/null
-        ) &
-        watchdog=$!
-    fi
+    # The watchdog ends the command when its time is up (status 124) or when
+    # the driver cancels it (Ctrl-C at its prompt: the nonce arrives on the
+    # control port, which the backdoor copies into the watchdog's FIFO; 130).
+    (
+        reason=124 end=$((SECONDS + timeout)) left=
+        while :; do
+            if ((timeout > 0)); then
+                left=$((end - SECONDS))
+                ((left > 0)) || break
+                read -r -t "$left" -u 9 line || break
+            else
+                read -r -u 9 line || break
+            fi
+            [[ $line == "$nonce" ]] && reason=130 && break
+        done
+        printf '%s %s\n' "$nonce" "$reason" >/run/vmrig/timeout
+        kill -TERM -- "-$pid" 2>/dev/null
+        read -r -t 5 -u 9 || true
+        kill -KILL -- "-$pid" 2>/dev/null
+    ) &
+    watchdog=$!
     wait "$pid"
     status=$?
-    if ((watchdog)); then
-        kill -PIPE -- "-$watchdog" 2>/dev/null  # bash reports no SIGPIPE deaths
-        fired=
-        [[ -e /run/vmrig/timeout ]] && read -r fired </run/vmrig/timeout
-        [[ $fired == "$nonce" ]] && status=124
-    fi
+    kill -PIPE -- "-$watchdog" 2>/dev/null  # bash reports no SIGPIPE deaths
+    fired=
+    [[ -e /run/vmrig/timeout ]] && read -r fired reason </run/vmrig/timeout
+    [[ $fired == "$nonce" ]] && status=$reason
     [[ -n $input ]] && : >/run/vmrig/input
     printf '\n%s E %d\n' "$nonce" "$status" >&8
 }
