@@ -67,7 +67,15 @@ def run_vmrig(
 class BootedDriver:
     """A driver whose images are built and machines created, in this process."""
 
-    def __init__(self, nodes: dict[str, Node], tmp_dir: Path, script: str = "", options: Options | None = None):
+    def __init__(
+        self,
+        nodes: dict[str, Node],
+        tmp_dir: Path,
+        script: str = "",
+        options: Options | None = None,
+        *,
+        snapshots: bool = False,
+    ):
         self.log_stream = io.StringIO()
         self.logger = Logger(self.log_stream, color=False)
         spec = TestSpec(
@@ -81,7 +89,8 @@ class BootedDriver:
         )
         out_dir = tmp_dir / "out"
         out_dir.mkdir(exist_ok=True)
-        self.driver = Driver(spec, logger=self.logger, out_dir=out_dir, tmp_dir=tmp_dir)
+        # Booted snapshots only where a test is about them: each costs a save and disk space.
+        self.driver = Driver(spec, logger=self.logger, out_dir=out_dir, tmp_dir=tmp_dir, snapshots=snapshots)
         self.driver.setup()
 
     def machine(self, name: str):  # noqa: ANN201 (Machine)

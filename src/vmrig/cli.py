@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not print the machines' serial console lines",
     )
     run.add_argument(
+        "--no-snapshots",
+        action="store_true",
+        help="boot every machine from scratch: neither restore nor save booted snapshots "
+        "(they are never used with --keep-vm-state)",
+    )
+    run.add_argument(
         "-I",
         "--interactive",
         action="store_true",
@@ -189,6 +195,7 @@ def _load(args: argparse.Namespace, logger: Logger) -> tuple[TestSpec, Driver]:
         global_timeout=getattr(args, "global_timeout", None),
         interactive=interactive,
         debug_on_failure=getattr(args, "debug_on_failure", False),
+        snapshots=not getattr(args, "no_snapshots", False),
     )
     driver.check_script()
     return spec, driver

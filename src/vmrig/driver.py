@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import fcntl
 import functools
+import inspect
 import os
 import shutil
 import signal
@@ -43,7 +44,7 @@ from vmrig.machine import Machine, MachineConfig
 from vmrig.netfault import Network
 from vmrig.network import NetworkPlan
 from vmrig.scriptnames import DRIVER_SYMBOLS, public_attributes
-from vmrig.spec import Node, SpecError, default_cores, python_name
+from vmrig.spec import EXCHANGE_GUEST_PATH, Node, SpecError, default_cores, python_name
 from vmrig.testfile import TestSpec
 from vmrig.timeouts import Duration, TimeoutScale, seconds
 from vmrig.timer import PausableTimer
@@ -175,6 +176,7 @@ class Driver:
         images: ImageStore | None = None,
         tmp_dir: Path | None = None,
         debug_on_failure: bool = False,
+        snapshots: bool = True,
     ) -> None:
         # The SSH backdoor adds sshd to every node's image and config layer.
         self.ssh: ssh.Backdoor | None = None
@@ -187,6 +189,8 @@ class Driver:
         self.logger = logger
         self.out_dir = out_dir
         self.keep_vm_state = keep_vm_state
+        # Booted snapshots (vmrig.snapshot): never with kept state, whose disks outlive a run.
+        self.snapshots = snapshots and not keep_vm_state
         self.global_timeout = global_timeout if global_timeout is not None else spec.options.global_timeout
         self.interactive = interactive
         self.images = images or ImageStore(progress=logger.info)
@@ -242,6 +246,22 @@ class Driver:
             machine_methods=public_attributes(Machine),
         )
 
+    def uses_exchange_dir(self) -> bool:
+        """Whether machines mount the run's exchange directory at /tmp/shared.
+
+        virtiofs cannot be saved in a snapshot, so with snapshots on, only a
+        script that names /tmp/shared gets it (as every NixOS test machine has).
+        """
+        if not self.snapshots:
+            return True
+        script = self.spec.script
+        if callable(script):
+            try:
+                script = inspect.getsource(script)
+            except (OSError, TypeError):
+                return True
+        return EXCHANGE_GUEST_PATH in script
+
     def vlan_numbers(self) -> list[int]:
         return self.network_plan.vlan_numbers()
 
@@ -287,7 +307,8 @@ class Driver:
             )
         network = self.network_of(name, number, node)
         try:
-            shares = plan_shares(node, base_dir=self.spec.path.parent, exchange_dir=self.shared_dir)
+            exchange = self.shared_dir if self.uses_exchange_dir() else None
+            shares = plan_shares(node, base_dir=self.spec.path.parent, exchange_dir=exchange)
         except SpecError as error:
             raise TestFileError(f"node {name}: {error.message}", self.spec.path) from None
         virtiofs = Virtiofs(name, shares, self._run_dir, node.memory_size, self.logger)
@@ -314,10 +335,11 @@ class Driver:
             vlan_nics=[
                 (card.vlan, card.mac or "", str(self._run_dir / f"vde{card.vlan}.ctl")) for card in network.interfaces
             ],
-            sidecars=[virtiofs],
+            sidecars=[virtiofs] if shares else [],
             user_net_options=forwards,
             outside_access=self.interactive,
             timeout_scale=self.timeout_scale,
+            snapshot_root=self.images.root if self.snapshots else None,
         )
 
     def setup(self) -> None:
@@ -426,6 +448,18 @@ class Driver:
                 machine.wait_for_shutdown()
             if self._timer is not None:
                 self._timer.cancel()
+
+    def snapshot(self, name: str) -> None:
+        """Saves every running machine's state under `name` (Machine.snapshot, for all of them)."""
+        for machine in self.all_machines():
+            if machine.booted:
+                machine.snapshot(name)
+
+    def restore(self, name: str) -> None:
+        """Brings every running machine back to its state saved under `name` (Machine.restore)."""
+        for machine in self.all_machines():
+            if machine.booted:
+                machine.restore(name)
 
     def subtest(self, name: str) -> contextlib.AbstractContextManager[None]:
         return self.logger.subtest(name)

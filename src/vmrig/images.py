@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmrig import bootkernel, proc
+from vmrig import bootkernel, proc, snapshot
 from vmrig.contract import GUEST_DIR
 from vmrig.cpio import CpioWriter
 from vmrig.errors import HostCommandFailed, ImageBuildError, UsageError
@@ -314,9 +314,10 @@ class ImageStore:
     # -- garbage collection --------------------------------------------------
 
     def entries(self) -> list[tuple[Path, float, int]]:
-        """Cached layers as (path, last use as a Unix time, size in bytes)."""
+        """Cached layers and booted snapshots as (path, last use as a Unix time, size in bytes)."""
         found = []
-        for path in sorted(self.root.glob("base-*")) + sorted(self.root.glob("image-*")):
+        layers = sorted(self.root.glob("base-*")) + sorted(self.root.glob("image-*"))
+        for path in layers + sorted(self.root.glob(f"{snapshot.PREFIX}*")):
             try:
                 last_used = float((path / LAST_USED).read_text())
             except (OSError, ValueError):
@@ -325,7 +326,8 @@ class ImageStore:
         return found
 
     def gc(self, older_than_days: float, dry_run: bool = False) -> list[Path]:
-        """Removes layers unused for `older_than_days`, and leftovers of killed builds."""
+        """Removes layers and snapshots unused for `older_than_days`, snapshots of removed
+        images, and leftovers of killed builds."""
         removed: list[Path] = []
         limit = time.time() - older_than_days * 86400
         for path, last_used, _size in self.entries():
@@ -335,8 +337,13 @@ class ImageStore:
                     if not dry_run:
                         shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
+        for orphan in [] if dry_run else list(snapshot.stale(self.root)):
+            shutil.rmtree(orphan, ignore_errors=True)
+            removed.append(orphan)
         scratch_parent = self.root / "tmp"
         for stale in sorted(scratch_parent.glob("*")) if scratch_parent.exists() else []:
+            if snapshot.saving(stale):
+                continue  # a running driver is saving a snapshot there
             key = stale.name.split(".", 1)[0].split("-", 1)[-1]
             lock_path = self.root / "locks" / f"{key}.lock"
             with open(lock_path, "a") as lock:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
+import hashlib
 import io
 import math
 import os
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from vmrig import proc
+from vmrig import proc, snapshot
 from vmrig.channel import FrameDecoder
 from vmrig.contract import READY_LINE
 from vmrig.errors import ArgumentError, MachineError, RequestedAssertionFailed
@@ -44,6 +46,8 @@ DEFAULT_TIMEOUT = 900
 # How long the backdoor may take to come up before the start counts as failed.
 CONNECT_TIMEOUT = float(os.environ.get("VMRIG_CONNECT_TIMEOUT", "300"))
 CONSOLE_TAIL = 20
+# QEMU's migration capability that leaves RAM in a named shared file out of the stream.
+IGNORE_SHARED = {"capability": "x-ignore-shared", "state": True}
 QBOOT = Path("/usr/share/qemu/qboot.rom")
 # How long a command may take to end once cancelled: its watchdog sends
 # SIGTERM, then SIGKILL 5 s later.
@@ -190,6 +194,9 @@ class MachineConfig:
     vsock_cid: int | None = None  # a vhost-vsock device with this guest CID (the SSH backdoor)
     sidecars: list[Sidecar] = field(default_factory=list)  # host helpers and their QEMU arguments
     timeout_scale: TimeoutScale = field(default_factory=TimeoutScale)  # applied to the script's timeouts
+    # The image cache: the first start restores this configuration's booted snapshot
+    # from there, or saves one once booted (see vmrig.snapshot). None: always boot.
+    snapshot_root: Path | None = None
 
 
 class Machine:
@@ -246,6 +253,10 @@ class Machine:
         self._serial_thread: threading.Thread | None = None
         self._console_lines: list[str] = []
         self._console_consumed = 0  # lines that wait_for_console_text has read past
+        self._first_start = True  # only a first start restores or saves a booted snapshot
+        self._save_to: Path | None = None  # this boot is saved there once up
+        self._snapshot_final = Path()
+        self._restore_pending = False  # restored, its first command not sent yet
         self._console_cond = threading.Condition()
         self._last_lines: deque[str] = deque(maxlen=200)
         self._command_lock = threading.RLock()
@@ -295,10 +306,13 @@ class Machine:
     def is_up(self) -> bool:
         return self.booted and self.connected
 
-    def _prepare_state(self) -> Path:
+    def _prepare_state(self, backing: Path | None = None) -> Path:
+        """The state directory, its initrd and the disk overlay (on `backing`, else on the image)."""
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
         overlay = self.state_dir / f"{self.name}.qcow2"
+        if backing is not None:
+            overlay.unlink(missing_ok=True)
         if not overlay.exists():
             proc.run(
                 [
@@ -308,7 +322,7 @@ class Machine:
                     "-f",
                     "qcow2",
                     "-b",
-                    self.config.disk,
+                    backing or self.config.disk,
                     "-F",
                     "qcow2",
                     overlay,
@@ -330,7 +344,11 @@ class Machine:
         allow_reboot: bool,
         shell_port_fd: int | None = None,
         control_fd: int | None = None,
+        ram: tuple[Path, bool] | None = None,
+        incoming: bool = False,
     ) -> list[str]:
+        """QEMU's command line. `ram`: guest memory in that file (shared, or mapped
+        copy-on-write), for snapshots; `incoming`: wait for a saved state (restore)."""
         c = self.config
         params = [*KERNEL_PARAMS, *c.kernel_params]
         cmd: list[str] = [
@@ -419,6 +437,16 @@ class Machine:
             cmd += ["-device", f"vhost-vsock-pci,guest-cid={c.vsock_cid}"]
         for sidecar in c.sidecars:
             cmd += sidecar.qemu_args()
+        if ram is not None:
+            path, shared = ram
+            cmd += [
+                "-object",
+                f"memory-backend-file,id=ram0,size={c.memory_mib}M,mem-path={path},share={'on' if shared else 'off'}",
+                "-machine",
+                "memory-backend=ram0",
+            ]
+        if incoming:
+            cmd += ["-incoming", "defer"]
         if not allow_reboot:
             cmd.append("-no-reboot")
         cmd += c.qemu_options
@@ -437,7 +465,13 @@ class Machine:
         if self.booted:
             return
         self.log("starting vm")
-        overlay = self._prepare_state()
+        restore_from, self._save_to = self._snapshot_plan(allow_reboot)
+        overlay = self._prepare_state(backing=restore_from / snapshot.DISK if restore_from else None)
+        ram = None
+        if restore_from is not None:
+            ram = (restore_from / snapshot.RAM, False)
+        elif self._save_to is not None:
+            ram = (self._save_to / snapshot.RAM, True)
         shell_host, shell_guest = socket.socketpair()
         qmp_host, qmp_guest = socket.socketpair()
         data_host, data_guest = socket.socketpair()
@@ -453,6 +487,8 @@ class Machine:
                 allow_reboot,
                 shell_port_fd=port_guest.fileno(),
                 control_fd=control_guest.fileno(),
+                ram=ram,
+                incoming=restore_from is not None,
             )
             if self.config.start_command:
                 args = ["sh", "-c", f'{self.config.start_command} "$@"', "vmrig-start", *args[1:]]
@@ -500,6 +536,120 @@ class Machine:
             raise
         self.booted = True
         self.log(f"QEMU running (pid {self.pid})")
+        if restore_from is not None:
+            self._load_snapshot(restore_from)
+
+    # -- booted snapshots (see vmrig.snapshot) ------------------------------------
+
+    def _snapshot_key(self, allow_reboot: bool) -> str:
+        """What the booted guest depends on: QEMU, its command line (run-specific paths left out), image, config."""
+        probe = dataclasses.replace(
+            self.config, vlan_nics=[(vlan, mac, f"vde{vlan}") for vlan, mac, _sock in self.config.vlan_nics]
+        )
+        real, self.config = self.config, probe
+        try:
+            argv = self.qemu_command(Path("overlay"), 3, 4, 5, allow_reboot, shell_port_fd=6, control_fd=7)
+        finally:
+            self.config = real
+        state = str(self.state_dir)
+        return snapshot.key(
+            [
+                proc.run([argv[0], "--version"]).stdout.decode(errors="replace"),
+                *(part.replace(state, "STATE") for part in argv[1:]),
+                str(self.config.disk),
+                hashlib.sha256(self.config.config_layer).hexdigest(),
+                str(self.config.initrd.stat().st_size),
+            ]
+        )
+
+    def _snapshot_plan(self, allow_reboot: bool) -> tuple[Path | None, Path | None]:
+        """(snapshot to restore, scratch directory to save this boot into): at most one of them.
+
+        Only a machine's first start in a run uses snapshots: later starts
+        (after crash() or shutdown()) boot its disk as it is, as NixOS does.
+        """
+        first, self._first_start = self._first_start, False
+        root = self.config.snapshot_root
+        if not first or root is None or self.keep_vm_state or self.config.start_command:
+            return None, None
+        if self.config.sidecars:
+            self.log("booting without a snapshot: its shared directories (virtiofs) cannot be saved in one")
+            return None, None
+        key = self._snapshot_key(allow_reboot)
+        final = root / f"{snapshot.PREFIX}{key}"
+        self._snapshot_final = final
+        if snapshot.complete(final):
+            return final, None
+        return None, snapshot.scratch_dir(root, key)
+
+    def _migration_done(self, what: str) -> None:
+        """Waits until QEMU's migration (save or restore) has completed."""
+        if self.qmp is None:
+            raise self._broken(f"{what}: QEMU's monitor is not connected")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status = self.qmp.execute("query-migrate").get("status", "none")
+            if status == "completed":
+                return
+            if status in ("failed", "cancelled"):
+                raise self._broken(f"{what} failed (QEMU's migration status: {status})")
+            time.sleep(0.01)
+        raise self._broken(f"{what} did not finish within 120 s")
+
+    def _load_snapshot(self, directory: Path) -> None:
+        """Loads a booted snapshot into the QEMU just started with `-incoming defer`, and resumes it."""
+        started = time.monotonic()
+        assert self.qmp is not None
+        try:
+            self.qmp.execute("migrate-set-capabilities", {"capabilities": [IGNORE_SHARED]})
+            self.qmp.execute("migrate-incoming", {"uri": f"exec:cat {shlex.quote(str(directory / snapshot.STATE))}"})
+            self._migration_done("restoring the booted snapshot")
+            self.qmp.execute("cont")
+        except BaseException:
+            self.release()
+            raise
+        snapshot.touch(directory)
+        with contextlib.suppress(OSError), self._console_cond:
+            lines = (directory / snapshot.CONSOLE).read_text(errors="replace").splitlines()
+            self._console_lines[:0] = lines
+            recent = list(self._last_lines)
+            self._last_lines.clear()
+            self._last_lines.extend([*lines, *recent])
+        self._restore_pending = True
+        self.log(f"restored a booted snapshot ({time.monotonic() - started:.2f} s; {directory.name})")
+
+    def _save_snapshot(self, scratch: Path) -> None:
+        """Saves the booted guest into `scratch`, publishes it and restarts from it.
+
+        The guest is stopped while its channel is idle; its overlay becomes the
+        snapshot's frozen disk, so this run too goes on from a restore.
+        """
+        assert self.qmp is not None and self.process is not None
+        started = time.monotonic()
+        try:
+            self.qmp.execute("stop")
+            self.qmp.execute("migrate-set-capabilities", {"capabilities": [IGNORE_SHARED]})
+            self.qmp.execute("migrate", {"uri": f"exec:cat > {shlex.quote(str(scratch / snapshot.STATE))}"})
+            self._migration_done("saving the booted snapshot")
+        except MachineError as error:
+            self.log(f"no booted snapshot of this machine: {error}")
+            with contextlib.suppress(MachineError):
+                self.qmp.execute("cont")
+            shutil.rmtree(scratch, ignore_errors=True)
+            return
+        with self._console_cond:
+            (scratch / snapshot.CONSOLE).write_text("\n".join(self._console_lines) + "\n")
+        with contextlib.suppress(MachineError):
+            self.qmp.execute("quit")
+        self.process.wait(30)
+        self._cleanup_after_exit()
+        shutil.move(self.state_dir / f"{self.name}.qcow2", scratch / snapshot.DISK)
+        (scratch / "backing").write_text(f"{self.config.disk}\n")
+        final = self._snapshot_final
+        snapshot.publish(scratch, final)
+        self.log(f"saved a booted snapshot ({time.monotonic() - started:.2f} s; {final.name})")
+        self._first_start = True
+        self.start()
 
     def _read_serial(self) -> None:
         process = self.process
@@ -537,6 +687,9 @@ class Machine:
             return
         with self._command_lock, self.nested("waiting for the VM to finish booting"):
             self.start()
+            if self._restore_pending:
+                self._finish_restore(count_boot=True)
+                return
             assert self._shell is not None
             started = time.monotonic()
             deadline = started + CONNECT_TIMEOUT
@@ -566,6 +719,23 @@ class Machine:
             if status != 0:
                 self.log(f"basic.target was not reached (systemctl exit code {status})")
             self.log(f"connected to guest root shell (connecting took {time.monotonic() - started:.2f} seconds)")
+            if self._save_to is not None:
+                scratch, self._save_to = self._save_to, None
+                self._save_snapshot(scratch)
+                if self._restore_pending:
+                    self._finish_restore(count_boot=False)
+
+    def _finish_restore(self, *, count_boot: bool) -> None:
+        """A restored guest's first command: the host's time and fresh randomness (see vmrig.snapshot)."""
+        self._restore_pending = False
+        self.connected = True
+        if count_boot:
+            self.boot_count += 1
+            self._boot_hooks_due = bool(self.boot_hooks)
+        status, output = self._run(snapshot.fixup_command(), timeout=60)
+        if status != 0:
+            failure = output.decode(errors="replace").strip()
+            raise self._broken(f"setting the clock and reseeding the restored guest failed: {failure}")
 
     def _run_boot_hooks(self) -> None:
         """Connects, and after a new boot runs the boot hooks (outside the command lock: they send commands)."""
@@ -1124,6 +1294,46 @@ class Machine:
         reply = self.send_monitor_command(f"hostfwd_add user0 tcp:{LOOPBACK}:{host_port}-:{guest_port}")
         if reply.strip():
             raise MachineError(f"{self.name}: forwarding port {host_port} failed: {reply.strip()}")
+
+    # -- named snapshots (QEMU's savevm/loadvm) -----------------------------------
+
+    def snapshot(self, name: str) -> None:
+        """Saves the machine's whole state (memory, devices, disk) under `name`, to go back to with restore().
+
+        Beyond NixOS (as openQA and Vagrant allow): a test can roll a machine
+        back between subtests. The state lives in the machine's disk overlay
+        (QEMU's savevm) for this run. Raises ArgumentError for a bad name and
+        MachineError when QEMU cannot save (a shared directory's virtiofs).
+        """
+        self._check_snapshot_name(name)
+        with self._command_lock, self.nested(f"saving snapshot {name!r}"):
+            self.connect()
+            self._monitor_ok(f"savevm {name}")
+
+    def restore(self, name: str) -> None:
+        """Brings the machine back to the state snapshot(name) saved: memory, devices and disk.
+
+        The clock is set to the host's and the random number generator
+        reseeded, as after a restored boot. Raises MachineError for an
+        unknown name.
+        """
+        self._check_snapshot_name(name)
+        with self._command_lock, self.nested(f"restoring snapshot {name!r}"):
+            self.connect()
+            self._monitor_ok(f"loadvm {name}")
+            self._shell_buffer.clear()
+            self._restore_pending = True
+            self._finish_restore(count_boot=False)
+
+    def _check_snapshot_name(self, name: str) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ArgumentError(f"{self.name}: snapshot name {name!r}: use letters, digits, '_', '.' and '-'")
+
+    def _monitor_ok(self, command: str) -> None:
+        """Runs an HMP command that prints nothing when it works; MachineError with its text otherwise."""
+        reply = self.send_monitor_command(command).strip()
+        if reply:
+            raise MachineError(f"{self.name}: {command}: {reply}")
 
     # -- interactive use (see vmrig.interact) ------------------------------------
 

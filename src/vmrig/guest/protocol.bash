@@ -39,13 +39,16 @@ __vmrig_run() {
         done
         printf '%s %s\n' "$nonce" "$reason" >/run/vmrig/timeout
         kill -TERM -- "-$pid" 2>/dev/null
-        read -r -t 5 -u 9 || true
+        read -r -t 5 <>/run/vmrig/pause || true  # a 5 s pause that execs nothing
         kill -KILL -- "-$pid" 2>/dev/null
     ) &
     watchdog=$!
+    disown "$watchdog"  # so that its death is not reported on the console
     wait "$pid"
     status=$?
-    kill -PIPE -- "-$watchdog" 2>/dev/null  # bash reports no SIGPIPE deaths
+    # KILL: systemd starts services with SIGPIPE ignored, and bash cannot undo
+    # that; a watchdog left alive would read (and eat) the next cancellation.
+    kill -KILL -- "-$watchdog" 2>/dev/null
     fired=
     [[ -e /run/vmrig/timeout ]] && read -r fired reason </run/vmrig/timeout
     [[ $fired == "$nonce" ]] && status=$reason

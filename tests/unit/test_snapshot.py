@@ -1,0 +1,65 @@
+"""The snapshot store's pure parts: keys, completeness, fix-up command, gc of orphans."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from vmrig import snapshot
+
+
+def test_key_depends_on_every_part() -> None:
+    base = ["QEMU emulator version 10.0.2", "-m", "1024", "/cache/image-1/disk.qcow2"]
+    assert snapshot.key(base) == snapshot.key(list(base))
+    assert snapshot.key(base) != snapshot.key([*base[:2], "2048", base[3]])
+    assert re.fullmatch(r"[0-9a-f]{24}", snapshot.key(base))
+
+
+def make(directory: Path, backing: Path | None = None) -> Path:
+    directory.mkdir()
+    for name in (snapshot.RAM, snapshot.STATE, snapshot.DISK):
+        (directory / name).write_bytes(b"x")
+    if backing is not None:
+        (directory / "backing").write_text(f"{backing}\n")
+    return directory
+
+
+def test_complete_needs_every_file_and_the_image(tmp_path: Path) -> None:
+    image = tmp_path / "disk.qcow2"
+    image.write_bytes(b"")
+    whole = make(tmp_path / "snapshot-a", image)
+    assert snapshot.complete(whole)
+    (whole / snapshot.STATE).unlink()
+    assert not snapshot.complete(whole)
+    orphan = make(tmp_path / "snapshot-b", tmp_path / "gone.qcow2")
+    assert not snapshot.complete(orphan)
+    assert list(snapshot.stale(tmp_path)) == [orphan]
+
+
+def test_publish_is_atomic_and_first_wins(tmp_path: Path) -> None:
+    final = tmp_path / "snapshot-k"
+    first = snapshot.scratch_dir(tmp_path, "k")
+    second = snapshot.scratch_dir(tmp_path, "k")
+    assert first.stat().st_mode & 0o777 == 0o700
+    (first / "mark").write_text("first")
+    assert snapshot.publish(first, final)
+    (final / snapshot.RAM).write_text("in use")
+    (second / "mark").write_text("second")
+    assert not snapshot.publish(second, final)
+    assert (final / "mark").read_text() == "first" and not second.exists()
+    assert (final / snapshot.LAST_USED).exists()
+
+
+def test_saving_tells_a_live_save_from_a_leftover(tmp_path: Path) -> None:
+    live = tmp_path / f"snapshot-k.{os.getpid()}.ab12"
+    dead = tmp_path / "snapshot-k.999999999.ab12"
+    assert snapshot.saving(live) and not snapshot.saving(dead)
+    assert not snapshot.saving(tmp_path / "image-k.123")
+
+
+def test_fixup_command_sets_the_clock_and_reseeds() -> None:
+    command = snapshot.fixup_command(now=1764500000.25, seed=bytes(range(4)))
+    assert command.startswith("perl -e '") and command.endswith("' 00010203 1764500000 250000000")
+    assert "0x5207" in command and "syscall(227" in command
+    assert snapshot.fixup_command() != snapshot.fixup_command()  # a new seed each time

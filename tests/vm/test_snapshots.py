@@ -1,0 +1,142 @@
+"""Booted snapshots on real VMs: restored instead of booted, each restore a guest of its own."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, BootedDriver, run_vmrig, short_tmp
+from vmrig.errors import MachineError
+from vmrig.spec import Node, SharedDirectory
+
+pytestmark = pytest.mark.vm
+
+RESTORED = "restored a booted snapshot"
+SAVED = "saved a booted snapshot"
+
+
+def unique_node(**fields: object) -> Node:
+    """A node whose configuration no earlier run has booted (a file nobody else has)."""
+    files = {"/etc/vmrig-snapshot-test": f"{uuid.uuid4()}\n"}
+    return Node(files=files, **fields)  # type: ignore[arg-type]
+
+
+def randomness(machine) -> list[str]:  # noqa: ANN001 (Machine)
+    return machine.succeed(
+        "cat /proc/sys/kernel/random/uuid /proc/sys/kernel/random/uuid; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' '"
+    ).split()
+
+
+@pytest.fixture
+def drivers() -> Iterator[list[BootedDriver]]:
+    """The runs a test makes; afterwards they are stopped and the snapshots they saved removed."""
+    made: list[BootedDriver] = []
+    yield made
+    for booted in made:
+        booted.close()
+        root = booted.driver.images.root
+        for name in re.findall(r"saved a booted snapshot \([^;]*; (snapshot-\w+)\)", booted.log()):
+            shutil.rmtree(root / name, ignore_errors=True)
+
+
+def boot(drivers: list[BootedDriver], tmp: Path, nodes: dict[str, Node]) -> BootedDriver:
+    """A fresh run (its own state directories) of `nodes`, started and connected."""
+    run_dir = tmp / f"run{len(drivers)}"
+    run_dir.mkdir()
+    booted = BootedDriver(nodes, run_dir, snapshots=True)
+    drivers.append(booted)
+    booted.driver.start_all()
+    for machine in booted.driver.machines:
+        machine.connect()
+    return booted
+
+
+def test_restores_are_guests_of_their_own(
+    drivers: list[BootedDriver], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    tmp = short_tmp(tmp_path_factory, "snap")
+    nodes = {"snap": unique_node()}
+    first = boot(drivers, tmp, nodes)
+    assert SAVED in first.log() and RESTORED in first.log(), first.log()[-3000:]
+    m1 = first.machine("snap")
+    m1.succeed("echo first > /root/marker")
+    random1 = randomness(m1)
+    first.close()
+
+    restores = []
+    for _ in range(2):
+        booted = boot(drivers, tmp, nodes)
+        assert RESTORED in booted.log() and SAVED not in booted.log()
+        machine = booted.machine("snap")
+        # Its own overlay: nothing the first run wrote is there.
+        machine.fail("test -e /root/marker")
+        machine.succeed("echo mine > /root/marker")
+        # The host's wall clock, not the save's.
+        guest_now = float(machine.succeed("date +%s.%N"))
+        assert abs(guest_now - time.time()) < 5
+        # Randomness reseeded: no two restores give the same UUIDs or bytes.
+        restores.append(randomness(machine))
+        assert machine.boot_count == 1
+        booted.close()
+    assert len({tuple(random1), *map(tuple, restores)}) == 3, (random1, restores)
+    assert all(set(a).isdisjoint(b) for a in (random1, *restores) for b in restores if a is not b)
+
+
+def test_a_changed_node_boots_and_saves_anew(
+    drivers: list[BootedDriver], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    tmp = short_tmp(tmp_path_factory, "snapchg")
+    node = unique_node()
+    boot(drivers, tmp, {"chg": node}).close()
+    changed = Node(files={**node.files, "/etc/extra": "x\n"})
+    again = boot(drivers, tmp, {"chg": changed})
+    assert SAVED in again.log() and again.machine("chg").succeed("cat /etc/extra") == "x\n"
+
+
+def test_script_snapshot_and_restore(drivers: list[BootedDriver], tmp_path_factory: pytest.TempPathFactory) -> None:
+    tmp = short_tmp(tmp_path_factory, "snapnamed")
+    booted = boot(drivers, tmp, {"named": unique_node()})
+    machine = booted.machine("named")
+    machine.succeed("echo kept > /root/before")
+    booted.driver.snapshot("clean")
+    machine.succeed("rm /etc/passwd; rm /root/before")
+    machine.fail("getent passwd root")
+    booted.driver.restore("clean")
+    assert machine.succeed("getent passwd root").startswith("root:")
+    assert machine.succeed("cat /root/before") == "kept\n"
+    assert abs(float(machine.succeed("date +%s")) - time.time()) < 5
+    with pytest.raises(MachineError, match="nonexistent"):
+        machine.restore("nonexistent")
+
+
+def test_a_node_with_a_shared_directory_boots_and_says_why(
+    drivers: list[BootedDriver], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    tmp = short_tmp(tmp_path_factory, "snapshare")
+    (tmp / "share").mkdir()
+    (tmp / "share" / "hello").write_text("hi\n")
+    nodes = {"sharer": unique_node(shared_directories={"/mnt/share": SharedDirectory(source=str(tmp / "share"))})}
+    for _ in range(2):
+        booted = boot(drivers, tmp, nodes)
+        assert "its shared directories (virtiofs) cannot be saved" in booted.log()
+        assert RESTORED not in booted.log()
+        assert booted.machine("sharer").succeed("cat /mnt/share/hello") == "hi\n"
+        booted.close()
+
+
+def test_rerun_of_a_three_node_example_is_restored(vm_tmp: Path) -> None:
+    example = REPO / "examples" / "partition.py"
+    run_vmrig("run", "--no-serial", example, tmpdir=vm_tmp)  # saves, if no run did before
+    started = time.monotonic()
+    result = run_vmrig("run", "--no-serial", example, tmpdir=vm_tmp)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(re.findall(RESTORED, result.stderr)) == 3, result.stderr[-3000:]  # node1, node2, node3
+    assert time.monotonic() - started < 60
+    plain = run_vmrig("run", "--no-serial", "--no-snapshots", example, tmpdir=vm_tmp)
+    assert plain.returncode == 0 and RESTORED not in plain.stderr and SAVED not in plain.stderr
