@@ -28,9 +28,8 @@ def unique_node(**fields: object) -> Node:
 
 
 def randomness(machine) -> list[str]:  # noqa: ANN001 (Machine)
-    return machine.succeed(
-        "cat /proc/sys/kernel/random/uuid /proc/sys/kernel/random/uuid; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' '"
-    ).split()
+    uuids = machine.succeed("cat /proc/sys/kernel/random/uuid /proc/sys/kernel/random/uuid").split()
+    return [*uuids, machine.succeed("head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'")]
 
 
 @pytest.fixture
