@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from vmrig import accel, guestconfig, proc, scriptcheck, scripttrace, ssh
+from vmrig import accel, proc, scriptcheck, scripttrace, ssh
 from vmrig.debug import Debugger
 from vmrig.errors import (
     MachineError,
@@ -36,20 +36,21 @@ from vmrig.errors import (
     UsageError,
     VmrigError,
 )
-from vmrig.guestconfig import NodeNetwork
 from vmrig.hostnet import LOOPBACK
-from vmrig.images import ImageStore, NodeImage
+from vmrig.image import configlayer
+from vmrig.image.configlayer import NodeNetwork
+from vmrig.image.store import ImageStore, NodeImage
 from vmrig.log import Logger
 from vmrig.machine import Machine, MachineConfig
-from vmrig.netfault import Network
-from vmrig.network import NetworkPlan
+from vmrig.net.faults import Network
+from vmrig.net.plan import NetworkPlan
+from vmrig.net.vlan import VLan
 from vmrig.scriptnames import DRIVER_SYMBOLS, public_attributes
 from vmrig.spec import EXCHANGE_GUEST_PATH, Node, SpecError, default_cores, python_name
 from vmrig.testfile import TestSpec
 from vmrig.timeouts import Duration, TimeoutScale, seconds
 from vmrig.timer import PausableTimer
 from vmrig.virtiofs import Virtiofs, plan_shares
-from vmrig.vlan import VLan
 
 
 class AssertionTester(unittest.TestCase):
@@ -189,7 +190,7 @@ class Driver:
         self.logger = logger
         self.out_dir = out_dir
         self.keep_vm_state = keep_vm_state
-        # Booted snapshots (vmrig.snapshot): never with kept state, whose disks outlive a run.
+        # Booted snapshots (vmrig.image.snapshot): never with kept state, whose disks outlive a run.
         self.snapshots = snapshots and not keep_vm_state
         self.global_timeout = global_timeout if global_timeout is not None else spec.options.global_timeout
         self.interactive = interactive
@@ -323,7 +324,7 @@ class Driver:
             disk=image.disk,
             kernel=image.kernel,
             initrd=image.initrd,
-            config_layer=guestconfig.config_layer(
+            config_layer=configlayer.config_layer(
                 name, node, network, grow_root=node.disk_size > image.fs_size_mib, mounts=virtiofs.mounts()
             ),
             memory_mib=node.memory_size,

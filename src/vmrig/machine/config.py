@@ -43,7 +43,7 @@ class MachineConfig:
     disk: Path  # read-only base image; the machine writes to an overlay
     kernel: Path
     initrd: Path
-    config_layer: bytes = b""  # appended to the initrd (see guestconfig)
+    config_layer: bytes = b""  # appended to the initrd (see vmrig.image.configlayer)
     memory_mib: int = 1024
     cores: int = 1
     disk_mib: int = 4096
@@ -59,5 +59,5 @@ class MachineConfig:
     sidecars: list[Sidecar] = field(default_factory=list)  # host helpers and their QEMU arguments
     timeout_scale: TimeoutScale = field(default_factory=TimeoutScale)  # applied to the script's timeouts
     # The image cache: the first start restores this configuration's booted snapshot
-    # from there, or saves one once booted (see vmrig.snapshot). None: always boot.
+    # from there, or saves one once booted (see vmrig.image.snapshot). None: always boot.
     snapshot_root: Path | None = None

@@ -13,9 +13,10 @@ import socket
 import time
 from pathlib import Path
 
-from vmrig import proc, snapshot
+from vmrig import proc
 from vmrig.contract import READY_LINE
 from vmrig.errors import MachineError
+from vmrig.image import snapshot
 from vmrig.machine import qemu
 from vmrig.machine.backdoor import Backdoor
 from vmrig.machine.snapshots import Snapshots
@@ -210,7 +211,7 @@ class Lifecycle(Snapshots, Backdoor):
                     self._finish_restore(count_boot=False)
 
     def _finish_restore(self, *, count_boot: bool) -> None:
-        """A restored guest's first command: the host's time and fresh randomness (see vmrig.snapshot)."""
+        """A restored guest's first command: the host's time and fresh randomness (see vmrig.image.snapshot)."""
         self._restore_pending = False
         self.connected = True
         if count_boot:

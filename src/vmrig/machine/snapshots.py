@@ -11,8 +11,9 @@ import shutil
 import time
 from pathlib import Path
 
-from vmrig import proc, snapshot
+from vmrig import proc
 from vmrig.errors import ArgumentError, MachineError
+from vmrig.image import snapshot
 from vmrig.machine import qemu
 from vmrig.machine.monitor import Monitor
 
@@ -21,9 +22,9 @@ IGNORE_SHARED = {"capability": "x-ignore-shared", "state": True}
 
 
 class Snapshots(Monitor):
-    """snapshot()/restore(), and the booted snapshot of a machine's first start (see vmrig.snapshot)."""
+    """snapshot()/restore(), and the booted snapshot of a machine's first start (see vmrig.image.snapshot)."""
 
-    # -- booted snapshots (see vmrig.snapshot) ------------------------------------
+    # -- booted snapshots (see vmrig.image.snapshot) ------------------------------------
 
     def _snapshot_key(self, allow_reboot: bool) -> str:
         """What the booted guest depends on: QEMU, its command line (run-specific paths left out), image, config."""
