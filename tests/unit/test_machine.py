@@ -10,7 +10,7 @@ from tests.conftest import failing_tools
 
 from vmrig.errors import HostCommandFailed
 from vmrig.log import Logger
-from vmrig.machine import Machine, MachineConfig
+from vmrig.machine import Machine, MachineConfig, qemu
 from vmrig.machine.systemd import wait_unit_for
 from vmrig.scriptnames import public_attributes
 
@@ -109,3 +109,18 @@ PUBLIC_NAMES = frozenset(
 
 def test_the_public_surface_of_machine_is_pinned() -> None:
     assert public_attributes(Machine) == PUBLIC_NAMES
+
+
+def test_the_user_network_forwards_ports_then_takes_the_extra_options(tmp_path: Path) -> None:
+    config = MachineConfig(
+        name="node1",
+        disk=tmp_path / "disk",
+        kernel=tmp_path / "kernel",
+        initrd=tmp_path / "initrd",
+        forwards=[(8080, 80), (40123, 22)],
+        user_net_options="hostfwd=udp::5353-:53",
+    )
+    assert qemu.user_netdev(config) == (
+        "user,id=user0,restrict=on,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=tcp:127.0.0.1:40123-:22,hostfwd=udp::5353-:53"
+    )
+    assert qemu.hostfwd_add(8080, 80) == "hostfwd_add user0 tcp:127.0.0.1:8080-:80"

@@ -6,12 +6,12 @@ import dataclasses
 import fcntl
 import inspect
 import os
+import shlex
 from pathlib import Path
 from typing import TextIO
 
 from vmrig import ssh
 from vmrig.errors import TestFileError, UsageError
-from vmrig.hostnet import LOOPBACK
 from vmrig.image import configlayer
 from vmrig.image.configlayer import NodeNetwork
 from vmrig.image.store import ImageStore, NodeImage
@@ -133,10 +133,10 @@ class Assembler:
             raise TestFileError(f"node {name}: {error.message}", self.spec.path) from None
         virtiofs = Virtiofs(name, shares, self.run_dir, node.memory_size, self.logger)
         kernel_params = list(node.kernel_params)
-        forwards = ",".join(f"hostfwd=tcp:{LOOPBACK}:{host}-:{guest}" for host, guest in node.forward_ports)
+        forwards = list(node.forward_ports)
         endpoint = self.ssh.endpoint(name, number) if self.ssh is not None and with_ssh else None
-        if endpoint is not None and endpoint.port is not None:
-            forwards = ",".join(part for part in (forwards, endpoint.user_net_option()) if part)
+        if endpoint is not None:
+            forwards += endpoint.forwards()
         return MachineConfig(
             vsock_cid=endpoint.cid if endpoint is not None else None,
             name=name,
@@ -150,13 +150,16 @@ class Assembler:
             cores=node.cores or default_cores(len(self.spec.nodes), os.cpu_count() or 1, self.accel),
             disk_mib=node.disk_size,
             kernel_params=kernel_params,
-            qemu_options=list(node.qemu_options),
+            # The environment's QEMU options come last, after the node's.
+            qemu_options=[*node.qemu_options, *shlex.split(os.environ.get("QEMU_OPTS", ""))],
             accel=self.accel,
             vlan_nics=[
                 (card.vlan, card.mac or "", str(self.run_dir / f"vde{card.vlan}.ctl")) for card in network.interfaces
             ],
             sidecars=[virtiofs] if shares else [],
-            user_net_options=forwards,
+            forwards=forwards,
+            user_net_options=os.environ.get("QEMU_NET_OPTS", ""),
+            connect_timeout=float(os.environ.get("VMRIG_CONNECT_TIMEOUT", "300")),
             outside_access=self.interactive,
             timeout_scale=self.timeout_scale,
             snapshot_root=self.images.root if self.snapshots else None,

@@ -52,7 +52,9 @@ class MachineConfig:
     accel: str = "tcg"
     # (vlan number, MAC address, vde_switch socket directory)
     vlan_nics: list[tuple[int, str, str]] = field(default_factory=list)
-    user_net_options: str = ""  # appended to -netdev user (hostfwd=..., QEMU_NET_OPTS)
+    # (host port, guest port): TCP on the host's loopback forwarded into the guest (user network)
+    forwards: list[tuple[int, int]] = field(default_factory=list)
+    user_net_options: str = ""  # appended as they are to -netdev user (QEMU_NET_OPTS)
     outside_access: bool = False
     start_command: str | None = None  # a user's own QEMU start command (create_machine)
     vsock_cid: int | None = None  # a vhost-vsock device with this guest CID (the SSH backdoor)
@@ -61,3 +63,5 @@ class MachineConfig:
     # The image cache: the first start restores this configuration's booted snapshot
     # from there, or saves one once booted (see vmrig.image.snapshot). None: always boot.
     snapshot_root: Path | None = None
+    # How long the backdoor may take to come up before the start counts as failed.
+    connect_timeout: float = 300.0

@@ -24,9 +24,6 @@ from vmrig.machine.systemd import wait_unit_for
 from vmrig.qmp import QMPClient
 from vmrig.ssh import vsock_cid_hint
 
-# How long the backdoor may take to come up before the start counts as failed.
-CONNECT_TIMEOUT = float(os.environ.get("VMRIG_CONNECT_TIMEOUT", "300"))
-
 
 class Lifecycle(Snapshots, Backdoor):
     """start, connect, shutdown, crash, reboot, release."""
@@ -177,13 +174,13 @@ class Lifecycle(Snapshots, Backdoor):
                 return
             assert self._shell is not None
             started = time.monotonic()
-            deadline = started + CONNECT_TIMEOUT
+            deadline = started + self.config.connect_timeout
             next_note = started + 30
             while READY_LINE not in self._console_buffer:
                 now = time.monotonic()
                 if now > deadline:
                     raise self._broken(
-                        f"the backdoor shell did not come up within {CONNECT_TIMEOUT:.0f} s "
+                        f"the backdoor shell did not come up within {self.config.connect_timeout:.0f} s "
                         "(is vmrig-backdoor.service running in the guest?)"
                     )
                 if now > next_note:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vmrig.errors import ArgumentError, MachineError
-from vmrig.hostnet import LOOPBACK
+from vmrig.machine import qemu
 from vmrig.machine.base import MachineBase
 from vmrig.machine.keys import CHAR_TO_KEY
 from vmrig.timeouts import Duration
@@ -53,7 +53,7 @@ class Monitor(MachineBase):
 
     def forward_port(self, host_port: int = 8080, guest_port: int = 80) -> None:
         """Forwards 127.0.0.1:host_port on the host to guest_port in the guest."""
-        reply = self.send_monitor_command(f"hostfwd_add user0 tcp:{LOOPBACK}:{host_port}-:{guest_port}")
+        reply = self.send_monitor_command(qemu.hostfwd_add(host_port, guest_port))
         if reply.strip():
             raise MachineError(f"{self.name}: forwarding port {host_port} failed: {reply.strip()}")
 

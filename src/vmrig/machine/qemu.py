@@ -1,16 +1,17 @@
 """The one QEMU command line: a MachineConfig and the run's descriptors in, QEMU's argv out.
 
 Sidecars add the arguments of the devices they own (virtiofs); everything
-else QEMU is told comes from here.
+else QEMU is told comes from here, as typed values of MachineConfig (port
+forwards, vlan cards, ...); the environment's QEMU_OPTS and QEMU_NET_OPTS
+arrive through the config too (the driver reads them).
 """
 
 from __future__ import annotations
 
-import os
-import shlex
 from pathlib import Path
 
 from vmrig import proc
+from vmrig.hostnet import LOOPBACK
 from vmrig.machine.config import KERNEL_PARAMS, MachineConfig
 
 QBOOT = Path("/usr/share/qemu/qboot.rom")
@@ -132,14 +133,46 @@ def command(
     if not allow_reboot:
         cmd.append("-no-reboot")
     cmd += c.qemu_options
-    cmd += shlex.split(os.environ.get("QEMU_OPTS", ""))
     return cmd
 
 
 def user_netdev(config: MachineConfig) -> str:
     """The -netdev value of the user-mode network (nic0)."""
     parts = ["user", "id=user0", f"restrict={'off' if config.outside_access else 'on'}"]
-    extra = ",".join(p for p in (config.user_net_options, os.environ.get("QEMU_NET_OPTS", "")) if p)
-    if extra:
-        parts.append(extra)
+    parts += [f"hostfwd={_forward_rule(host_port, guest_port)}" for host_port, guest_port in config.forwards]
+    if config.user_net_options:
+        parts.append(config.user_net_options)
     return ",".join(parts)
+
+
+def hostfwd_add(host_port: int, guest_port: int) -> str:
+    """The monitor (HMP) command that adds a forward to the running user network (Machine.forward_port)."""
+    return f"hostfwd_add user0 {_forward_rule(host_port, guest_port)}"
+
+
+def _forward_rule(host_port: int, guest_port: int) -> str:
+    return f"tcp:{LOOPBACK}:{host_port}-:{guest_port}"
+
+
+def probe_command(qemu: str, kernel: Path) -> list[str]:
+    """Boots `kernel` with no root and no disk under KVM, its messages on stdout (vmrig.accel's probe)."""
+    return [
+        qemu,
+        "-accel",
+        "kvm",
+        "-cpu",
+        "host",
+        "-m",
+        "256",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+        "-kernel",
+        str(kernel),
+        "-append",
+        "console=ttyS0 panic=-1 loglevel=4",
+    ]
