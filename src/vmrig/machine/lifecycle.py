@@ -72,8 +72,7 @@ class Lifecycle(Snapshots, Backdoor):
         ram: tuple[Path, bool] | None = None,
         incoming: bool = False,
     ) -> list[str]:
-        """QEMU's command line. `ram`: guest memory in that file (shared, or mapped
-        copy-on-write), for snapshots; `incoming`: wait for a saved state (restore)."""
+        """This machine's QEMU command line, with its state directory's initrd (see vmrig.machine.qemu.command)."""
         return qemu.command(
             self.config,
             initrd=self.state_dir / "initrd.img",
