@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vmrig.driver import Driver
-from vmrig.images import ImageStore
+from vmrig.image.store import ImageStore
 from vmrig.log import Logger
 from vmrig.spec import Node, Options
 from vmrig.testfile import TestSpec

@@ -27,7 +27,7 @@ from pathlib import Path
 from bench import make_driver  # benchmarks/bench.py: run these scripts from their directory or by path
 
 from vmrig.driver import Driver
-from vmrig.images import ImageStore
+from vmrig.image.store import ImageStore
 from vmrig.spec import Node
 
 ONE = {"node1": Node()}

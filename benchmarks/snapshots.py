@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import REPO, make_driver, median_of, timed  # noqa: E402
 
 from vmrig.driver import Driver  # noqa: E402
-from vmrig.images import ImageStore  # noqa: E402
+from vmrig.image.store import ImageStore  # noqa: E402
 from vmrig.spec import Node  # noqa: E402
 
 NODE = Node(packages=["python3", "curl"], files={"/etc/vmrig-bench": "snapshots\n"})

@@ -1,3 +1,5 @@
+"""`python -m vmrig`: the same as the `vmrig` command."""
+
 import sys
 
 from vmrig.cli import main

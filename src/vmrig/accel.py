@@ -20,6 +20,7 @@ from pathlib import Path
 
 from vmrig import proc
 from vmrig.errors import UsageError
+from vmrig.machine import qemu as qemu_argv
 
 PROBE_SECONDS = 15.0
 ACCELERATORS = ("kvm", "tcg")
@@ -63,26 +64,7 @@ def _host_fingerprint(qemu: str) -> str:
 def kvm_runs_guest(qemu: str, kernel: Path, seconds: float = PROBE_SECONDS) -> bool:
     """Boots `kernel` with no root under KVM and waits for its first message."""
     child = proc.spawn(
-        [
-            qemu,
-            "-accel",
-            "kvm",
-            "-cpu",
-            "host",
-            "-m",
-            "256",
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-            "-kernel",
-            kernel,
-            "-append",
-            "console=ttyS0 panic=-1 loglevel=4",
-        ],
+        qemu_argv.probe_command(qemu, kernel),
         stdout=proc.PIPE,
         stderr=proc.DEVNULL,
     )

@@ -1,6 +1,6 @@
 """Decoding the guest's frames: one command's output between its begin and end markers.
 
-The backdoor's commands (Machine) and the interactive shell (vmrig.interact)
+The backdoor's commands (Machine) and the interactive shell (vmrig.machine.interact)
 read the same frame format, buffered and streaming; both use FrameDecoder.
 The format itself is part of the guest contract (vmrig.contract), which the
 image code needs too; the decoder lives apart from it because it is host-side

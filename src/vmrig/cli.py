@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from vmrig import images as images_module
 from vmrig import repl, ssh
 from vmrig.driver import Driver
 from vmrig.errors import (
@@ -27,6 +26,7 @@ from vmrig.errors import (
     UsageError,
     VmrigError,
 )
+from vmrig.image import store as images_module
 from vmrig.log import Logger
 from vmrig.testfile import TestSpec, load_test_file
 

@@ -120,9 +120,9 @@ class Endpoint:
     def proxy_command(self) -> str | None:
         return f"socat - VSOCK-CONNECT:{self.cid}:22" if self.cid is not None else None
 
-    def user_net_option(self) -> str:
-        """The hostfwd= rule for QEMU's user network (empty for vsock)."""
-        return f"hostfwd=tcp:{LOOPBACK}:{self.port}-:22" if self.port is not None else ""
+    def forwards(self) -> list[tuple[int, int]]:
+        """The (host port, guest port) forward of QEMU's user network to sshd (none for vsock)."""
+        return [(self.port, 22)] if self.port is not None else []
 
     def command(self) -> list[str]:
         """A complete ssh command line that needs no ssh_config."""

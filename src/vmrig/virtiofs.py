@@ -10,7 +10,7 @@ lets go of it; a machine that starts again gets fresh ones.
 A read-only share is read-only on the host's side: its virtiofsd runs in a
 mount namespace of its own in which the directory is bind-mounted read-only,
 so not even root in the guest can change it. The guest mounts every share
-in its initramfs, before systemd starts (see `guestconfig.mount_script`), so a
+in its initramfs, before systemd starts (see `vmrig.image.configlayer.mount_script`), so a
 share is there by the time the driver's shell answers.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from vmrig import proc
 from vmrig.errors import HostToolMissing, MachineError
-from vmrig.guestconfig import Mount
+from vmrig.image.configlayer import Mount
 from vmrig.log import Logger
 from vmrig.spec import EXCHANGE_GUEST_PATH, Node, SpecError
 

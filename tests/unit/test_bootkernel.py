@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from vmrig.bootkernel import has_pvh_entry, pvh_kernel
+from vmrig.image.bootkernel import has_pvh_entry, pvh_kernel
 
 
 def _elf(note_name: bytes, note_type: int) -> bytes:

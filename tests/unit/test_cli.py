@@ -10,7 +10,7 @@ from tests.conftest import failing_tools, run_vmrig, write_test_file
 import vmrig
 from vmrig import cli
 from vmrig.errors import HostCommandFailed, ImageBuildError, MachineError, UsageError
-from vmrig.images import ImageStore, host_mirror, key_of
+from vmrig.image.store import ImageStore, host_mirror, key_of
 from vmrig.spec import Options
 
 

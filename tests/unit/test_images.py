@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from tests.conftest import failing_tools
 
-from vmrig.cpio import CpioWriter
 from vmrig.errors import HostCommandFailed, ImageBuildError
-from vmrig.guestconfig import Interface, NodeNetwork, config_layer, hosts_file, machine_id, network_script
-from vmrig.images import ImageStore, _install_in_chroot, _make_disk, key_of
+from vmrig.image.configlayer import Interface, NodeNetwork, config_layer, hosts_file, machine_id, network_script
+from vmrig.image.cpio import CpioWriter
+from vmrig.image.store import ImageStore, install_in_chroot, key_of, make_disk
 from vmrig.spec import File, Node, Service, User
 
 
@@ -195,7 +195,7 @@ def test_a_failing_mkfs_says_which_command_failed_and_why(monkeypatch: pytest.Mo
     disk = tmp_path / "image" / "root.qcow2"
     disk.parent.mkdir()
     with pytest.raises(HostCommandFailed) as caught:
-        _make_disk(tree, disk)
+        make_disk(tree, disk)
     error = caught.value
     assert error.argv[0] == str(tmp_path / "failing-bin" / "mkfs.ext4")
     assert str(tree) in error.argv and error.status == 1
@@ -207,7 +207,7 @@ def test_a_failing_mkfs_says_which_command_failed_and_why(monkeypatch: pytest.Mo
 def test_apt_failing_in_the_chroot_is_an_image_build_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     failing_tools(monkeypatch, tmp_path, "unshare", message="E: Unable to locate package no-such-thing")
     with pytest.raises(ImageBuildError, match=r"^apt could not find package\(s\): no-such-thing\n") as caught:
-        _install_in_chroot(tmp_path / "root", ["no-such-thing"], [])
+        install_in_chroot(tmp_path / "root", ["no-such-thing"], [])
     cause = caught.value.__cause__
     assert isinstance(cause, HostCommandFailed) and cause.status == 1
     assert cause.argv[0] == str(tmp_path / "failing-bin" / "unshare")

@@ -10,7 +10,7 @@ import pytest
 
 from vmrig.log import Logger
 from vmrig.machine import Machine, MachineConfig
-from vmrig.netfault import (
+from vmrig.net.faults import (
     CardFaults,
     Impairment,
     Network,

@@ -12,9 +12,9 @@ from tests.conftest import REPO
 
 from vmrig.driver import Driver
 from vmrig.errors import TestFileError
-from vmrig.guestconfig import Mount, config_layer, hosts_file, mount_script, network_script
+from vmrig.image.configlayer import Mount, config_layer, hosts_file, mount_script, network_script
 from vmrig.log import Logger
-from vmrig.network import NetworkPlan, mac_address
+from vmrig.net.plan import NetworkPlan, mac_address
 from vmrig.spec import Node, SharedDirectory, SpecError, check_node_name
 from vmrig.testfile import load_test_file
 

@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from vmrig import snapshot
+from vmrig.image import snapshot
 
 
 def test_key_depends_on_every_part() -> None:

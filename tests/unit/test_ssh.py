@@ -21,7 +21,7 @@ from vmrig.spec import Node
 def test_tcp_endpoint_command_and_config() -> None:
     endpoint = ssh.Endpoint("node1", port=40123)
     assert endpoint.alias == "node1"
-    assert endpoint.user_net_option() == "hostfwd=tcp:127.0.0.1:40123-:22"
+    assert endpoint.forwards() == [(40123, 22)]
     command = endpoint.command()
     assert command[0] == "ssh"
     assert command[-3:] == ["-p", "40123", "127.0.0.1"]
@@ -35,7 +35,7 @@ def test_tcp_endpoint_command_and_config() -> None:
 def test_vsock_endpoint_command_and_config() -> None:
     endpoint = ssh.Endpoint("node1", cid=3)
     assert endpoint.alias == "vsock/3"
-    assert endpoint.user_net_option() == ""
+    assert endpoint.forwards() == []
     assert endpoint.command()[-3:] == ["-o", "ProxyCommand=socat - VSOCK-CONNECT:3:22", "vsock/3"]
     entry = endpoint.config_entry()
     assert entry.startswith("Host node1 vsock/3\n")

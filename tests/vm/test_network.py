@@ -28,7 +28,7 @@ import pytest
 from tests.conftest import REPO, VMRIG, BootedDriver, run_vmrig, short_tmp, write_test_file
 from vmrig.driver import Driver
 from vmrig.machine import Machine
-from vmrig.netfault import Network
+from vmrig.net.faults import Network
 from vmrig.spec import Node, Service
 
 pytestmark = pytest.mark.vm

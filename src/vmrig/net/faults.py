@@ -55,6 +55,7 @@ from typing import TypeVar
 from vmrig.errors import ArgumentError, MachineError
 from vmrig.log import Logger
 from vmrig.machine import Machine
+from vmrig.machine.base import MachineBase
 
 __all__ = [
     "CardFaults",
@@ -580,7 +581,7 @@ class Network:
             raise ArgumentError(f"{what}: there is no machine {ref!r} (machines: {known})")
         raise TypeError(f"{what}: expected a machine (or its name), got {type(ref).__name__} {ref!r}")
 
-    def machine_booted(self, machine: Machine) -> None:
+    def machine_booted(self, machine: MachineBase) -> None:
         """A boot hook: puts back the faults a machine had before it rebooted."""
         boot, applied = self._applied.get(machine.name, (0, ()))
         if applied and boot != machine.boot_count:

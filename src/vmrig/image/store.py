@@ -11,7 +11,7 @@ Two cached layers, each stored under a hash of everything that went into it:
 A build writes into a temporary directory and renames it into place; a lock
 file per key makes concurrent runs build each key once. What changes from run
 to run (hostname, files, services, users, addresses) is not in any layer: it
-is a small cpio archive appended to the initramfs (made by vmrig.guestconfig,
+is a small cpio archive appended to the initramfs (made by vmrig.image.configlayer,
 not here), laid over the root disk at every boot, so it never forces a rebuild.
 """
 
@@ -20,10 +20,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import io
 import json
 import logging
-import lzma
 import os
 import re
 import shutil
@@ -33,10 +31,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmrig import bootkernel, proc, snapshot
+from vmrig import proc
 from vmrig.contract import GUEST_DIR
-from vmrig.cpio import CpioWriter
 from vmrig.errors import HostCommandFailed, ImageBuildError, UsageError
+from vmrig.image import bootkernel, snapshot
+from vmrig.image.build import INITRAMFS_MODULES, apt_tail, build_initramfs, disk_usage, install_in_chroot, make_disk
 from vmrig.spec import Node
 
 LOG = logging.getLogger("vmrig.images")
@@ -53,28 +52,6 @@ BASE_PACKAGES = (
     "libpam-systemd",
     "procps",
     "kmod",
-)
-# Modules the initramfs loads: the root disk and the network cards (their
-# addresses are set before systemd starts).
-# (Built-in drivers have no module file and are skipped: virtio_pci and
-# virtio_console are built into trixie's cloud kernel, modules in bookworm's.)
-INITRAMFS_MODULES = ("virtio_pci", "virtio_console", "virtio_blk", "virtio_net")
-BUSYBOX_APPLETS = (
-    "sh",
-    "mount",
-    "umount",
-    "insmod",
-    "cat",
-    "mkdir",
-    "cp",
-    "chroot",
-    "switch_root",
-    "usleep",
-    "echo",
-    "ip",
-    "ln",
-    "chown",
-    "chmod",
 )
 # Documentation and translations: never needed by a test, slow to unpack.
 DPKG_EXCLUDES = ("/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*", "/usr/share/info/*")
@@ -255,7 +232,7 @@ class ImageStore:
             except HostCommandFailed as error:
                 raise ImageBuildError(
                     f"mmdebstrap failed (exit status {error.status}) for suite {suite!r} from {mirror}:\n"
-                    + _apt_tail(error.stderr)
+                    + apt_tail(error.stderr)
                 ) from error
             kernels = sorted((root / "boot").glob("vmlinuz-*"))
             if not kernels:
@@ -303,8 +280,8 @@ class ImageStore:
             if packages or node.build_commands:
                 tree = scratch / "root"
                 proc.run(["cp", "-a", "--reflink=auto", base.root, tree])
-                _install_in_chroot(tree, packages, node.build_commands)
-            fs_size_mib = _make_disk(tree, scratch / IMAGE_DISK)
+                install_in_chroot(tree, packages, node.build_commands)
+            fs_size_mib = make_disk(tree, scratch / IMAGE_DISK)
             if tree != base.root:
                 shutil.rmtree(tree)
             (scratch / "image.json").write_text(json.dumps({"fs_size_mib": fs_size_mib}) + "\n")
@@ -322,7 +299,7 @@ class ImageStore:
                 last_used = float((path / LAST_USED).read_text())
             except (OSError, ValueError):
                 last_used = path.stat().st_mtime
-            found.append((path, last_used, _du(path)))
+            found.append((path, last_used, disk_usage(path)))
         return found
 
     def gc(self, older_than_days: float, dry_run: bool = False) -> list[Path]:
@@ -355,145 +332,3 @@ class ImageStore:
                     shutil.rmtree(stale, ignore_errors=True)
                 removed.append(stale)
         return removed
-
-
-def _apt_tail(data: bytes, lines: int = 25) -> str:
-    """apt's error and warning lines in a failed build's output, else its last lines."""
-    errors = [line for line in data.decode(errors="replace").splitlines() if line.startswith(("E:", "W:", "Error"))]
-    return "\n".join(errors or proc.tail(data, lines))
-
-
-def _du(path: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
-    return total
-
-
-CHROOT_SCRIPT = r"""
-set -eu
-root=$1
-shift
-mount -t proc proc "$root/proc"
-mount -t sysfs sysfs "$root/sys"
-mount --rbind /dev "$root/dev"
-mount -t tmpfs tmpfs "$root/run"
-mount -t tmpfs tmpfs "$root/tmp"
-cp /etc/resolv.conf "$root/etc/resolv.conf"
-printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
-chmod 755 "$root/usr/sbin/policy-rc.d"
-export DEBIAN_FRONTEND=noninteractive
-# The host's temporary directory (vmrig runs often set TMPDIR) does not exist in the chroot.
-export TMPDIR=/tmp
-unset TMP TEMP
-status=0
-"$@" || status=$?
-rm -f "$root/usr/sbin/policy-rc.d" "$root/etc/resolv.conf"
-exit $status
-"""
-
-
-def _install_in_chroot(tree: Path, packages: list[str], commands: list[str]) -> None:
-    """apt-get install and build commands inside `tree`, in a private mount namespace."""
-    unshare = proc.require_tool("unshare")
-    steps = ["apt-get -q update"]
-    if packages:
-        steps.append("apt-get -q -y --no-install-recommends -o Dpkg::Use-Pty=0 install " + " ".join(packages))
-    steps += commands
-    steps += ["apt-get clean", "rm -rf /var/lib/apt/lists/*"]
-    script = "set -e\n" + "\n".join(steps) + "\n"
-    try:
-        proc.run(
-            [
-                unshare,
-                "--mount",
-                "--propagation",
-                "private",
-                "--fork",
-                "--",
-                "sh",
-                "-c",
-                CHROOT_SCRIPT,
-                "vmrig-chroot",
-                str(tree),
-                "chroot",
-                str(tree),
-                "/bin/sh",
-                "-c",
-                script,
-            ],
-        )
-    except HostCommandFailed as error:
-        output = error.stdout + error.stderr
-        missing = re.findall(r"E: Unable to locate package (\S+)", output.decode(errors="replace"))
-        if missing:
-            found = ", ".join(missing)
-            raise ImageBuildError(f"apt could not find package(s): {found}\n{_apt_tail(output)}") from error
-        raise ImageBuildError(
-            f"building the package layer failed (exit status {error.status}):\n{_apt_tail(output, 40)}"
-        ) from error
-
-
-def _make_disk(tree: Path, disk: Path) -> int:
-    """An ext4 file system of `tree`, as a qcow2 image; returns the fs size in MiB."""
-    mkfs = proc.require_tool("mkfs.ext4")
-    qemu_img = proc.require_tool("qemu-img")
-    used_mib = _du(tree) // (1 << 20)
-    # Room for what the guest writes; a larger disk grows the fs at boot.
-    fs_size_mib = max(1024, (used_mib * 3 // 2 + 512 + 255) // 256 * 256)
-    raw = disk.with_suffix(".raw")
-    try:
-        proc.run([mkfs, "-q", "-F", "-L", "root", "-E", "root_owner=0:0", "-d", tree, raw, f"{fs_size_mib}M"])
-        proc.run([qemu_img, "convert", "-q", "-f", "raw", "-O", "qcow2", raw, disk])
-    finally:
-        raw.unlink(missing_ok=True)
-    disk.chmod(0o444)
-    return fs_size_mib
-
-
-def _module_paths(root: Path, kernel_version: str, names: tuple[str, ...]) -> list[Path]:
-    """The module files for `names` and their dependencies, dependencies first."""
-    moddir = root / "lib" / "modules" / kernel_version
-    deps: dict[str, list[str]] = {}
-    for line in (moddir / "modules.dep").read_text().splitlines():
-        target, _, rest = line.partition(":")
-        deps[target] = rest.split()
-    by_name = {Path(p).name.split(".ko")[0].replace("-", "_"): p for p in deps}
-    ordered: list[str] = []
-
-    def visit(path: str) -> None:
-        if path in ordered:
-            return
-        for dep in deps.get(path, []):
-            visit(dep)
-        ordered.append(path)
-
-    for name in names:
-        if name in by_name:  # a built-in driver has no module file
-            visit(by_name[name])
-    return [moddir / p for p in ordered]
-
-
-def build_initramfs(root: Path, kernel_version: str) -> bytes:
-    """vmrig's initramfs: static busybox, a few modules, and guest/init."""
-    buffer = io.BytesIO()
-    archive = CpioWriter(buffer)
-    for directory in ("bin", "dev", "proc", "sys", "modules", "newroot"):
-        archive.directory(directory)
-    archive.file("init", (GUEST_DIR / "init").read_bytes(), 0o755)
-    archive.file("bin/busybox", (root / "bin" / "busybox").read_bytes(), 0o755)
-    for applet in BUSYBOX_APPLETS:
-        archive.symlink(f"bin/{applet}", "busybox")
-    order = []
-    for path in _module_paths(root, kernel_version, INITRAMFS_MODULES):
-        data = path.read_bytes()
-        if path.suffix == ".xz":
-            data = lzma.decompress(data)
-        name = path.name.split(".ko")[0] + ".ko"
-        archive.file(f"modules/{name}", data)
-        order.append(name)
-    archive.file("modules.order", "".join(f"{name}\n" for name in order).encode())
-    archive.close()
-    return buffer.getvalue()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 
-from vmrig.guestconfig import Interface, NodeNetwork
+from vmrig.image.configlayer import Interface, NodeNetwork
 from vmrig.spec import Node, SpecError
 
 __all__ = ["MAX_NODES", "NetworkPlan", "automatic_addresses", "interfaces_of", "mac_address"]

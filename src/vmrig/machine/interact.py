@@ -20,20 +20,42 @@ import secrets
 import select
 import shlex
 import signal
+import socket
 import sys
 import termios
 import threading
 import time
 import tty
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from vmrig import proc
 from vmrig.channel import FrameDecoder
 from vmrig.errors import MachineError
+from vmrig.log import Logger
+from vmrig.timeouts import Duration
 
-if TYPE_CHECKING:
-    from vmrig.machine import Machine
+
+class Machine(Protocol):
+    """What a session needs of a machine (vmrig.machine.Machine has it all)."""
+
+    name: str
+    logger: Logger
+    process: proc.Child | None
+    interact_lock: threading.Lock
+
+    def log(self, message: str) -> None: ...
+
+    def start(self, allow_reboot: bool = False) -> None: ...
+
+    def execute(
+        self, command: str, check_return: bool = True, check_output: bool = True, timeout: Duration | None = 900
+    ) -> tuple[int, str]: ...
+
+    def shell_port(self) -> socket.socket: ...
+
+    def send_console(self, chars: str) -> None: ...
+
 
 GUEST_SHELL = "/usr/lib/vmrig/shell"
 # The guest's shell must start within this many seconds (a few exec's under emulation).

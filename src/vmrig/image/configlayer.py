@@ -16,7 +16,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from vmrig.contract import GUEST_DIR
-from vmrig.cpio import CpioWriter
+from vmrig.image.cpio import CpioWriter
 from vmrig.spec import Node
 
 BACKDOOR_UNIT = "vmrig-backdoor.service"

@@ -1,0 +1,10 @@
+"""Running a test: the Driver, and what it is made of.
+
+assemble (nodes to MachineConfigs), namespace (the script's globals),
+polling (polling conditions), report (how a failure is shown), driver (the
+Driver: setup, run, global timeout, cleanup).
+"""
+
+from vmrig.driver.driver import Driver
+
+__all__ = ["Driver"]

@@ -1,0 +1,186 @@
+"""From a test's nodes to MachineConfigs: image, network plan, SSH backdoor, shared directories; state-dir locks."""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import inspect
+import os
+import shlex
+from pathlib import Path
+from typing import TextIO
+
+from vmrig import ssh
+from vmrig.errors import TestFileError, UsageError
+from vmrig.image import configlayer
+from vmrig.image.configlayer import NodeNetwork
+from vmrig.image.store import ImageStore, NodeImage
+from vmrig.log import Logger
+from vmrig.machine import MachineConfig
+from vmrig.net.plan import NetworkPlan
+from vmrig.spec import EXCHANGE_GUEST_PATH, Node, SpecError, default_cores
+from vmrig.testfile import TestSpec
+from vmrig.timeouts import TimeoutScale
+from vmrig.virtiofs import Virtiofs, plan_shares
+
+
+def with_ssh_backdoor(spec: TestSpec) -> tuple[ssh.Backdoor | None, TestSpec]:
+    """The test's SSH backdoor (if it asks for one) and its nodes with sshd added to their image and config layer."""
+    if not spec.options.ssh_backdoor:
+        return None, spec
+    vsock = ssh.vsock_usable()
+    backdoor = ssh.Backdoor(vsock=vsock, vsock_offset=spec.options.vsock_offset)
+    nodes = {name: ssh.backdoor_node(node, vsock=vsock) for name, node in spec.nodes.items()}
+    return backdoor, dataclasses.replace(spec, nodes=nodes)
+
+
+class Assembler:
+    """Makes each machine's MachineConfig, and holds the locks on their state directories.
+
+    `run_dir`, `accel` and `timeout_scale` are the driver's setup() choices,
+    set before the first config is made.
+    """
+
+    def __init__(
+        self,
+        spec: TestSpec,
+        *,
+        logger: Logger,
+        images: ImageStore,
+        backdoor: ssh.Backdoor | None,
+        tmp_dir: Path,
+        snapshots: bool,
+        interactive: bool,
+    ) -> None:
+        self.spec = spec
+        self.logger = logger
+        self.images = images
+        self.ssh = backdoor
+        self.tmp_dir = tmp_dir
+        self.snapshots = snapshots
+        self.interactive = interactive
+        # Every machine mounts it at /tmp/shared, as in NixOS tests.
+        self.shared_dir = tmp_dir / "shared-xchg"
+        try:
+            self.network_plan = NetworkPlan(spec.nodes)
+        except SpecError as error:
+            raise TestFileError(error.message, spec.path) from None
+        self.run_dir: Path | None = None
+        self.accel: str | None = None
+        self.timeout_scale = TimeoutScale()
+        self._state_locks: list[TextIO] = []
+
+    def machine_names(self) -> list[str]:
+        return sorted(self.spec.nodes)
+
+    def uses_exchange_dir(self) -> bool:
+        """Whether machines mount the run's exchange directory at /tmp/shared.
+
+        virtiofs cannot be saved in a snapshot, so with snapshots on, only a
+        script that names /tmp/shared gets it (as every NixOS test machine has).
+        """
+        if not self.snapshots:
+            return True
+        script = self.spec.script
+        if callable(script):
+            try:
+                script = inspect.getsource(script)
+            except (OSError, TypeError):
+                return True
+        return EXCHANGE_GUEST_PATH in script
+
+    def network_of(self, name: str, number: int, node: Node) -> NodeNetwork:
+        return self.network_plan.node_network(name, number, node, outside_access=self.interactive)
+
+    def lock_state_dir(self, name: str) -> None:
+        lock_path = self.tmp_dir / f"vm-state-{name}.lock"
+        lock = open(lock_path, "a+")  # noqa: SIM115 (held until the run ends)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            lock.close()
+            raise UsageError(
+                f"{self.tmp_dir / f'vm-state-{name}'} is in use by another vmrig run ({holder}); "
+                "set TMPDIR to another directory to run both at once"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}\n")
+        lock.flush()
+        self._state_locks.append(lock)
+
+    def release_state_dirs(self) -> None:
+        for lock in self._state_locks:
+            lock.close()
+        self._state_locks.clear()
+
+    def machine_config(
+        self, name: str, number: int, node: Node, image: NodeImage, *, with_ssh: bool = True
+    ) -> MachineConfig:
+        assert self.run_dir is not None and self.accel is not None
+        if node.disk_size < image.fs_size_mib:
+            raise TestFileError(
+                f"node {name}: disk_size {node.disk_size} MiB is smaller than its image ({image.fs_size_mib} MiB)",
+                self.spec.script_path,
+            )
+        network = self.network_of(name, number, node)
+        try:
+            exchange = self.shared_dir if self.uses_exchange_dir() else None
+            shares = plan_shares(node, base_dir=self.spec.path.parent, exchange_dir=exchange)
+        except SpecError as error:
+            raise TestFileError(f"node {name}: {error.message}", self.spec.path) from None
+        virtiofs = Virtiofs(name, shares, self.run_dir, node.memory_size, self.logger)
+        kernel_params = list(node.kernel_params)
+        forwards = list(node.forward_ports)
+        endpoint = self.ssh.endpoint(name, number) if self.ssh is not None and with_ssh else None
+        if endpoint is not None:
+            forwards += endpoint.forwards()
+        return MachineConfig(
+            vsock_cid=endpoint.cid if endpoint is not None else None,
+            name=name,
+            disk=image.disk,
+            kernel=image.kernel,
+            initrd=image.initrd,
+            config_layer=configlayer.config_layer(
+                name, node, network, grow_root=node.disk_size > image.fs_size_mib, mounts=virtiofs.mounts()
+            ),
+            memory_mib=node.memory_size,
+            cores=node.cores or default_cores(len(self.spec.nodes), os.cpu_count() or 1, self.accel),
+            disk_mib=node.disk_size,
+            kernel_params=kernel_params,
+            # The environment's QEMU options come last, after the node's.
+            qemu_options=[*node.qemu_options, *shlex.split(os.environ.get("QEMU_OPTS", ""))],
+            accel=self.accel,
+            vlan_nics=[
+                (card.vlan, card.mac or "", str(self.run_dir / f"vde{card.vlan}.ctl")) for card in network.interfaces
+            ],
+            sidecars=[virtiofs] if shares else [],
+            forwards=forwards,
+            user_net_options=os.environ.get("QEMU_NET_OPTS", ""),
+            connect_timeout=float(os.environ.get("VMRIG_CONNECT_TIMEOUT", "300")),
+            outside_access=self.interactive,
+            timeout_scale=self.timeout_scale,
+            snapshot_root=self.images.root if self.snapshots else None,
+        )
+
+    def extra_machine_config(
+        self, start_command: str | Node, name: str | None, number: int, node_images: dict[str, NodeImage]
+    ) -> tuple[str, MachineConfig]:
+        """create_machine()'s machine: from a Node (built like any other) or a QEMU start command."""
+        if isinstance(start_command, Node):
+            node = start_command
+            name = name or f"machine{number}"
+            if self.ssh is not None:
+                node = ssh.backdoor_node(node, vsock=self.ssh.vsock)
+            image = self.images.node_image(node, self.spec.options.suite, self.spec.options.mirror)
+            config = self.machine_config(name, number, node, image)
+        else:
+            name = name or "machine"
+            some_image = next(iter(node_images.values()))
+            node = Node()
+            # A QEMU command of the user's: no backdoor sshd is known to be in its image.
+            config = self.machine_config(name, number, node, some_image, with_ssh=False)
+            config.start_command = start_command
+        return name, config

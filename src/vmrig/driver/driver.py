@@ -1,0 +1,411 @@
+"""The Driver: a test run's setup, its script, the global timeout, and a cleanup that leaves nothing behind.
+
+It gives the script the NixOS test driver's globals (vmrig.driver.namespace),
+enforces the global timeout, reports a failure as the script's own traceback
+plus the failing node's console (vmrig.driver.report), and leaves no QEMU or
+vde_switch behind. The machines' configurations come from
+vmrig.driver.assemble.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+import textwrap
+import threading
+import time
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vmrig import accel, proc, scriptcheck, ssh
+from vmrig.debug import Debugger
+from vmrig.driver import namespace, polling, report
+from vmrig.driver.assemble import Assembler, with_ssh_backdoor
+from vmrig.driver.polling import PollingCondition
+from vmrig.errors import UsageError
+from vmrig.image.configlayer import NodeNetwork
+from vmrig.image.store import ImageStore, NodeImage
+from vmrig.log import Logger
+from vmrig.machine import Machine
+from vmrig.net.faults import Network
+from vmrig.net.vlan import VLan
+from vmrig.scriptnames import DRIVER_SYMBOLS, public_attributes
+from vmrig.spec import Node, python_name
+from vmrig.testfile import TestSpec
+from vmrig.timeouts import Duration, TimeoutScale
+from vmrig.timer import PausableTimer
+
+
+class Driver:
+    """Owns a test run: images, vlans, machines, the script's namespace."""
+
+    def __init__(
+        self,
+        spec: TestSpec,
+        *,
+        logger: Logger,
+        out_dir: Path,
+        keep_vm_state: bool = False,
+        global_timeout: float | None = None,
+        interactive: bool = False,
+        images: ImageStore | None = None,
+        tmp_dir: Path | None = None,
+        debug_on_failure: bool = False,
+        snapshots: bool = True,
+    ) -> None:
+        # The SSH backdoor adds sshd to every node's image and config layer.
+        self.ssh: ssh.Backdoor | None
+        self.ssh, spec = with_ssh_backdoor(spec)
+        self.spec = spec
+        self.logger = logger
+        self.out_dir = out_dir
+        self.keep_vm_state = keep_vm_state
+        # Booted snapshots (vmrig.image.snapshot): never with kept state, whose disks outlive a run.
+        self.snapshots = snapshots and not keep_vm_state
+        self.global_timeout = global_timeout if global_timeout is not None else spec.options.global_timeout
+        self.interactive = interactive
+        self.images = images or ImageStore(progress=logger.info)
+        self.tmp_dir = tmp_dir or Path(os.environ.get("TMPDIR") or "/tmp")
+        self.assembler = Assembler(
+            spec,
+            logger=logger,
+            images=self.images,
+            backdoor=self.ssh,
+            tmp_dir=self.tmp_dir,
+            snapshots=self.snapshots,
+            interactive=interactive,
+        )
+        # Every machine mounts it at /tmp/shared, as in NixOS tests.
+        self.shared_dir = self.assembler.shared_dir
+        self.network_plan = self.assembler.network_plan
+        self.machines: list[Machine] = []
+        self.vlans: list[VLan] = []
+        # Fault injection: the script's `network`.
+        self.network = Network(self.all_machines, logger)
+        self.polling_conditions: list[PollingCondition] = []
+        self.node_images: dict[str, NodeImage] = {}
+        self.timed_out = False
+        self._extra_machines: list[Machine] = []
+        self._timer: PausableTimer | None = None
+        self._timeout_interrupt_sent = threading.Event()
+        self.debug = Debugger(logger, on_failure=debug_on_failure, timer=lambda: self._timer, focus=spec.script_path)
+        self._namespace: dict[str, Any] | None = None
+
+    @property
+    def timeout_scale(self) -> TimeoutScale:
+        """How the script's timeouts are scaled: chosen in setup(), once the accelerator is known."""
+        return self.assembler.timeout_scale
+
+    # -- preparation -----------------------------------------------------------
+
+    def machine_names(self) -> list[str]:
+        return self.assembler.machine_names()
+
+    def script_names(self) -> list[str]:
+        """Every global a script of this test can use."""
+        names = list(DRIVER_SYMBOLS)
+        names += [python_name(name) for name in self.machine_names()]
+        if len(self.spec.nodes) == 1:
+            names.append("machine")
+        names += [f"vlan{nr}" for nr in self.vlan_numbers()]
+        return names
+
+    def check_script(self) -> None:
+        """Reports script mistakes (syntax, unknown names) before anything boots."""
+        machine_vars = [python_name(name) for name in self.machine_names()]
+        if len(self.spec.nodes) == 1:
+            machine_vars.append("machine")
+        scriptcheck.check_script(
+            self.spec.script,
+            filename=self.spec.script_path,
+            first_line=self.spec.script_first_line,
+            known_names=[*self.script_names(), *self.spec.module_globals],
+            machine_names=machine_vars,
+            machine_methods=public_attributes(Machine),
+        )
+
+    def uses_exchange_dir(self) -> bool:
+        """Whether machines mount the run's exchange directory at /tmp/shared (see Assembler.uses_exchange_dir)."""
+        return self.assembler.uses_exchange_dir()
+
+    def vlan_numbers(self) -> list[int]:
+        return self.network_plan.vlan_numbers()
+
+    def build_images(self) -> dict[str, NodeImage]:
+        options = self.spec.options
+        with self.logger.nested("building node images"):
+            for name in self.machine_names():
+                node = self.spec.nodes[name]
+                with self.logger.nested(f"image for {name}"):
+                    self.node_images[name] = self.images.node_image(node, options.suite, options.mirror)
+        return self.node_images
+
+    def network_of(self, name: str, number: int, node: Node) -> NodeNetwork:
+        return self.assembler.network_of(name, number, node)
+
+    def setup(self) -> None:
+        """Builds what is missing, starts the vlans and creates (not boots) the machines."""
+        if not self.node_images:
+            self.build_images()
+        first_image = self.node_images[self.machine_names()[0]]
+        accel.check_qemu_version(proc.require_tool("qemu-system-x86_64"))
+        self.assembler.accel = accel.choose(self.images.root, first_image.kernel)
+        self.logger.log(f"accelerator: {self.assembler.accel}")
+        try:
+            self.assembler.timeout_scale = TimeoutScale.choose(
+                self.assembler.accel, os.environ.get("VMRIG_TIMEOUT_FACTOR")
+            )
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        if self.timeout_scale.factor != 1:
+            self.logger.log(
+                f"the script's timeouts are multiplied by {self.timeout_scale.factor:g} "
+                f"({self.timeout_scale.reason}; VMRIG_TIMEOUT_FACTOR sets the factor)"
+            )
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = self.assembler.run_dir = Path(tempfile.mkdtemp(prefix="vmrig-", dir=self.tmp_dir))
+        if not self.keep_vm_state:
+            shutil.rmtree(self.shared_dir, ignore_errors=True)
+        self.shared_dir.mkdir(mode=0o700, exist_ok=True)
+        with self.logger.nested("start all VLans"):
+            for nr in self.vlan_numbers():
+                vlan = VLan(nr, run_dir, self.logger)
+                self.vlans.append(vlan)
+                vlan.start()
+        for number, name in enumerate(self.machine_names(), start=1):
+            self.assembler.lock_state_dir(name)
+            node = self.spec.nodes[name]
+            config = self.assembler.machine_config(name, number, node, self.node_images[name])
+            self.machines.append(
+                Machine(
+                    config,
+                    state_dir=self.tmp_dir / f"vm-state-{name}",
+                    out_dir=self.out_dir,
+                    logger=self.logger,
+                    keep_vm_state=self.keep_vm_state,
+                    callbacks=[self.check_polling_conditions],
+                )
+            )
+            self.machines[-1].boot_hooks.append(self.network.machine_booted)
+        if self.ssh is not None:
+            self._publish_ssh()
+
+    # -- the script's world ----------------------------------------------------
+
+    def test_symbols(self) -> dict[str, Any]:
+        if self._namespace is None:
+            self._namespace = namespace.script_globals(self)
+        return self._namespace
+
+    def start_all(self) -> None:
+        """Starts every machine; they boot in parallel."""
+        with self.logger.nested("start all VMs"):
+            for machine in self.machines:
+                machine.start()
+
+    def join_all(self) -> None:
+        with self.logger.nested("wait for all VMs to finish"):
+            for machine in self.machines:
+                machine.wait_for_shutdown()
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def snapshot(self, name: str) -> None:
+        """Saves every running machine's state under `name` (Machine.snapshot, for all of them)."""
+        for machine in self.all_machines():
+            if machine.booted:
+                machine.snapshot(name)
+
+    def restore(self, name: str) -> None:
+        """Brings every running machine back to its state saved under `name` (Machine.restore)."""
+        for machine in self.all_machines():
+            if machine.booted:
+                machine.restore(name)
+
+    def subtest(self, name: str) -> contextlib.AbstractContextManager[None]:
+        return self.logger.subtest(name)
+
+    def serial_stdout_on(self) -> None:
+        self.logger.print_serial_logs(True)
+
+    def serial_stdout_off(self) -> None:
+        self.logger.print_serial_logs(False)
+
+    def check_polling_conditions(self) -> None:
+        for condition in self.polling_conditions:
+            condition.maybe_raise()
+
+    def polling_condition(
+        self,
+        fun_: Callable[[], Any] | None = None,
+        *,
+        seconds_interval: Duration = 2.0,
+        description: str | None = None,
+    ) -> Any:
+        return polling.polling_condition(self, fun_, seconds_interval=seconds_interval, description=description)
+
+    def _publish_ssh(self) -> None:
+        assert self.ssh is not None and self.assembler.run_dir is not None
+        state_dirs = {machine.name: machine.state_dir for machine in self.all_machines()}
+        self.ssh.publish(self.assembler.run_dir, state_dirs, self.logger)
+
+    def create_machine(
+        self,
+        start_command: str | Node,
+        *,
+        name: str | None = None,
+        keep_vm_state: bool = False,
+        keep_machine_state: bool = False,
+    ) -> Machine:
+        """A machine outside `nodes`: from a Node (built like any other) or a QEMU command.
+
+        A start command is a shell command that starts QEMU with a vmrig-style
+        guest; vmrig appends its own arguments, like the NixOS driver does.
+        `keep_machine_state` is newer NixOS's name for `keep_vm_state`.
+        """
+        keep_vm_state = keep_vm_state or keep_machine_state
+        assert self.assembler.run_dir is not None
+        number = len(self.machines) + len(self._extra_machines) + 1
+        name, config = self.assembler.extra_machine_config(start_command, name, number, self.node_images)
+        self.assembler.lock_state_dir(name)
+        machine = Machine(
+            config,
+            state_dir=self.tmp_dir / f"vm-state-{name}",
+            out_dir=self.out_dir,
+            logger=self.logger,
+            keep_vm_state=keep_vm_state,
+        )
+        machine.boot_hooks.append(self.network.machine_booted)
+        self._extra_machines.append(machine)
+        if self.ssh is not None and name in self.ssh.endpoints:
+            self._publish_ssh()
+        return machine
+
+    # -- running ---------------------------------------------------------------
+
+    def _compiled_script(self) -> Callable[[], None]:
+        namespace = self.test_symbols()
+        script = self.spec.script
+        if callable(script):
+            function = script
+            merged = dict(function.__globals__)
+            merged.update(namespace)
+            bound = types.FunctionType(
+                function.__code__, merged, function.__name__, function.__defaults__, function.__closure__
+            )
+            return lambda: bound()
+        source = textwrap.dedent(script)
+        code = compile("\n" * (self.spec.script_first_line - 1) + source, self.spec.script_path, "exec")
+        # The test file's own imports and helpers too, under the driver's globals;
+        # the script runs in the prompt's namespace, so its variables stay visible there.
+        for key, value in self.spec.module_globals.items():
+            namespace.setdefault(key, value)
+        return lambda: exec(code, namespace, None)
+
+    def test_script(self) -> bool:
+        """Runs the test script; logs its failure and returns False if it fails."""
+        try:
+            passed = self._run_script()
+            self._await_timeout_interrupt()
+        except KeyboardInterrupt:
+            if not self.timed_out:
+                raise
+            passed = False
+        if self.timed_out:
+            self.report_failure(None)
+            return False
+        return passed
+
+    def _run_script(self) -> bool:
+        run = self._compiled_script()
+        try:
+            with self.logger.nested("run the VM test script"), self.debug.hooked():
+                run()
+        except Exception as error:  # the script's own errors are test failures
+            if self.timed_out:
+                return False  # the timeout stopped the VMs under the script's command
+            self.report_failure(error)
+            self.debug.failure(error)  # --debug-on-failure: a prompt at the failing line
+            return False
+        return True
+
+    def _await_timeout_interrupt(self) -> None:
+        """If the global timeout fired, lets its KeyboardInterrupt land here.
+
+        The timer stops the VMs and then interrupts the main thread; a command
+        broken by the stopped VM can end the script before the interrupt
+        arrives, and it must not arrive later, in the cleanup.
+        """
+        if self._timer is None or self._timer.cancel():
+            return
+        self._timeout_interrupt_sent.wait(60)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def run_tests(self) -> bool:
+        """The whole non-interactive test: timer, script, final sync."""
+        if self.global_timeout:
+            self.logger.log(f"Test will time out and terminate in {self.global_timeout:g} seconds")
+            # Pausable: a debugger prompt stops the clock (see vmrig.debug).
+            self._timer = PausableTimer(self.global_timeout, self.terminate_test)
+            self._timer.start()
+        started = time.monotonic()
+        passed = self.test_script()  # stops the timer
+        if passed:
+            for machine in self.machines:
+                if machine.is_up():
+                    machine.execute("sync")
+        self.logger.log(f"test script finished in {time.monotonic() - started:.2f}s")
+        return passed
+
+    def terminate_test(self) -> None:
+        """Runs on the timer thread when the global timeout is reached."""
+        self.timed_out = True
+        self.logger.error("timeout reached; test terminating...")
+        for machine in self.all_machines():
+            machine.release()
+        # A real SIGINT, unlike _thread.interrupt_main(), also ends a sleep or a
+        # blocking read in the script.
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+        self._timeout_interrupt_sent.set()
+
+    def all_machines(self) -> list[Machine]:
+        return self.machines + self._extra_machines
+
+    def report_failure(self, error: BaseException | None) -> None:
+        """Logs a failure the way a script author wants to see it."""
+        if self.timed_out:
+            report.report_timeout(self.logger, self.global_timeout)
+            return
+        assert error is not None
+        report.report_error(self.logger, error, self.spec.script_path)
+
+    # -- teardown --------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.ssh is not None:
+            self.ssh.withdraw()
+        for machine in self.all_machines():
+            with contextlib.suppress(Exception):
+                machine.release()
+        for vlan in self.vlans:
+            with contextlib.suppress(Exception):
+                vlan.stop()
+        if self.assembler.run_dir is not None:
+            shutil.rmtree(self.assembler.run_dir, ignore_errors=True)
+            self.assembler.run_dir = None
+        self.assembler.release_state_dirs()
+
+    def __enter__(self) -> Driver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()

@@ -1,0 +1,159 @@
+"""The backdoor channel: a command line to the guest's root shell, its output and status back.
+
+A command line goes in on the virtio console /dev/hvc0 (see guest/protocol.bash);
+the command's stdout comes back on the data port between two markers that
+carry a random nonce, then its exit status (vmrig.channel.FrameDecoder).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import select
+import shlex
+import time
+
+from vmrig.channel import FrameDecoder
+from vmrig.errors import MachineError
+from vmrig.machine.base import DEFAULT_TIMEOUT, MachineBase
+from vmrig.timeouts import Duration
+
+# How long a command may take to end once cancelled: its watchdog sends
+# SIGTERM, then SIGKILL 5 s later.
+CANCEL_WAIT = 10.0
+# How long the guest may take to read a command's input (copy_from_host).
+DATA_TIMEOUT = 300.0
+
+
+class Backdoor(MachineBase):
+    """execute() and the wire protocol under it."""
+
+    def execute(
+        self,
+        command: str,
+        check_return: bool = True,
+        check_output: bool = True,
+        timeout: Duration | None = DEFAULT_TIMEOUT,
+    ) -> tuple[int, str]:
+        """Runs `command` as root in a fresh subshell; returns (status, stdout).
+
+        `timeout` (seconds or a timedelta, scaled under emulation; None: no
+        limit) counts from when the command starts, after the machine has
+        booted, as in NixOS; a command that runs out of time is killed with
+        its whole process group and gives status 124.
+        Binary output comes back intact: undecodable bytes are kept as
+        surrogate escapes (`output.encode(errors="surrogateescape")`).
+        """
+        self.run_callbacks()
+        self._run_boot_hooks()
+        limit = None if timeout is None else self.config.timeout_scale(timeout)
+        status, data = self._run(command, timeout=limit, wait=check_output)
+        if not check_output:
+            return -2, ""
+        output = data.decode(errors="surrogateescape")
+        if not check_return:
+            return -1, output
+        return status, output
+
+    def _run(
+        self, command: str, *, timeout: float | None = DEFAULT_TIMEOUT, stdin: bytes | None = None, wait: bool = True
+    ) -> tuple[int, bytes]:
+        """Runs `command` in the guest; `timeout` in seconds (None or 0: no limit)."""
+        with self._command_lock:
+            self.connect()
+            nonce = secrets.token_hex(8)
+            line = f"__vmrig_run {nonce} {math.ceil(timeout or 0)} {shlex.quote(command)}"
+            if stdin is not None:
+                line += f" {len(stdin)}"
+            self._send(line.encode() + b"\n")
+            if stdin:
+                self._send_data(stdin, command)
+            if not wait:
+                return -2, b""
+            decoder = FrameDecoder(nonce)
+            try:
+                return self._collect(decoder, command, timeout)
+            except KeyboardInterrupt:
+                self._cancel(decoder, command)
+                raise
+
+    def _cancel(self, decoder: FrameDecoder, command: str) -> None:
+        """Ends the guest command `decoder` waits for (Ctrl-C at a prompt) and reads the rest of its output.
+
+        The guest's watchdog stops the command's process group; the machine
+        and the channel stay as they were, so the next command answers at once.
+        A second Ctrl-C while this waits gives up waiting; the next command
+        then skips the rest of this one's output (its frame carries this nonce).
+        """
+        if self._control is None:
+            return
+        self.log(f"interrupted: stopping `{command}` in the guest")
+        try:
+            self._control.sendall(f"{decoder.nonce}\n".encode())
+            status, _ = self._collect(decoder, command, CANCEL_WAIT, slack=0)
+        except (OSError, MachineError, KeyboardInterrupt):
+            return
+        self.log(f"`{command}` stopped (exit code {status})")
+
+    def _send_data(self, data: bytes, command: str) -> None:
+        """Feeds a command's stdin through the data port; the guest reads exactly len(data)."""
+        assert self._data is not None
+        self._data.settimeout(DATA_TIMEOUT)
+        try:
+            self._data.sendall(data)
+        except OSError as error:
+            raise self._broken(f"cannot send input for `{command}` ({error}); {self._exit_note()}") from None
+
+    def _collect(
+        self, decoder: FrameDecoder, command: str, timeout: float | None, slack: float = 60
+    ) -> tuple[int, bytes]:
+        """Reads the frame `decoder` waits for: (status, output).
+
+        The guest enforces `timeout`; `timeout + slack` only catches a guest
+        that stopped answering (MachineError).
+        """
+        output = bytearray()
+        deadline = None if not timeout else time.monotonic() + timeout + slack
+        while True:
+            for chunk in decoder.feed(bytes(self._shell_buffer)):
+                output += chunk
+            self._shell_buffer.clear()
+            if decoder.finished:
+                if decoder.discarded:
+                    self.log(f"discarding {decoder.discarded} bytes of output from earlier background processes")
+                self._shell_buffer += decoder.remainder
+                return decoder.status or 0, bytes(output)
+            if deadline is not None and time.monotonic() > deadline:
+                limit = (timeout or 0) + slack
+                raise self._broken(f"no answer from the backdoor shell to `{command}` within {limit:g} s")
+            if not self._receive(1.0):
+                self.connected = False
+                raise self._broken(f"{self._exit_note()} while running `{command}`")
+
+    def _receive(self, wait: float, *, console: bool = False) -> bool:
+        """Reads what the guest sent within `wait` seconds; False once QEMU is gone.
+
+        Command output arrives on the data port; only the ready line comes on
+        the shell's console: QEMU drops console output when the reader is slow.
+        """
+        sock = self._shell if console else self._data
+        buffer = self._console_buffer if console else self._shell_buffer
+        assert sock is not None
+        ready, _, _ = select.select([sock], [], [], wait)
+        if ready:
+            try:
+                chunk = sock.recv(1 << 16)
+            except OSError:
+                chunk = b""
+            if chunk:
+                buffer += chunk
+                return True
+            return False
+        return self._alive()
+
+    def _send(self, data: bytes) -> None:
+        assert self._shell is not None
+        try:
+            self._shell.sendall(data)
+        except OSError as error:
+            raise self._broken(f"cannot write to the backdoor shell ({error}); {self._exit_note()}") from None

@@ -1,0 +1,177 @@
+"""The machine's shared state and the few primitives every part of its script API builds on.
+
+NixOS's BaseMachine idea: the script API (vmrig.machine.commands, systemd,
+waits, files, monitor, snapshots) is written against this class; the QEMU
+machine (vmrig.machine.lifecycle and vmrig.machine.backdoor) provides
+`execute`, `connect` and the rest of the abstract methods.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import shutil
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from vmrig import proc
+from vmrig.errors import MachineError
+from vmrig.log import Logger
+from vmrig.machine.config import MachineConfig
+from vmrig.machine.console import CONSOLE_TAIL, SerialConsole
+from vmrig.qmp import QMPClient
+from vmrig.timeouts import Duration
+
+DEFAULT_TIMEOUT = 900
+
+
+class MachineBase(abc.ABC):
+    """A machine's state, its log, and the abstract operations the script API needs."""
+
+    # The attributes a script may use, besides the methods (`vmrig check` reads them from here).
+    config: MachineConfig
+    name: str
+    state_dir: Path
+    out_dir: Path
+    logger: Logger
+    keep_vm_state: bool
+    callbacks: list[Callable[[], None]]
+    process: proc.Child | None
+    pid: int | None
+    booted: bool
+    connected: bool
+    qmp: QMPClient | None
+    interact_lock: threading.Lock
+    boot_count: int  # backdoor connections so far: one per boot of the guest
+    boot_hooks: list[Callable[[MachineBase], None]]
+
+    def __init__(
+        self,
+        config: MachineConfig,
+        *,
+        state_dir: Path,
+        out_dir: Path,
+        logger: Logger,
+        keep_vm_state: bool = False,
+        callbacks: list[Callable[[], None]] | None = None,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.state_dir = state_dir
+        self.out_dir = out_dir
+        self.logger = logger
+        self.keep_vm_state = keep_vm_state
+        self.callbacks = callbacks or []
+        self.process: proc.Child | None = None
+        self.pid: int | None = None
+        self.booted = False
+        self.connected = False
+        self.qmp: QMPClient | None = None
+        self._shell: socket.socket | None = None
+        self._data: socket.socket | None = None
+        # Host end of the virtio port vmrig.shell (shell_interact's terminal).
+        self._shell_port: socket.socket | None = None
+        # Host end of the virtio port vmrig.ctl: cancels the running command (Ctrl-C).
+        self._control: socket.socket | None = None
+        self.interact_lock = threading.Lock()
+        self._shell_buffer = bytearray()  # command output, from the data port
+        self._console_buffer = bytearray()  # the backdoor shell's console, for its ready line
+        self._console = SerialConsole()
+        self._first_start = True  # only a first start restores or saves a booted snapshot
+        self._save_to: Path | None = None  # this boot is saved there once up
+        self._snapshot_final = Path()
+        self._restore_pending = False  # restored, its first command not sent yet
+        self._command_lock = threading.RLock()
+        self._in_callbacks = False
+        # Backdoor connections so far: one per boot of the guest.
+        self.boot_count = 0
+        # Called with the machine before the first command of each boot (the
+        # driver's network puts its faults back after a reboot).
+        self.boot_hooks: list[Callable[[MachineBase], None]] = []
+        self._boot_hooks_due = False
+        if not keep_vm_state and state_dir.exists():
+            self.log(f"deleting VM state directory {state_dir}")
+            self.log("if you want to keep the VM state, pass --keep-vm-state")
+            shutil.rmtree(state_dir)
+
+    def __repr__(self) -> str:
+        return f"<Machine '{self.name}'>"
+
+    # -- logging ---------------------------------------------------------------
+
+    def log(self, message: str) -> None:
+        self.logger.log(message, {"machine": self.name})
+
+    def nested(self, message: str) -> contextlib.AbstractContextManager[None]:
+        return self.logger.nested(message, {"machine": self.name})
+
+    def console_tail(self, lines: int = CONSOLE_TAIL) -> str:
+        return self._console.tail(self.name, lines)
+
+    def _broken(self, message: str) -> MachineError:
+        return MachineError(f"{self.name}: {message}\nlast console lines:\n{self.console_tail()}")
+
+    def run_callbacks(self) -> None:
+        if self._in_callbacks:
+            return
+        self._in_callbacks = True
+        try:
+            for callback in self.callbacks:
+                callback()
+        finally:
+            self._in_callbacks = False
+
+    # -- the QEMU process --------------------------------------------------------
+
+    def _running(self, what: str) -> proc.Child:
+        """The QEMU process, or MachineError naming `what` needed it."""
+        if self.process is None:
+            raise MachineError(f"{self.name}: {what}(): the machine has not been started")
+        return self.process
+
+    def _alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def _exit_note(self) -> str:
+        if self.process is None:
+            return "QEMU is not running"
+        with contextlib.suppress(proc.TimeoutExpired):
+            self.process.wait(2)  # a dying QEMU may not have been reaped yet
+        status = self.process.poll()
+        return "QEMU is not answering" if status is None else f"QEMU exited with status {status}"
+
+    # -- provided by the QEMU machine ----------------------------------------------
+
+    @abc.abstractmethod
+    def start(self, allow_reboot: bool = False) -> None: ...
+
+    @abc.abstractmethod
+    def connect(self) -> None: ...
+
+    @abc.abstractmethod
+    def release(self) -> None: ...
+
+    @abc.abstractmethod
+    def _cleanup_after_exit(self) -> None: ...
+
+    @abc.abstractmethod
+    def _run_boot_hooks(self) -> None: ...
+
+    @abc.abstractmethod
+    def _finish_restore(self, *, count_boot: bool) -> None: ...
+
+    @abc.abstractmethod
+    def execute(
+        self,
+        command: str,
+        check_return: bool = True,
+        check_output: bool = True,
+        timeout: Duration | None = DEFAULT_TIMEOUT,
+    ) -> tuple[int, str]: ...
+
+    @abc.abstractmethod
+    def _run(
+        self, command: str, *, timeout: float | None = DEFAULT_TIMEOUT, stdin: bytes | None = None, wait: bool = True
+    ) -> tuple[int, bytes]: ...

@@ -1,0 +1,67 @@
+"""What a machine is made of: MachineConfig, the Sidecar protocol, the kernel command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from vmrig.timeouts import TimeoutScale
+
+KERNEL_PARAMS = (
+    "console=ttyS0",
+    "root=/dev/vda",
+    "rw",
+    "quiet",
+    "net.ifnames=0",
+    "panic=1",
+    "tsc=reliable",
+    "no_timer_check",
+    "systemd.show_status=0",
+)
+
+
+class Sidecar(Protocol):
+    """A host process a machine needs while QEMU runs (e.g. a virtiofsd per shared directory).
+
+    `start()` is called right before QEMU starts, from the thread that starts
+    QEMU (the parent-death signal is tied to it); `stop()` once QEMU is gone.
+    """
+
+    def qemu_args(self) -> list[str]: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class MachineConfig:
+    """Everything a machine needs to boot, in terms QEMU understands."""
+
+    name: str
+    disk: Path  # read-only base image; the machine writes to an overlay
+    kernel: Path
+    initrd: Path
+    config_layer: bytes = b""  # appended to the initrd (see vmrig.image.configlayer)
+    memory_mib: int = 1024
+    cores: int = 1
+    disk_mib: int = 4096
+    kernel_params: list[str] = field(default_factory=list)
+    qemu_options: list[str] = field(default_factory=list)
+    accel: str = "tcg"
+    # (vlan number, MAC address, vde_switch socket directory)
+    vlan_nics: list[tuple[int, str, str]] = field(default_factory=list)
+    # (host port, guest port): TCP on the host's loopback forwarded into the guest (user network)
+    forwards: list[tuple[int, int]] = field(default_factory=list)
+    user_net_options: str = ""  # appended as they are to -netdev user (QEMU_NET_OPTS)
+    outside_access: bool = False
+    start_command: str | None = None  # a user's own QEMU start command (create_machine)
+    vsock_cid: int | None = None  # a vhost-vsock device with this guest CID (the SSH backdoor)
+    sidecars: list[Sidecar] = field(default_factory=list)  # host helpers and their QEMU arguments
+    timeout_scale: TimeoutScale = field(default_factory=TimeoutScale)  # applied to the script's timeouts
+    # The image cache: the first start restores this configuration's booted snapshot
+    # from there, or saves one once booted (see vmrig.image.snapshot). None: always boot.
+    snapshot_root: Path | None = None
+    # How long the backdoor may take to come up before the start counts as failed.
+    connect_timeout: float = 300.0

@@ -1,0 +1,281 @@
+"""A machine's QEMU process: the state directory, start, connecting to the backdoor, stop.
+
+start() creates the socketpairs (backdoor shell, data, interactive shell,
+control, QMP), starts QEMU with them and the sidecars, and the serial reader;
+connect() waits for the backdoor's ready line; release() undoes it all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from pathlib import Path
+
+from vmrig import proc
+from vmrig.contract import READY_LINE
+from vmrig.errors import MachineError
+from vmrig.image import snapshot
+from vmrig.machine import qemu
+from vmrig.machine.backdoor import Backdoor
+from vmrig.machine.snapshots import Snapshots
+from vmrig.machine.systemd import wait_unit_for
+from vmrig.qmp import QMPClient
+from vmrig.ssh import vsock_cid_hint
+
+
+class Lifecycle(Snapshots, Backdoor):
+    """start, connect, shutdown, crash, reboot, release."""
+
+    def is_up(self) -> bool:
+        return self.booted and self.connected
+
+    def _prepare_state(self, backing: Path | None = None) -> Path:
+        """The state directory, its initrd and the disk overlay (on `backing`, else on the image)."""
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
+        overlay = self.state_dir / f"{self.name}.qcow2"
+        if backing is not None:
+            overlay.unlink(missing_ok=True)
+        if not overlay.exists():
+            proc.run(
+                [
+                    proc.require_tool("qemu-img"),
+                    "create",
+                    "-q",
+                    "-f",
+                    "qcow2",
+                    "-b",
+                    backing or self.config.disk,
+                    "-F",
+                    "qcow2",
+                    overlay,
+                    f"{self.config.disk_mib}M",
+                ]
+            )
+        initrd = self.state_dir / "initrd.img"
+        with open(initrd, "wb") as out:
+            out.write(self.config.initrd.read_bytes())
+            out.write(self.config.config_layer)
+        return overlay
+
+    def qemu_command(
+        self,
+        overlay: Path,
+        shell_fd: int,
+        qmp_fd: int,
+        data_fd: int,
+        allow_reboot: bool,
+        shell_port_fd: int | None = None,
+        control_fd: int | None = None,
+        ram: tuple[Path, bool] | None = None,
+        incoming: bool = False,
+    ) -> list[str]:
+        """This machine's QEMU command line, with its state directory's initrd (see vmrig.machine.qemu.command)."""
+        return qemu.command(
+            self.config,
+            initrd=self.state_dir / "initrd.img",
+            overlay=overlay,
+            shell_fd=shell_fd,
+            qmp_fd=qmp_fd,
+            data_fd=data_fd,
+            allow_reboot=allow_reboot,
+            shell_port_fd=shell_port_fd,
+            control_fd=control_fd,
+            ram=ram,
+            incoming=incoming,
+        )
+
+    def start(self, allow_reboot: bool = False) -> None:
+        """Starts QEMU and returns at once; the first command waits for the shell."""
+        if self.booted:
+            return
+        self.log("starting vm")
+        restore_from, self._save_to = self._snapshot_plan(allow_reboot)
+        overlay = self._prepare_state(backing=restore_from / snapshot.DISK if restore_from else None)
+        ram = None
+        if restore_from is not None:
+            ram = (restore_from / snapshot.RAM, False)
+        elif self._save_to is not None:
+            ram = (self._save_to / snapshot.RAM, True)
+        shell_host, shell_guest = socket.socketpair()
+        qmp_host, qmp_guest = socket.socketpair()
+        data_host, data_guest = socket.socketpair()
+        port_host, port_guest = socket.socketpair()
+        control_host, control_guest = socket.socketpair()
+        guest_ends = (shell_guest, qmp_guest, data_guest, port_guest, control_guest)
+        try:
+            args = self.qemu_command(
+                overlay,
+                shell_guest.fileno(),
+                qmp_guest.fileno(),
+                data_guest.fileno(),
+                allow_reboot,
+                shell_port_fd=port_guest.fileno(),
+                control_fd=control_guest.fileno(),
+                ram=ram,
+                incoming=restore_from is not None,
+            )
+            if self.config.start_command:
+                args = ["sh", "-c", f'{self.config.start_command} "$@"', "vmrig-start", *args[1:]]
+            for sidecar in self.config.sidecars:
+                sidecar.start()
+            self.process = proc.spawn(
+                args,
+                stdin=proc.PIPE,
+                stdout=proc.PIPE,
+                stderr=proc.STDOUT,
+                pass_fds=[sock.fileno() for sock in guest_ends],
+                cwd=self.state_dir,
+                env={"TMPDIR": str(self.state_dir)},
+            )
+        except BaseException:
+            for sock in (shell_host, qmp_host, data_host, port_host, control_host, *guest_ends):
+                sock.close()
+            for sidecar in self.config.sidecars:
+                sidecar.stop()
+            raise
+        for sock in guest_ends:
+            sock.close()
+        self._shell = shell_host
+        self._data = data_host
+        self._shell_port = port_host
+        self._control = control_host
+        self._shell_buffer.clear()
+        self._console_buffer.clear()
+        self.pid = self.process.pid
+        assert self.process.stdout is not None
+        self._console.start(self.process.stdout, self.logger, self.name)
+        self.qmp = QMPClient(qmp_host)
+        try:
+            self.qmp.connect(timeout=60)
+        except MachineError as error:
+            self.release()
+            hint = vsock_cid_hint(self._console.text(), self.config.vsock_cid)
+            raise self._broken(f"QEMU did not start ({error}){hint}") from None
+        except BaseException:
+            self.release()
+            raise
+        self.booted = True
+        self.log(f"QEMU running (pid {self.pid})")
+        if restore_from is not None:
+            self._load_snapshot(restore_from)
+
+    def connect(self) -> None:
+        """Starts the machine if needed and waits until its backdoor shell answers."""
+        if self.connected:
+            return
+        with self._command_lock, self.nested("waiting for the VM to finish booting"):
+            self.start()
+            if self._restore_pending:
+                self._finish_restore(count_boot=True)
+                return
+            assert self._shell is not None
+            started = time.monotonic()
+            deadline = started + self.config.connect_timeout
+            next_note = started + 30
+            while READY_LINE not in self._console_buffer:
+                now = time.monotonic()
+                if now > deadline:
+                    raise self._broken(
+                        f"the backdoor shell did not come up within {self.config.connect_timeout:.0f} s "
+                        "(is vmrig-backdoor.service running in the guest?)"
+                    )
+                if now > next_note:
+                    self.log("guest root shell did not produce any data yet...")
+                    next_note = now + 30
+                if not self._receive(1.0, console=True):
+                    raise self._broken(f"{self._exit_note()} before its backdoor shell came up")
+            index = self._console_buffer.index(READY_LINE) + len(READY_LINE)
+            del self._console_buffer[: index + 1]
+            self.connected = True
+            self.boot_count += 1
+            self._boot_hooks_due = bool(self.boot_hooks)
+            # The backdoor starts with the first units of the boot; a script's first command
+            # expects what NixOS's backdoor unit has when it starts: basic.target (sockets
+            # such as D-Bus's, local file systems). PID 1 does the waiting (see wait_unit_for).
+            left = max(1, int(deadline - time.monotonic()))
+            status, _ = self._run(f"systemctl start {wait_unit_for('basic.target')}", timeout=left)
+            if status != 0:
+                self.log(f"basic.target was not reached (systemctl exit code {status})")
+            self.log(f"connected to guest root shell (connecting took {time.monotonic() - started:.2f} seconds)")
+            if self._save_to is not None:
+                scratch, self._save_to = self._save_to, None
+                self._save_snapshot(scratch)
+                if self._restore_pending:
+                    self._finish_restore(count_boot=False)
+
+    def _finish_restore(self, *, count_boot: bool) -> None:
+        """A restored guest's first command: the host's time and fresh randomness (see vmrig.image.snapshot)."""
+        self._restore_pending = False
+        self.connected = True
+        if count_boot:
+            self.boot_count += 1
+            self._boot_hooks_due = bool(self.boot_hooks)
+        status, output = self._run(snapshot.fixup_command(), timeout=60)
+        if status != 0:
+            failure = output.decode(errors="replace").strip()
+            raise self._broken(f"setting the clock and reseeding the restored guest failed: {failure}")
+
+    def _run_boot_hooks(self) -> None:
+        """Connects, and after a new boot runs the boot hooks (outside the command lock: they send commands)."""
+        self.connect()
+        if self._boot_hooks_due:
+            self._boot_hooks_due = False
+            for hook in self.boot_hooks:
+                hook(self)
+
+    def release(self) -> None:
+        """Kills QEMU and closes everything that belongs to this run of it."""
+        self._cleanup_after_exit()
+
+    def _cleanup_after_exit(self) -> None:
+        if self.process is not None:
+            self.process.stop(grace=0)  # kills a QEMU still running; the serial thread drains its output
+        if self.qmp is not None:
+            self.qmp.close()
+            self.qmp = None
+        for sock in (self._shell, self._data, self._shell_port, self._control):
+            if sock is not None:
+                sock.close()
+        self._shell = self._data = self._shell_port = self._control = None
+        self._console.join()
+        for sidecar in self.config.sidecars:
+            sidecar.stop()
+        self.booted = False
+        self.connected = False
+
+    def wait_for_shutdown(self) -> None:
+        if not self.booted:
+            return
+        with self.nested("waiting for the VM to power off"):
+            self._running("wait_for_shutdown").wait()
+            self._cleanup_after_exit()
+
+    def shutdown(self) -> None:
+        """Powers the guest off cleanly and waits for QEMU to exit."""
+        if not self.booted:
+            return
+        self.connect()
+        self._send(b"systemctl --no-block poweroff\n")
+        self.wait_for_shutdown()
+
+    def crash(self) -> None:
+        """Simulates a sudden power failure."""
+        if not self.booted:
+            return
+        self.log("simulating a crash")
+        qmp = self.qmp
+        if qmp is None:
+            raise MachineError(f"{self.name}: crash(): QEMU's monitor is not connected")
+        with contextlib.suppress(MachineError):
+            qmp.execute("quit")
+        self.wait_for_shutdown()
+
+    def reboot(self) -> None:
+        """Presses Ctrl-Alt-Delete; QEMU exits unless started with allow_reboot."""
+        if not self.booted:
+            return
+        self.send_key("ctrl-alt-delete")
+        self.connected = False

@@ -1,0 +1,93 @@
+"""QEMU's monitor from a script: monitor commands, QMP events, keys, port forwards, cables."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from vmrig.errors import ArgumentError, MachineError
+from vmrig.machine import qemu
+from vmrig.machine.base import MachineBase
+from vmrig.machine.keys import CHAR_TO_KEY
+from vmrig.timeouts import Duration
+
+
+class Monitor(MachineBase):
+    """send_monitor_command, send_key/send_chars, forward_port, block/unblock, wait_for_qmp_event."""
+
+    def send_monitor_command(self, command: str) -> str:
+        """Runs a QEMU monitor (HMP) command and returns its output."""
+        self.run_callbacks()
+        if self.qmp is None:
+            raise MachineError(f"{self.name}: not running, cannot send monitor command {command!r}")
+        with self.nested(f"sending monitor command: {command}"):
+            return self.qmp.human_monitor_command(command)
+
+    def _monitor_ok(self, command: str) -> None:
+        """Runs an HMP command that prints nothing when it works; MachineError with its text otherwise."""
+        reply = self.send_monitor_command(command).strip()
+        if reply:
+            raise MachineError(f"{self.name}: {command}: {reply}")
+
+    def wait_for_qmp_event(
+        self, event_filter: Callable[[dict[str, Any]], bool], timeout: Duration = 60 * 10
+    ) -> dict[str, Any]:
+        if self.qmp is None:
+            raise MachineError(f"{self.name}: QMP is not ready yet (is the machine started?)")
+        return self.qmp.wait_for_event(event_filter, self.config.timeout_scale(timeout))
+
+    def send_key(self, key: str, delay: float | None = 0.01, log: bool = True) -> None:
+        key = CHAR_TO_KEY.get(key, key)
+        context = self.nested(f"sending key {key!r}") if log else contextlib.nullcontext()
+        with context:
+            self.send_monitor_command(f"sendkey {key}")
+            if delay is not None:
+                time.sleep(delay)
+
+    def send_chars(self, chars: str, delay: float | None = 0.01) -> None:
+        with self.nested(f"sending keys {chars!r}"):
+            for char in chars:
+                self.send_key(char, delay, log=False)
+
+    def forward_port(self, host_port: int = 8080, guest_port: int = 80) -> None:
+        """Forwards 127.0.0.1:host_port on the host to guest_port in the guest."""
+        reply = self.send_monitor_command(qemu.hostfwd_add(host_port, guest_port))
+        if reply.strip():
+            raise MachineError(f"{self.name}: forwarding port {host_port} failed: {reply.strip()}")
+
+    def block(self, *, vlan: int | None = None, interface: str | None = None) -> None:
+        """Pulls the cable of a vlan card: the first one (eth1) as in NixOS, or the one on `vlan`
+        (`block(vlan=2)`), or `interface` (`block(interface="eth2")`).
+
+        The guest sees the link go down; nothing goes in or out until unblock().
+        """
+        self._set_link(self._vlan_nic("block", vlan, interface), "off")
+
+    def unblock(self, *, vlan: int | None = None, interface: str | None = None) -> None:
+        """Plugs a card block() unplugged back in (same arguments)."""
+        self._set_link(self._vlan_nic("unblock", vlan, interface), "on")
+
+    def _vlan_nic(self, what: str, vlan: int | None, interface: str | None) -> str:
+        """QEMU's id of the card that `vlan` or `interface` (or neither: eth1) names."""
+        vlans = [nr for nr, _mac, _sock in self.config.vlan_nics]
+        if vlan is not None and interface is not None:
+            raise ArgumentError(f"{self.name}.{what}(): give vlan= or interface=, not both")
+        if not vlans:
+            raise ArgumentError(f"{self.name}.{what}(): the machine is on no vlan (Node.vlans is empty)")
+        if interface is not None:
+            names = [f"eth{index}" for index in range(1, len(vlans) + 1)]
+            if interface not in names:
+                raise ArgumentError(f"{self.name}.{what}(): no vlan interface {interface!r}; it has {', '.join(names)}")
+            return f"nic{names.index(interface) + 1}"
+        if vlan is not None:
+            if vlan not in vlans:
+                raise ArgumentError(f"{self.name}.{what}(): the machine is not on vlan {vlan}; its vlans: {vlans}")
+            return f"nic{vlans.index(vlan) + 1}"
+        return "nic1"
+
+    def _set_link(self, nic: str, state: str) -> None:
+        reply = self.send_monitor_command(f"set_link {nic} {state}")
+        if reply.strip():
+            raise MachineError(f"{self.name}: set_link {nic} {state} failed: {reply.strip()}")

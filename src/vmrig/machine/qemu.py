@@ -1,0 +1,178 @@
+"""The one QEMU command line: a MachineConfig and the run's descriptors in, QEMU's argv out.
+
+Sidecars add the arguments of the devices they own (virtiofs); everything
+else QEMU is told comes from here, as typed values of MachineConfig (port
+forwards, vlan cards, ...); the environment's QEMU_OPTS and QEMU_NET_OPTS
+arrive through the config too (the driver reads them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vmrig import proc
+from vmrig.hostnet import LOOPBACK
+from vmrig.machine.config import KERNEL_PARAMS, MachineConfig
+
+QBOOT = Path("/usr/share/qemu/qboot.rom")
+
+
+def command(
+    c: MachineConfig,
+    *,
+    initrd: Path,
+    overlay: Path,
+    shell_fd: int,
+    qmp_fd: int,
+    data_fd: int,
+    allow_reboot: bool,
+    shell_port_fd: int | None = None,
+    control_fd: int | None = None,
+    ram: tuple[Path, bool] | None = None,
+    incoming: bool = False,
+) -> list[str]:
+    """QEMU's command line. `ram`: guest memory in that file (shared, or mapped
+    copy-on-write), for snapshots; `incoming`: wait for a saved state (restore)."""
+    params = [*KERNEL_PARAMS, *c.kernel_params]
+    cmd: list[str] = [
+        proc.require_tool("qemu-system-x86_64"),
+        "-name",
+        c.name,
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-accel",
+        # Several vCPUs on one thread under TCG: on parallel threads a vCPU can run
+        # code another is patching, and the guest kernel dies (see spec.default_cores).
+        f"{c.accel},thread=single" if c.accel == "tcg" and c.cores > 1 else c.accel,
+        # TCG's `max`: everything QEMU emulates (x86-64-v3 and more), which Debian's software
+        # uses (haproxy needs cmpxchg16b). QEMU 7.2's TCG corrupted RFLAGS in cmpxchg16b
+        # (9 of 15 boots died), hence vmrig's QEMU >= 10 (see accel.check_qemu_version).
+        "-cpu",
+        "host" if c.accel == "kvm" else "max",
+        # qboot, a minimal firmware for direct kernel boot, starts faster than SeaBIOS.
+        *(["-bios", str(QBOOT)] if QBOOT.exists() else []),
+        "-m",
+        str(c.memory_mib),
+        "-smp",
+        str(c.cores),
+        "-kernel",
+        str(c.kernel),
+        "-initrd",
+        str(initrd),
+        "-append",
+        " ".join(params),
+        "-drive",
+        f"file={overlay},if=virtio,format=qcow2,discard=unmap",
+        "-device",
+        "virtio-serial",
+        "-chardev",
+        f"socket,id=shell,fd={shell_fd}",
+        "-device",
+        "virtconsole,chardev=shell",
+        "-chardev",
+        f"socket,id=data,fd={data_fd}",
+        "-device",
+        "virtserialport,chardev=data,name=vmrig.data",
+        *(
+            [
+                "-chardev",
+                f"socket,id=tty,fd={shell_port_fd}",
+                "-device",
+                "virtserialport,chardev=tty,name=vmrig.shell",
+            ]
+            if shell_port_fd is not None
+            else []
+        ),
+        *(
+            [
+                "-chardev",
+                f"socket,id=ctl,fd={control_fd}",
+                "-device",
+                "virtserialport,chardev=ctl,name=vmrig.ctl",
+            ]
+            if control_fd is not None
+            else []
+        ),
+        "-chardev",
+        f"socket,id=qmp,fd={qmp_fd}",
+        "-mon",
+        "chardev=qmp,mode=control",
+        "-serial",
+        "stdio",
+        "-device",
+        "virtio-rng-pci",
+        "-netdev",
+        user_netdev(c),
+        "-device",
+        "virtio-net-pci,netdev=user0,mac=52:54:00:12:34:56,id=nic0",
+    ]
+    for index, (vlan, mac, sock) in enumerate(c.vlan_nics, start=1):
+        cmd += [
+            "-netdev",
+            f"vde,id=vlan{index},sock={sock}",
+            "-device",
+            f"virtio-net-pci,netdev=vlan{index},mac={mac},id=nic{index}",
+        ]
+        del vlan
+    if c.vsock_cid is not None:
+        cmd += ["-device", f"vhost-vsock-pci,guest-cid={c.vsock_cid}"]
+    for sidecar in c.sidecars:
+        cmd += sidecar.qemu_args()
+    if ram is not None:
+        path, shared = ram
+        cmd += [
+            "-object",
+            f"memory-backend-file,id=ram0,size={c.memory_mib}M,mem-path={path},share={'on' if shared else 'off'}",
+            "-machine",
+            "memory-backend=ram0",
+        ]
+    if incoming:
+        cmd += ["-incoming", "defer"]
+    if not allow_reboot:
+        cmd.append("-no-reboot")
+    cmd += c.qemu_options
+    return cmd
+
+
+def user_netdev(config: MachineConfig) -> str:
+    """The -netdev value of the user-mode network (nic0)."""
+    parts = ["user", "id=user0", f"restrict={'off' if config.outside_access else 'on'}"]
+    parts += [f"hostfwd={_forward_rule(host_port, guest_port)}" for host_port, guest_port in config.forwards]
+    if config.user_net_options:
+        parts.append(config.user_net_options)
+    return ",".join(parts)
+
+
+def hostfwd_add(host_port: int, guest_port: int) -> str:
+    """The monitor (HMP) command that adds a forward to the running user network (Machine.forward_port)."""
+    return f"hostfwd_add user0 {_forward_rule(host_port, guest_port)}"
+
+
+def _forward_rule(host_port: int, guest_port: int) -> str:
+    return f"tcp:{LOOPBACK}:{host_port}-:{guest_port}"
+
+
+def probe_command(qemu: str, kernel: Path) -> list[str]:
+    """Boots `kernel` with no root and no disk under KVM, its messages on stdout (vmrig.accel's probe)."""
+    return [
+        qemu,
+        "-accel",
+        "kvm",
+        "-cpu",
+        "host",
+        "-m",
+        "256",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+        "-kernel",
+        str(kernel),
+        "-append",
+        "console=ttyS0 panic=-1 loglevel=4",
+    ]

@@ -1,0 +1,172 @@
+"""Machine snapshots: a first boot saved and restored (booted snapshots), and named ones (savevm/loadvm)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import re
+import shlex
+import shutil
+import time
+from pathlib import Path
+
+from vmrig import proc
+from vmrig.errors import ArgumentError, MachineError
+from vmrig.image import snapshot
+from vmrig.machine import qemu
+from vmrig.machine.monitor import Monitor
+
+# QEMU's migration capability that leaves RAM in a named shared file out of the stream.
+IGNORE_SHARED = {"capability": "x-ignore-shared", "state": True}
+
+
+class Snapshots(Monitor):
+    """snapshot()/restore(), and the booted snapshot of a machine's first start (see vmrig.image.snapshot)."""
+
+    # -- booted snapshots (see vmrig.image.snapshot) ------------------------------------
+
+    def _snapshot_key(self, allow_reboot: bool) -> str:
+        """What the booted guest depends on: QEMU, its command line (run-specific paths left out), image, config."""
+        probe = dataclasses.replace(
+            self.config, vlan_nics=[(vlan, mac, f"vde{vlan}") for vlan, mac, _sock in self.config.vlan_nics]
+        )
+        argv = qemu.command(
+            probe,
+            initrd=self.state_dir / "initrd.img",
+            overlay=Path("overlay"),
+            shell_fd=3,
+            qmp_fd=4,
+            data_fd=5,
+            allow_reboot=allow_reboot,
+            shell_port_fd=6,
+            control_fd=7,
+        )
+        state = str(self.state_dir)
+        return snapshot.key(
+            [
+                proc.run([argv[0], "--version"]).stdout.decode(errors="replace"),
+                *(part.replace(state, "STATE") for part in argv[1:]),
+                str(self.config.disk),
+                hashlib.sha256(self.config.config_layer).hexdigest(),
+                str(self.config.initrd.stat().st_size),
+            ]
+        )
+
+    def _snapshot_plan(self, allow_reboot: bool) -> tuple[Path | None, Path | None]:
+        """(snapshot to restore, scratch directory to save this boot into): at most one of them.
+
+        Only a machine's first start in a run uses snapshots: later starts
+        (after crash() or shutdown()) boot its disk as it is, as NixOS does.
+        """
+        first, self._first_start = self._first_start, False
+        root = self.config.snapshot_root
+        if not first or root is None or self.keep_vm_state or self.config.start_command:
+            return None, None
+        if self.config.sidecars:
+            self.log("booting without a snapshot: its shared directories (virtiofs) cannot be saved in one")
+            return None, None
+        key = self._snapshot_key(allow_reboot)
+        final = root / f"{snapshot.PREFIX}{key}"
+        self._snapshot_final = final
+        if snapshot.complete(final):
+            return final, None
+        return None, snapshot.scratch_dir(root, key)
+
+    def _migration_done(self, what: str) -> None:
+        """Waits until QEMU's migration (save or restore) has completed."""
+        if self.qmp is None:
+            raise self._broken(f"{what}: QEMU's monitor is not connected")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status = self.qmp.execute("query-migrate").get("status", "none")
+            if status == "completed":
+                return
+            if status in ("failed", "cancelled"):
+                raise self._broken(f"{what} failed (QEMU's migration status: {status})")
+            time.sleep(0.01)
+        raise self._broken(f"{what} did not finish within 120 s")
+
+    def _load_snapshot(self, directory: Path) -> None:
+        """Loads a booted snapshot into the QEMU just started with `-incoming defer`, and resumes it."""
+        started = time.monotonic()
+        assert self.qmp is not None
+        try:
+            self.qmp.execute("migrate-set-capabilities", {"capabilities": [IGNORE_SHARED]})
+            self.qmp.execute("migrate-incoming", {"uri": f"exec:cat {shlex.quote(str(directory / snapshot.STATE))}"})
+            self._migration_done("restoring the booted snapshot")
+            self.qmp.execute("cont")
+        except BaseException:
+            self.release()
+            raise
+        snapshot.touch(directory)
+        with contextlib.suppress(OSError):
+            self._console.prepend((directory / snapshot.CONSOLE).read_text(errors="replace").splitlines())
+        self._restore_pending = True
+        self.log(f"restored a booted snapshot ({time.monotonic() - started:.2f} s; {directory.name})")
+
+    def _save_snapshot(self, scratch: Path) -> None:
+        """Saves the booted guest into `scratch`, publishes it and restarts from it.
+
+        The guest is stopped while its channel is idle; its overlay becomes the
+        snapshot's frozen disk, so this run too goes on from a restore.
+        """
+        assert self.qmp is not None and self.process is not None
+        started = time.monotonic()
+        try:
+            self.qmp.execute("stop")
+            self.qmp.execute("migrate-set-capabilities", {"capabilities": [IGNORE_SHARED]})
+            self.qmp.execute("migrate", {"uri": f"exec:cat > {shlex.quote(str(scratch / snapshot.STATE))}"})
+            self._migration_done("saving the booted snapshot")
+        except MachineError as error:
+            self.log(f"no booted snapshot of this machine: {error}")
+            with contextlib.suppress(MachineError):
+                self.qmp.execute("cont")
+            shutil.rmtree(scratch, ignore_errors=True)
+            return
+        (scratch / snapshot.CONSOLE).write_text(self._console.text() + "\n")
+        with contextlib.suppress(MachineError):
+            self.qmp.execute("quit")
+        self.process.wait(30)
+        self._cleanup_after_exit()
+        shutil.move(self.state_dir / f"{self.name}.qcow2", scratch / snapshot.DISK)
+        (scratch / "backing").write_text(f"{self.config.disk}\n")
+        final = self._snapshot_final
+        snapshot.publish(scratch, final)
+        self.log(f"saved a booted snapshot ({time.monotonic() - started:.2f} s; {final.name})")
+        self._first_start = True
+        self.start()
+
+    # -- named snapshots (QEMU's savevm/loadvm) -----------------------------------
+
+    def snapshot(self, name: str) -> None:
+        """Saves the machine's whole state (memory, devices, disk) under `name`, to go back to with restore().
+
+        Beyond NixOS (as openQA and Vagrant allow): a test can roll a machine
+        back between subtests. The state lives in the machine's disk overlay
+        (QEMU's savevm) for this run. Raises ArgumentError for a bad name and
+        MachineError when QEMU cannot save (a shared directory's virtiofs).
+        """
+        self._check_snapshot_name(name)
+        with self._command_lock, self.nested(f"saving snapshot {name!r}"):
+            self.connect()
+            self._monitor_ok(f"savevm {name}")
+
+    def restore(self, name: str) -> None:
+        """Brings the machine back to the state snapshot(name) saved: memory, devices and disk.
+
+        The clock is set to the host's and the random number generator
+        reseeded, as after a restored boot. Raises MachineError for an
+        unknown name.
+        """
+        self._check_snapshot_name(name)
+        with self._command_lock, self.nested(f"restoring snapshot {name!r}"):
+            self.connect()
+            self._monitor_ok(f"loadvm {name}")
+            self._shell_buffer.clear()
+            self._restore_pending = True
+            self._finish_restore(count_boot=False)
+
+    def _check_snapshot_name(self, name: str) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ArgumentError(f"{self.name}: snapshot name {name!r}: use letters, digits, '_', '.' and '-'")

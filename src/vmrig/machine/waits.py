@@ -1,0 +1,105 @@
+"""Waiting in scripts for files, ports, sockets and console text; typing on the serial console."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import time
+
+from vmrig.errors import MachineError, RequestedAssertionFailed
+from vmrig.machine.base import DEFAULT_TIMEOUT
+from vmrig.machine.commands import Commands
+from vmrig.timeouts import Duration
+
+
+class Waits(Commands):
+    """wait_for_file, wait_for_open_port, wait_for_console_text and the like."""
+
+    def wait_for_file(self, filename: str, timeout: Duration = DEFAULT_TIMEOUT) -> None:
+        __tracebackhide__ = True
+
+        def exists(_last_try: bool) -> bool:
+            status, _ = self.execute(f"test -e {filename}")
+            return status == 0
+
+        with self.nested(f"waiting for file '{filename}'"):
+            self._poll(f"file '{filename}'", exists, timeout)
+
+    def wait_for_open_port(self, port: int, addr: str = "localhost", timeout: Duration = DEFAULT_TIMEOUT) -> None:
+        __tracebackhide__ = True
+
+        def open_(_last_try: bool) -> bool:
+            status, _ = self.execute(f"nc -z {addr} {port}")
+            return status == 0
+
+        with self.nested(f"waiting for TCP port {port} on {addr}"):
+            self._poll(f"TCP port {port} on {addr} to open", open_, timeout)
+
+    def wait_for_closed_port(self, port: int, addr: str = "localhost", timeout: Duration = DEFAULT_TIMEOUT) -> None:
+        __tracebackhide__ = True
+
+        def closed(_last_try: bool) -> bool:
+            status, _ = self.execute(f"nc -z {addr} {port}")
+            return status != 0
+
+        with self.nested(f"waiting for TCP port {port} on {addr} to be closed"):
+            self._poll(f"TCP port {port} on {addr} to close", closed, timeout)
+
+    def wait_for_open_unix_socket(
+        self, addr: str, is_datagram: bool = False, timeout: Duration = DEFAULT_TIMEOUT
+    ) -> None:
+        __tracebackhide__ = True
+        nc_flags = "-uU" if is_datagram else "-U"
+
+        def open_(_last_try: bool) -> bool:
+            status, _ = self.execute(f"nc {nc_flags} -z {shlex.quote(addr)}")
+            return status == 0
+
+        with self.nested(f"waiting for UNIX socket {addr}"):
+            self._poll(f"UNIX socket {addr}", open_, timeout)
+
+    def get_console_log(self) -> str:
+        """The whole serial console output since the machine last started."""
+        return self._console.text()
+
+    def wait_for_console_text(self, regex: str, timeout: Duration | None = None) -> None:
+        """Waits until the console text not consumed yet matches `regex` (re.search).
+
+        The regex sees the console's lines as one text joined by newlines, so
+        multi-line regexes work; `^` and `$` match at every line (re.MULTILINE),
+        as they did when each line was tried alone. As in NixOS, a wait consumes what it read up
+        to the end of the matching line: a later wait (after a reboot, say)
+        never matches the same text again. `timeout` (seconds or a timedelta,
+        scaled under emulation) counts from the call; None waits for ever.
+        Raises RequestedAssertionFailed on timeout, MachineError if QEMU exits.
+        """
+        __tracebackhide__ = True
+        pattern = re.compile(regex, re.MULTILINE)
+        started = time.monotonic()
+        limit = None if timeout is None else self.config.timeout_scale(timeout)
+        limit_note = None if timeout is None else self.config.timeout_scale.note(timeout)
+        console = self._console
+        with self.nested(f"waiting for {regex} to appear on console"), console.cond:
+            while True:
+                text = "\n".join(console.lines[console.consumed :])
+                found = pattern.search(text)
+                if found is not None:
+                    console.consumed += text.count("\n", 0, found.end()) + 1
+                    return
+                if not self._alive() and self.booted:
+                    raise self._broken(f"{self._exit_note()} while waiting for {regex!r} on the console")
+                remaining = None if limit is None else started + limit - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise RequestedAssertionFailed(
+                        f"action timed out after {time.monotonic() - started:.2f} seconds "
+                        f"(timeout={limit_note}) waiting for {regex!r} on the console"
+                    )
+                console.cond.wait(1.0 if remaining is None else min(remaining, 1.0))
+
+    def send_console(self, chars: str) -> None:
+        """Types `chars` on the serial console (the guest's ttyS0)."""
+        stdin = self._running("send_console").stdin
+        if stdin is None:
+            raise MachineError(f"{self.name}: send_console(): QEMU's serial input is closed")
+        stdin.write(chars.encode())
+        stdin.flush()

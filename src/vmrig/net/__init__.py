@@ -1,0 +1,1 @@
+"""Networks between machines: the plan (addresses, MACs, vlans), the vlan switches, fault injection."""

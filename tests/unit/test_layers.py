@@ -1,0 +1,93 @@
+"""The import graph of vmrig's modules: arrows point one way, and one module runs processes."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import vmrig
+
+SOURCE = Path(vmrig.__file__).parent
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(SOURCE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {module_name(path): path for path in sorted(SOURCE.rglob("*.py"))}
+
+
+def imports(name: str) -> set[str]:
+    """The vmrig modules `name` imports (TYPE_CHECKING and function-level imports included)."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], base]).strip(".")
+            for alias in node.names:
+                # `from vmrig.machine import qemu` imports the submodule, not the package's __init__.
+                submodule = f"{base}.{alias.name}"
+                found.add(submodule if submodule in MODULES else base)
+    return {module for module in found if module in MODULES and module != name}
+
+
+GRAPH = {name: imports(name) for name in MODULES}
+
+
+def find_cycle() -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        state[name] = 1
+        path.append(name)
+        for target in sorted(GRAPH[name]):
+            if state.get(target) == 1:
+                return [*path[path.index(target) :], target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        path.pop()
+        state[name] = 2
+        return None
+
+    for name in sorted(GRAPH):
+        if name not in state and (cycle := visit(name)):
+            return cycle
+    return None
+
+
+def test_the_import_graph_has_no_cycle() -> None:
+    assert find_cycle() is None, " -> ".join(find_cycle() or [])
+
+
+def test_the_graph_sees_the_packages() -> None:
+    assert "vmrig.machine.lifecycle" in GRAPH["vmrig.machine.machine"]
+    assert "vmrig.machine.qemu" in GRAPH["vmrig.machine.lifecycle"]
+    assert "vmrig.machine" in GRAPH["vmrig.driver.driver"]
+
+
+def test_only_proc_imports_subprocess() -> None:
+    users = set()
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            if any(imported.split(".")[0] == "subprocess" for imported in names):
+                users.add(name)
+    assert users == {"vmrig.proc"}
+
+
+def test_the_machine_package_knows_nothing_above_it() -> None:
+    above = ("vmrig.driver", "vmrig.cli", "vmrig.net", "vmrig.virtiofs", "vmrig.image.store")
+    for name, targets in GRAPH.items():
+        if name.startswith("vmrig.machine"):
+            assert not [target for target in targets if target.startswith(above)], name
