@@ -571,6 +571,9 @@ class Node:
     # vlan has none unless given here); [] leaves a card without any.
     addresses: dict[int | str, list[str]] = field(default_factory=dict)
     forward_ports: list[tuple[int, int]] = field(default_factory=list)
+    # NixOS's virtualisation.graphics: a display (VGA) for screenshot() and OCR.
+    # None: only when the test script uses a screen method; False: never.
+    graphics: bool | None = None
     # guest path -> host directory (read-write), or SharedDirectory(source=..., read_only=True)
     shared_directories: dict[str, str | SharedDirectory] = field(default_factory=dict)
 

@@ -40,6 +40,19 @@ PUBLIC_NAMES = frozenset(
     {
         "block",
         "boot_count",
+        # the screen (machine/screen.py)
+        "get_screen_text",
+        "get_screen_text_variants",
+        "get_window_names",
+        "screenshot",
+        "wait_for_text",
+        "wait_for_window",
+        "wait_for_x",
+        # virtual terminals (machine/terminal.py)
+        "dump_tty_contents",
+        "get_tty_text",
+        "tty_screen",
+        "wait_until_tty_matches",
         "boot_hooks",
         "booted",
         "callbacks",

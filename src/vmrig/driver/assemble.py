@@ -17,6 +17,7 @@ from vmrig.image.configlayer import NodeNetwork
 from vmrig.image.store import ImageStore, NodeImage
 from vmrig.log import Logger
 from vmrig.machine import MachineConfig
+from vmrig.machine.screen import SCREEN_METHODS
 from vmrig.net.plan import NetworkPlan
 from vmrig.spec import EXCHANGE_GUEST_PATH, Node, SpecError, default_cores
 from vmrig.testfile import TestSpec
@@ -81,13 +82,24 @@ class Assembler:
         """
         if not self.snapshots:
             return True
+        return EXCHANGE_GUEST_PATH in self._script_text()
+
+    def wants_display(self, node: Node) -> bool:
+        """Whether `node`'s machine gets a display: Node.graphics, or else whether the script
+        uses a screen method (a display costs a SeaBIOS boot of the compressed kernel)."""
+        if node.graphics is not None:
+            return node.graphics
+        return any(name in self._script_text() for name in SCREEN_METHODS)
+
+    def _script_text(self) -> str:
+        """The script's source; for a function whose source is lost, every name (so: all features)."""
         script = self.spec.script
         if callable(script):
             try:
-                script = inspect.getsource(script)
+                return inspect.getsource(script)
             except (OSError, TypeError):
-                return True
-        return EXCHANGE_GUEST_PATH in script
+                return " ".join((EXCHANGE_GUEST_PATH, *SCREEN_METHODS))
+        return script
 
     def network_of(self, name: str, number: int, node: Node) -> NodeNetwork:
         return self.network_plan.node_network(name, number, node, outside_access=self.interactive)
@@ -137,11 +149,13 @@ class Assembler:
         endpoint = self.ssh.endpoint(name, number) if self.ssh is not None and with_ssh else None
         if endpoint is not None:
             forwards += endpoint.forwards()
+        display = self.wants_display(node) and image.bzimage is not None
         return MachineConfig(
             vsock_cid=endpoint.cid if endpoint is not None else None,
             name=name,
             disk=image.disk,
-            kernel=image.kernel,
+            kernel=image.bzimage if display and image.bzimage is not None else image.kernel,
+            display=display,
             initrd=image.initrd,
             config_layer=configlayer.config_layer(
                 name, node, network, grow_root=node.disk_size > image.fs_size_mib, mounts=virtiofs.mounts()

@@ -385,6 +385,7 @@ class Driver:
             return
         assert error is not None
         report.report_error(self.logger, error, self.spec.script_path)
+        report.save_evidence(self.logger, self.all_machines(), self.out_dir)
 
     # -- teardown --------------------------------------------------------------
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
 from vmrig import scripttrace
-from vmrig.errors import MachineError
+from vmrig.errors import MachineError, RequestedAssertionFailed
 from vmrig.log import Logger
 from vmrig.machine import Machine
+from vmrig.machine.terminal import decode_vcsa
 
 
 def report_timeout(logger: Logger, global_timeout: float | None) -> None:
@@ -30,3 +34,25 @@ def report_error(logger: Logger, error: BaseException, script_path: str) -> None
     text = "\n".join(lines)
     logger.log_test_error(text)
     logger.mark_failed(f"{type(error).__name__}: {error}")
+
+
+def save_evidence(logger: Logger, machines: list[Machine], out_dir: Path) -> list[Path]:
+    """After a failure: each running machine's active terminal as text, and a screenshot
+    of each one with a display, in `out_dir` named after the machine. Returns the files."""
+    saved: list[Path] = []
+    for machine in machines:
+        if not machine.is_up():
+            continue
+        with contextlib.suppress(MachineError, RequestedAssertionFailed, OSError, ValueError):
+            # tty 0 is the terminal in the foreground (vcs(4))
+            status, text = machine.execute("cat /dev/vcsa", timeout=5)
+            if status == 0:
+                path = out_dir / f"{machine.name}-tty.txt"
+                path.write_text(decode_vcsa(text.encode(errors="surrogateescape")).text.rstrip() + "\n")
+                saved.append(path)
+        if machine.config.display:
+            with contextlib.suppress(MachineError, OSError):
+                saved.append(machine.screenshot(f"{machine.name}-failure"))
+    if saved:
+        logger.log_test_error("saved for the failure: " + ", ".join(str(path) for path in saved))
+    return saved

@@ -136,6 +136,9 @@ class NodeImage:
     kernel: Path
     initrd: Path
     fs_size_mib: int
+    # The compressed kernel (vmlinuz): booted through SeaBIOS when the machine has a
+    # display, since its PVH entry (`kernel`) gives the kernel no screen to draw on.
+    bzimage: Path | None = None
 
 
 class ImageStore:
@@ -268,6 +271,7 @@ class ImageStore:
             kernel=base.kernel,
             initrd=base.initrd,
             fs_size_mib=int(meta["fs_size_mib"]),
+            bzimage=base.path / "vmlinuz",
         )
 
     def _build_image(self, final: Path, base: BaseImage, node: Node, inputs: dict[str, object]) -> None:

@@ -63,5 +63,7 @@ class MachineConfig:
     # The image cache: the first start restores this configuration's booted snapshot
     # from there, or saves one once booted (see vmrig.image.snapshot). None: always boot.
     snapshot_root: Path | None = None
+    # A standard VGA display (screenshots, OCR); `kernel` is then a bzImage booted by SeaBIOS.
+    display: bool = False
     # How long the backdoor may take to come up before the start counts as failed.
     connect_timeout: float = 300.0

@@ -8,11 +8,13 @@ from vmrig.errors import MachineError
 from vmrig.machine import interact
 from vmrig.machine.files import Files
 from vmrig.machine.lifecycle import Lifecycle
+from vmrig.machine.screen import Screen
 from vmrig.machine.systemd import Systemd
+from vmrig.machine.terminal import Terminal
 from vmrig.machine.waits import Waits
 
 
-class Machine(Lifecycle, Systemd, Waits, Files):
+class Machine(Lifecycle, Systemd, Waits, Files, Terminal, Screen):
     """A NixOS-test-driver-compatible machine."""
 
     # -- interactive use (see vmrig.machine.interact) ----------------------------

@@ -51,8 +51,12 @@ def command(
         # (9 of 15 boots died), hence vmrig's QEMU >= 10 (see accel.check_qemu_version).
         "-cpu",
         "host" if c.accel == "kvm" else "max",
-        # qboot, a minimal firmware for direct kernel boot, starts faster than SeaBIOS.
-        *(["-bios", str(QBOOT)] if QBOOT.exists() else []),
+        # qboot, a minimal firmware for direct kernel boot, starts faster than SeaBIOS;
+        # but it runs no VGA BIOS, so a machine with a display boots through SeaBIOS.
+        *(["-bios", str(QBOOT)] if QBOOT.exists() and not c.display else []),
+        # Standard VGA: its text mode shows tty1 with the cloud kernels (vgacon), and
+        # QMP's screendump reads it without any window (-display none).
+        *(["-device", "VGA"] if c.display else []),
         "-m",
         str(c.memory_mib),
         "-smp",

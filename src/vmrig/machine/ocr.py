@@ -1,0 +1,94 @@
+"""Reading text off a screenshot: tesseract on the image and on variants of it.
+
+Screenshots come from QMP as PPM (a 15-byte header, then RGB bytes), which
+this module crops, scales and inverts in plain Python, so OCR needs nothing
+but Debian's tesseract-ocr. tesseract runs with OMP_THREAD_LIMIT=1: with
+OpenMP's threads, several OCR processes on a small host take many times as
+long (tesseract #3109: 10 images, 9 s single-threaded against 459 s).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vmrig import proc
+
+Region = tuple[int, int, int, int]  # x, y, width, height in pixels
+
+
+@dataclass(frozen=True)
+class Image:
+    """An RGB image: `width` x `height` pixels, 3 bytes each, rows top to bottom."""
+
+    width: int
+    height: int
+    pixels: bytes
+
+    @classmethod
+    def from_ppm(cls, data: bytes) -> Image:
+        """Parses a binary PPM (P6, maxval 255), as QEMU's screendump writes it. ValueError otherwise."""
+        fields: list[bytes] = []
+        position = 0
+        while len(fields) < 4:
+            while position < len(data) and data[position : position + 1].isspace():
+                position += 1
+            if data[position : position + 1] == b"#":
+                position = data.index(b"\n", position) + 1
+                continue
+            end = position
+            while end < len(data) and not data[end : end + 1].isspace():
+                end += 1
+            fields.append(data[position:end])
+            position = end
+        magic, width, height, maxval = fields[0], int(fields[1]), int(fields[2]), int(fields[3])
+        if magic != b"P6" or maxval != 255:
+            raise ValueError(f"not an 8-bit binary PPM (magic {magic!r}, maxval {maxval})")
+        pixels = data[position + 1 : position + 1 + width * height * 3]
+        if len(pixels) != width * height * 3:
+            raise ValueError(f"a {width}x{height} PPM needs {width * height * 3} bytes of pixels, got {len(pixels)}")
+        return cls(width, height, pixels)
+
+    def to_ppm(self) -> bytes:
+        return b"P6\n%d %d\n255\n" % (self.width, self.height) + self.pixels
+
+    def crop(self, region: Region) -> Image:
+        """The part of the image in `region`, clipped to the image."""
+        x, y, width, height = region
+        x, y = max(0, x), max(0, y)
+        width, height = max(0, min(width, self.width - x)), max(0, min(height, self.height - y))
+        row = self.width * 3
+        rows = [self.pixels[(y + i) * row + x * 3 : (y + i) * row + (x + width) * 3] for i in range(height)]
+        return Image(width, height, b"".join(rows))
+
+    def scaled2(self) -> Image:
+        """Twice as wide and high, each pixel repeated: VGA text mode's 9x16 glyphs read better so."""
+        row = self.width * 3
+        out = []
+        for i in range(self.height):
+            line = self.pixels[i * row : (i + 1) * row]
+            doubled = b"".join(line[j : j + 3] * 2 for j in range(0, row, 3))
+            out += [doubled, doubled]
+        return Image(self.width * 2, self.height * 2, b"".join(out))
+
+    def inverted(self) -> Image:
+        """Light text on dark (a console) as dark on light, which tesseract reads best."""
+        return Image(self.width, self.height, self.pixels.translate(bytes(range(255, -1, -1))))
+
+
+def variants(image: Image) -> list[Image]:
+    """The images OCR tries, cheapest first: as it is, inverted and doubled, doubled."""
+    doubled = image.scaled2()
+    return [image, doubled.inverted(), doubled]
+
+
+def read_text(image: Image, scratch: Path) -> str:
+    """tesseract's text for `image` (written to `scratch` as PPM). HostToolMissing without tesseract."""
+    tesseract = proc.require_tool("tesseract")
+    scratch.write_bytes(image.to_ppm())
+    result = proc.run(
+        [tesseract, scratch, "-", "--psm", "11", "-c", "debug_file=/dev/null"],
+        env={"OMP_THREAD_LIMIT": "1"},
+        timeout=120,
+    )
+    return result.stdout.decode(errors="replace")

@@ -1,0 +1,168 @@
+"""The machine's screen from a script: screenshots, OCR, and X11 windows.
+
+A machine has a display when its node asks for one (Node.graphics) or its
+script uses one of SCREEN_METHODS. NixOS names and results: `screenshot`
+(PNG in the output directory), `get_screen_text`,
+`get_screen_text_variants`, `wait_for_text`, `wait_for_x`,
+`get_window_names`, `wait_for_window`. Unlike NixOS's, `wait_for_text`
+takes a screenshot only to see whether the screen changed, runs OCR only
+when it did, stops at the first variant that matches, and on a timeout says
+what the last OCR read and where the last screenshot is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+import time
+from pathlib import Path
+
+from vmrig.errors import MachineError, RequestedAssertionFailed
+from vmrig.machine.base import DEFAULT_TIMEOUT
+from vmrig.machine.commands import Commands
+from vmrig.machine.ocr import Image, Region, read_text, variants
+from vmrig.timeouts import Duration
+
+# The methods that need a display; the driver gives one to the machines of a script that names any.
+SCREEN_METHODS = ("screenshot", "get_screen_text", "get_screen_text_variants", "wait_for_text")
+# How often wait_for_text looks at the screen (a screendump costs a few milliseconds).
+POLL_SECONDS = 0.5
+
+
+def screenshot_path(out_dir: Path, name: str) -> Path:
+    """NixOS's naming: ".png" added to a name without a dot; a name without "/" goes into `out_dir`."""
+    if "." not in name:
+        name += ".png"
+    return Path(name) if "/" in name else out_dir / name
+
+
+class Screen(Commands):
+    """screenshot, OCR and X11 windows (see the module docstring)."""
+
+    def screenshot(self, name: str) -> Path:
+        """Saves the screen as a PNG (NixOS's naming rules) and returns its path.
+
+        Raises MachineError when the machine has no display (Node.graphics=False).
+        """
+        path = screenshot_path(self.out_dir, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self.nested(f"making screenshot {path}"):
+            self._screendump(path, "png")
+        return path
+
+    def _screendump(self, path: Path, fmt: str) -> None:
+        if not self.config.display:
+            raise MachineError(
+                f"{self.name}: this machine has no display; give its node graphics=True "
+                "(a script that uses a screen method gets one by itself)"
+            )
+        self.connect()
+        if self.qmp is None:
+            raise MachineError(f"{self.name}: QMP is not connected")
+        self.qmp.execute("screendump", {"filename": str(path), "format": fmt})
+
+    def _screen_image(self, region: Region | None = None) -> Image:
+        with tempfile.TemporaryDirectory(prefix="vmrig-screen-") as scratch:
+            dump = Path(scratch) / "screen.ppm"
+            self._screendump(dump, "ppm")
+            image = Image.from_ppm(dump.read_bytes())
+        return image.crop(region) if region is not None else image
+
+    def _ocr(self, image: Image) -> str:
+        with tempfile.TemporaryDirectory(prefix="vmrig-ocr-") as scratch:
+            return read_text(image, Path(scratch) / "screen.ppm")
+
+    def get_screen_text_variants(self, region: Region | None = None) -> list[str]:
+        """OCR of the screen and of processed variants of it (inverted, scaled), as NixOS returns."""
+        image = self._screen_image(region)
+        with self.nested("performing optical character recognition"):
+            return [self._ocr(variant) for variant in variants(image)]
+
+    def get_screen_text(self, region: Region | None = None) -> str:
+        """OCR of the screen (or of `region`: x, y, width, height in pixels)."""
+        image = self._screen_image(region)
+        with self.nested("performing optical character recognition"):
+            return self._ocr(variants(image)[1])
+
+    def wait_for_text(self, regex: str, timeout: Duration = DEFAULT_TIMEOUT, region: Region | None = None) -> None:
+        """Waits until OCR of the screen matches `regex` (re.search).
+
+        The screen is looked at every half second; OCR runs only when it
+        changed, and stops at the first variant that matches. On timeout the
+        error gives the last text read and the last screenshot's path.
+        """
+        __tracebackhide__ = True
+        pattern = re.compile(regex)
+        limit = self.config.timeout_scale(timeout)
+        last_digest = b""
+        last_text = ""
+        last_image: Image | None = None
+        with self.nested(f"waiting for {regex} to appear on screen"):
+            self.connect()
+            started = time.monotonic()
+            while True:
+                image = self._screen_image(region)
+                digest = hashlib.sha256(image.pixels).digest()
+                if digest != last_digest:
+                    last_digest, last_image = digest, image
+                    for variant in variants(image):
+                        last_text = self._ocr(variant)
+                        if pattern.search(last_text):
+                            return
+                if time.monotonic() - started > limit:
+                    break
+                time.sleep(POLL_SECONDS)
+        shot = self.out_dir / f"{self.name}-wait_for_text.ppm"
+        if last_image is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            shot.write_bytes(last_image.to_ppm())
+        raise RequestedAssertionFailed(
+            f"action timed out after {time.monotonic() - started:.2f} seconds "
+            f"(timeout={self.config.timeout_scale.note(timeout)}) waiting for {regex!r} on the screen of "
+            f"{self.name}; the last OCR read:\n{last_text.strip() or '(nothing)'}\nthe last screenshot: {shot}"
+        )
+
+    # -- X11 (a guest that runs an X server on :0) ---------------------------------
+
+    def wait_for_x(self, timeout: Duration = DEFAULT_TIMEOUT) -> None:
+        """Waits until the X server on :0 answers.
+
+        NixOS looks for a user session target in the journal, which a plain
+        Debian X session may never reach; this asks the display itself
+        (its socket, then `xdpyinfo`, from x11-utils).
+        """
+        __tracebackhide__ = True
+
+        def answers(_last_try: bool) -> bool:
+            status, _ = self.execute("test -S /tmp/.X11-unix/X0 && DISPLAY=:0 xdpyinfo >/dev/null 2>&1")
+            return status == 0
+
+        with self.nested("waiting for the X11 server"):
+            self._poll("the X server on :0", answers, timeout)
+
+    def get_window_names(self) -> list[str]:
+        """The names of the X windows on :0 (xwininfo, from x11-utils), as NixOS lists them."""
+        output = self.succeed(
+            r"DISPLAY=:0 xwininfo -root -tree | sed 's/.*0x[0-9a-f]* \"\([^\"]*\)\".*/\1/; t; d'"
+        )
+        return output.splitlines()
+
+    def wait_for_window(self, regexp: str, timeout: Duration = DEFAULT_TIMEOUT) -> None:
+        """Waits until an X window's name matches `regexp`."""
+        __tracebackhide__ = True
+        pattern = re.compile(regexp)
+        names: list[str] = []
+
+        def present(last_try: bool) -> bool:
+            nonlocal names
+            names = self.get_window_names()
+            if last_try:
+                self.log(f"last chance to match {regexp} on the window list, which currently contains: {names}")
+            return any(pattern.search(name) for name in names)
+
+        with self.nested(f"waiting for a window to appear: {regexp}"):
+            self._poll(f"a window matching {regexp!r}", present, timeout)
+
+
+__all__ = ["SCREEN_METHODS", "Screen", "screenshot_path"]
