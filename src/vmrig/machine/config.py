@@ -12,7 +12,9 @@ KERNEL_PARAMS = (
     "console=ttyS0",
     "root=/dev/vda",
     "rw",
-    "quiet",
+    # Every kernel message on the serial console, as NixOS test machines print them
+    # (scripts wait for boot messages); under TCG this cost no measurable boot time.
+    "loglevel=7",
     "net.ifnames=0",
     "panic=1",
     "tsc=reliable",
