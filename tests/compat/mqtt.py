@@ -13,9 +13,8 @@ listener is configured; /etc/mosquitto/conf.d/test.conf (included by
 Debian's mosquitto.conf) adds `listener 1883` on every address with
 anonymous access, what a NixOS `services.mosquitto.listeners` entry with
 `omitPasswordAuth` and an `acl` of `topic readwrite #` gives. Debian's
-mosquitto.conf (Debian 12) logs to /var/log/mosquitto/mosquitto.log
-(`log_dest file`); Debian 13's broker logs to the journal, as NixOS's does, so
-the script looks in both.
+mosquitto.conf logs to a file whose lines depend on the version, so the
+script checks the broker's connections with `ss` instead of its log.
 """
 
 from vmrig import Node
@@ -46,12 +45,11 @@ with subtest("a subscriber on the client gets what is published"):
     )
     t.assertEqual(client.succeed("cat /tmp/received").strip(), "hello world")
 
-with subtest("the broker logged the client's connection"):
-    # Debian 13's broker logs to the journal; older ones to /var/log/mosquitto/mosquitto.log.
+with subtest("the broker sees the client's connection"):
+    client.succeed("(mosquitto_sub -h broker -t test/idle -W 60 >/dev/null 2>&1 &)")
     broker.wait_until_succeeds(
-        "(journalctl -u mosquitto; cat /var/log/mosquitto/mosquitto.log 2>/dev/null || true)"
-        " | grep -q 'New client connected from 192.168.1.'",
-        timeout=30,
+        # over IPv4 or IPv6: /etc/hosts names the broker by both
+        "ss -tnH state established '( sport = :1883 )' | grep -qE '192\\.168\\.1\\.|2001:db8:1::'", timeout=30
     )
 
 with subtest("a retained message reaches a later subscriber"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import socket
 import sys
@@ -57,6 +58,9 @@ def terminal_pdb(monkeypatch: pytest.MonkeyPatch) -> tuple[io.StringIO, list[str
             super().__init__(stdin=Keyboard(), stdout=out)
 
     monkeypatch.setattr(debug, "_LocalPdb", Scripted)
+    # Garbage collected while pdb traces (an earlier test's finished subprocess, say)
+    # would run its __del__ under the debugger and stop there instead of in the script.
+    gc.collect()
     return out, typed
 
 

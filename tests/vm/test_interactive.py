@@ -360,7 +360,8 @@ def test_ssh_into_a_created_machine(session: Session) -> None:
 def test_leaving_the_prompt_stops_the_machines(session: Session) -> None:
     log = plain(session.log_path.read_text(errors="replace"))
     pids = [int(pid) for pid in re.findall(r"QEMU running \(pid (\d+)\)", log)]
-    assert len(pids) == 3  # node1, node2 and the created machine
+    # node1, node2 and the created machine; a first boot that saved a snapshot restarted from it
+    assert len(pids) >= 3
     child = session.child
     session.leave()
     child.close()

@@ -78,7 +78,7 @@ def test_no_helper_survives_a_sigkilled_driver(tmp_path_factory: pytest.TempPath
         def test_script():
             start_all()
             one.succeed("true")
-            two.succeed("true")
+            two.succeed("test -d /tmp/shared")  # naming the exchange directory mounts it
             print("ALL-UP", flush=True)
             import time
             time.sleep(600)
