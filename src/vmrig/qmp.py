@@ -149,7 +149,9 @@ class QMPClient:
         with self._state:
             self._closed = True
             for answer in self._pending.values():
-                answer.put_nowait(_CLOSED)
+                # A command whose answer came just before the end (`quit`) has it queued already.
+                with contextlib.suppress(queue.Full):
+                    answer.put_nowait(_CLOSED)
             self._pending.clear()
             self._state.notify_all()
         self._greeting.put(_CLOSED)
