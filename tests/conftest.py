@@ -17,6 +17,8 @@ from vmrig.log import Logger
 from vmrig.spec import Node, Options
 from vmrig.testfile import TestSpec
 
+pytest_plugins = ["pytester"]
+
 REPO = Path(__file__).resolve().parent.parent
 VMRIG = [sys.executable, "-m", "vmrig.cli"]
 

@@ -25,7 +25,7 @@ from vmrig import scripttrace
 from vmrig.errors import TestFileError
 from vmrig.spec import Interactive, Node, Options, SpecError, check_node_name, merge_interactive, python_name
 
-__all__ = ["TestSpec", "load_test_file"]
+__all__ = ["TestSpec", "declares_test", "load_test_file"]
 
 _module_numbers = itertools.count(1)
 
@@ -112,6 +112,17 @@ def load_test_file(path: str | Path, *, interactive: bool = False) -> TestSpec:
         script_first_line=first_line,
         module_globals={key: value for key, value in namespace.items() if not key.startswith("__")},
     )
+
+
+def declares_test(path: str | Path) -> bool:
+    """Whether the Python file at `path` binds both `nodes` and `test_script` at top level
+    (read, not run); False for a file that cannot be read or parsed."""
+    try:
+        tree = ast.parse(Path(path).read_bytes(), str(path))
+    except (OSError, SyntaxError, ValueError):
+        return False
+    names = _Assignments(tree).nodes
+    return "nodes" in names and "test_script" in names
 
 
 def _execute(code: types.CodeType, path: Path) -> types.ModuleType:

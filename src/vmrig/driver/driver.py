@@ -18,7 +18,7 @@ import textwrap
 import threading
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ from vmrig.spec import Node, python_name
 from vmrig.testfile import TestSpec
 from vmrig.timeouts import Duration, TimeoutScale
 from vmrig.timer import PausableTimer
+
+SubtestListener = Callable[[str, float, float, BaseException | None], None]
 
 
 class Driver:
@@ -95,6 +97,10 @@ class Driver:
         self._timeout_interrupt_sent = threading.Event()
         self.debug = Debugger(logger, on_failure=debug_on_failure, timer=lambda: self._timer, focus=spec.script_path)
         self._namespace: dict[str, Any] | None = None
+        # The script's error when test_script() returned False (None after a global timeout).
+        self.failure: BaseException | None = None
+        # Told of each subtest as it ends: (name, start as time.time(), seconds, its error or None).
+        self.subtest_listeners: list[SubtestListener] = []
 
     @property
     def timeout_scale(self) -> TimeoutScale:
@@ -227,8 +233,21 @@ class Driver:
             if machine.booted:
                 machine.restore(name)
 
-    def subtest(self, name: str) -> contextlib.AbstractContextManager[None]:
-        return self.logger.subtest(name)
+    @contextlib.contextmanager
+    def subtest(self, name: str) -> Iterator[None]:
+        """NixOS's subtest: a logged block (and JUnit case); its failure is logged and re-raised."""
+        started, clock = time.time(), time.monotonic()
+        try:
+            with self.logger.subtest(name):
+                yield
+        except Exception as error:
+            self._subtest_ended(name, started, time.monotonic() - clock, error)
+            raise
+        self._subtest_ended(name, started, time.monotonic() - clock, None)
+
+    def _subtest_ended(self, name: str, started: float, seconds: float, error: BaseException | None) -> None:
+        for listener in self.subtest_listeners:
+            listener(name, started, seconds, error)
 
     def serial_stdout_on(self) -> None:
         self.logger.print_serial_logs(True)
@@ -329,6 +348,7 @@ class Driver:
         except Exception as error:  # the script's own errors are test failures
             if self.timed_out:
                 return False  # the timeout stopped the VMs under the script's command
+            self.failure = error
             self.report_failure(error)
             self.debug.failure(error)  # --debug-on-failure: a prompt at the failing line
             return False

@@ -21,6 +21,14 @@ def report_timeout(logger: Logger, global_timeout: float | None) -> None:
 
 def report_error(logger: Logger, error: BaseException, script_path: str) -> None:
     """Logs the script's error the way a script author wants to see it."""
+    logger.log_test_error(format_error(error, script_path))
+    logger.mark_failed(f"{type(error).__name__}: {error}")
+
+
+def format_error(error: BaseException, script_path: str) -> str:
+    """The script's error as its author wants to see it: the script's own lines of the
+    traceback (vmrig's frames left out), the error, and the failing machine's last
+    console lines."""
     lines = ["Traceback (most recent call last):"]
     for frame in scripttrace.script_frames(error.__traceback__, script_path):
         lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
@@ -31,9 +39,7 @@ def report_error(logger: Logger, error: BaseException, script_path: str) -> None
     if machine is not None and not isinstance(error, MachineError):
         lines.append(f"last console lines of {machine.name}:")
         lines.append(machine.console_tail())
-    text = "\n".join(lines)
-    logger.log_test_error(text)
-    logger.mark_failed(f"{type(error).__name__}: {error}")
+    return "\n".join(lines)
 
 
 def save_evidence(logger: Logger, machines: list[Machine], out_dir: Path) -> list[Path]:
@@ -52,7 +58,7 @@ def save_evidence(logger: Logger, machines: list[Machine], out_dir: Path) -> lis
                 saved.append(path)
         if machine.config.display:
             with contextlib.suppress(MachineError, OSError):
-                saved.append(machine.screenshot(f"{machine.name}-failure"))
+                saved.append(machine.screenshot(str(out_dir / f"{machine.name}-failure.png")))
     if saved:
         logger.log_test_error("saved for the failure: " + ", ".join(str(path) for path in saved))
     return saved

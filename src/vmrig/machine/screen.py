@@ -143,9 +143,7 @@ class Screen(Commands):
 
     def get_window_names(self) -> list[str]:
         """The names of the X windows on :0 (xwininfo, from x11-utils), as NixOS lists them."""
-        output = self.succeed(
-            r"DISPLAY=:0 xwininfo -root -tree | sed 's/.*0x[0-9a-f]* \"\([^\"]*\)\".*/\1/; t; d'"
-        )
+        output = self.succeed(r"DISPLAY=:0 xwininfo -root -tree | sed 's/.*0x[0-9a-f]* \"\([^\"]*\)\".*/\1/; t; d'")
         return output.splitlines()
 
     def wait_for_window(self, regexp: str, timeout: Duration = DEFAULT_TIMEOUT) -> None:

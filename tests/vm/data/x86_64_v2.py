@@ -14,6 +14,7 @@ def function(code: bytes):
     address = ctypes.addressof(ctypes.c_char.from_buffer(page))
     return page, ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64)(address)
 
+
 def crc32c(value: int) -> int:
     crc = 0
     for byte in value.to_bytes(8, "little"):
@@ -21,6 +22,7 @@ def crc32c(value: int) -> int:
         for _ in range(8):
             crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
     return crc
+
 
 keep = []
 page, popcnt = function(bytes.fromhex("f3480fb8c7c3"))  # popcnt rax, rdi

@@ -1,0 +1,340 @@
+"""The pytest plugin (entry point `pytest11`): options, markers, collection of test files, the machines'
+pool, failure evidence on reports, debugger hints, and keeping a failed test's machines."""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import io
+import os
+import sys
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vmrig import testfile
+from vmrig.log import Logger
+from vmrig.pytest import evidence
+from vmrig.pytest.scriptitem import TestFile, TestScript
+from vmrig.pytest.topology import Declaration, Lease, Machines, Pool, Settings
+from vmrig.pytest.workers import WorkerSpace
+from vmrig.spec import python_name
+
+GROUP = "vmrig"
+MARKERS = (
+    "vmrig: the test boots vmrig machines (set by the plugin on test files and machines() fixtures)",
+    "vmrig_requires(*features): skip unless the host has each feature: 'kvm', 'vsock', 'ocr'",
+)
+FEATURES = ("kvm", "vsock", "ocr")
+
+
+@dataclass
+class State:
+    """The plugin's state in one pytest process (an xdist worker has its own)."""
+
+    settings: Settings
+    space: WorkerSpace
+    pool: Pool
+
+
+_STATE = pytest.StashKey[State]()
+_LEASE = pytest.StashKey[Lease]()
+_CURRENT = pytest.StashKey[pytest.Item]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup(GROUP, "vmrig: tests in QEMU virtual machines")
+    group.addoption(
+        "--vmrig-files",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="collect files matching GLOB as vmrig test files (`nodes` + `test_script`); also the "
+        "vmrig_files ini setting. A test file named on the command line is collected without it.",
+    )
+    group.addoption(
+        "--vmrig-no-snapshots",
+        action="store_true",
+        help="boot every machine from scratch: no booted snapshots and no restore between tests "
+        "(shared machines() topologies then boot afresh for each test)",
+    )
+    group.addoption(
+        "--vmrig-output",
+        metavar="DIR",
+        default=None,
+        help="where failure evidence and screenshots go, a directory per test (default: vmrig-output "
+        "under the rootdir)",
+    )
+    group.addoption(
+        "--vmrig-ssh",
+        action="store_true",
+        help="give every machine the SSH backdoor (root, no password, on loopback) for `vmrig ssh`",
+    )
+    group.addoption(
+        "--vmrig-keep-failed",
+        action="store_true",
+        help="keep the machines of a failed test running after the session, print how to reach them, "
+        "and stop them on Enter or Ctrl-C (turns on --vmrig-ssh; not under xdist)",
+    )
+    group.addoption(
+        "--vmrig-serial",
+        action="store_true",
+        help="print the machines' console lines as they come (always in the failure's evidence)",
+    )
+    parser.addini("vmrig_files", "globs of vmrig test files to collect", type="linelist", default=[])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in MARKERS:
+        config.addinivalue_line("markers", line)
+    worker = worker_id(config)
+    keep_failed = bool(config.getoption("vmrig_keep_failed")) and worker == "main"
+    output = config.getoption("vmrig_output")
+    settings = Settings(
+        snapshots=not config.getoption("vmrig_no_snapshots"),
+        ssh_backdoor=bool(config.getoption("vmrig_ssh")) or keep_failed,
+        serial=bool(config.getoption("vmrig_serial")),
+        keep_failed=keep_failed,
+        output=Path(output).absolute() if output else config.rootpath / "vmrig-output",
+    )
+    space = WorkerSpace(worker)
+    config.stash[_STATE] = State(settings, space, Pool(settings, space))
+
+
+def worker_id(config: pytest.Config) -> str:
+    """pytest-xdist's name for this worker ("gw0", ...), or "main" outside xdist."""
+    workerinput = getattr(config, "workerinput", None)
+    return str(workerinput["workerid"]) if isinstance(workerinput, dict) else "main"
+
+
+def state(config: pytest.Config) -> State:
+    return config.stash[_STATE]
+
+
+def test_output(config: pytest.Config, nodeid: str) -> Path:
+    """The directory of one test's evidence and screenshots."""
+    return evidence.output_dir(state(config).settings.output, nodeid)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    settings = state(config).settings
+    if settings.snapshots:
+        mode = (
+            "booted snapshots on; machines() shared by a class, module or session are restored to their "
+            "booted state before each test (fallback where they cannot be saved: a fresh boot per test)"
+        )
+    else:
+        mode = "snapshots off (--vmrig-no-snapshots): every test boots its machines from scratch"
+    return [f"vmrig: {mode}", f"vmrig: failure evidence in {settings.output}"]
+
+
+# -- collection --------------------------------------------------------------
+
+
+def _is_test_file(file_path: Path, parent: pytest.Collector) -> bool:
+    if file_path.suffix != ".py":
+        return False
+    config = parent.config
+    globs = [*config.getini("vmrig_files"), *config.getoption("vmrig_files")]
+    try:
+        relative = str(file_path.relative_to(config.rootpath))
+    except ValueError:
+        relative = str(file_path)
+    if any(fnmatch.fnmatch(relative, glob) or fnmatch.fnmatch(file_path.name, glob) for glob in globs):
+        return True
+    # Named on the command line: the file itself says whether it is a test file.
+    return parent.session.isinitpath(file_path) and testfile.declares_test(file_path)
+
+
+def _python_collects(file_path: Path, parent: pytest.Collector) -> bool:
+    if parent.session.isinitpath(file_path):
+        return True
+    return any(fnmatch.fnmatch(file_path.name, glob) for glob in parent.config.getini("python_files"))
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    # Files that pytest's Python plugin collects come through pytest_pycollect_makemodule.
+    if _is_test_file(file_path, parent) and not _python_collects(file_path, parent):
+        return TestFile.from_parent(parent, path=file_path)
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if _is_test_file(module_path, parent):
+        return TestFile.from_parent(parent, path=module_path)
+    return None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if not isinstance(item, TestScript) and _declarations(item):
+            item.add_marker("vmrig")
+
+
+def _declarations(item: pytest.Item) -> list[Declaration]:
+    info = getattr(item, "_fixtureinfo", None)
+    found: list[Declaration] = []
+    for definitions in getattr(info, "name2fixturedefs", {}).values():
+        for definition in definitions:
+            declaration = getattr(definition.func, "_vmrig_declaration", None)
+            if isinstance(declaration, Declaration):
+                found.append(declaration)
+    return found
+
+
+# -- running -----------------------------------------------------------------
+
+
+def _has(feature: str) -> bool:
+    if feature == "kvm":
+        return os.access("/dev/kvm", os.R_OK | os.W_OK) and os.environ.get("VMRIG_ACCEL", "") != "tcg"
+    if feature == "vsock":
+        return os.access("/dev/vhost-vsock", os.R_OK | os.W_OK)
+    if feature == "ocr":
+        import shutil
+
+        return shutil.which("tesseract") is not None
+    raise pytest.UsageError(f"vmrig_requires: unknown feature {feature!r} (known: {', '.join(FEATURES)})")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers("vmrig_requires"):
+        missing = [feature for feature in marker.args if not _has(str(feature))]
+        if missing:
+            pytest.skip(f"vmrig: this host lacks {', '.join(missing)}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    item.config.stash[_CURRENT] = item
+    try:
+        return (yield)
+    finally:
+        del item.config.stash[_CURRENT]
+
+
+def lease_of(item: pytest.Item) -> Lease:
+    if _LEASE not in item.stash:
+        item.stash[_LEASE] = Lease()
+    return item.stash[_LEASE]
+
+
+@pytest.fixture(scope="session")
+def vmrig_pool(pytestconfig: pytest.Config) -> Pool:
+    """The process's pool of machines() topologies (one per pytest-xdist worker)."""
+    return state(pytestconfig).pool
+
+
+def lease(pool: Pool, declaration: Declaration, request: pytest.FixtureRequest) -> Iterator[Machines]:
+    """The body of every machines() fixture: the topology for this test, booted or restored."""
+    item = request.node
+    scope_node: pytest.Collector | None = None
+    if declaration.scope == "class":
+        scope_node = item.getparent(pytest.Class) or item.getparent(pytest.Module)
+    elif declaration.scope == "module":
+        scope_node = item.getparent(pytest.Module)
+    elif declaration.scope == "package":
+        scope_node = item.getparent(pytest.Package) or item.session
+    elif declaration.scope == "session":
+        scope_node = item.session
+    scope = (scope_node.nodeid, scope_node.addfinalizer) if scope_node is not None else None
+    yield from pool.lease(declaration, item.nodeid, scope, lease_of(item), request.fixturename or "machines")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield
+    if report.when == "call" and report.failed and _LEASE in item.stash and not hasattr(report, "context"):
+        leased = item.stash[_LEASE]
+        leased.failed = True
+        machines = [machine for topology in leased.topologies for machine in topology.running()]
+        directory = test_output(item.config, item.nodeid)
+        for section in evidence.collect(machines, directory, Logger(stream=io.StringIO())):
+            report.sections.append((section.title, section.text))
+            item.user_properties.append((section.title, section.text))
+        item.user_properties.append(("vmrig evidence", str(directory)))
+    return report
+
+
+def keeps(item: pytest.Item) -> bool:
+    """Whether a test file's machines stay up after its test (it failed, with --vmrig-keep-failed)."""
+    settings = state(item.config).settings
+    leased = item.stash.get(_LEASE, None)
+    if not (settings.keep_failed and leased is not None and leased.failed):
+        return False
+    state(item.config).pool.kept.extend(leased.topologies)
+    return True
+
+
+def _reach_lines(leased: Lease, at_prompt: bool) -> list[str]:
+    lines: list[str] = []
+    for topology in leased.topologies:
+        machines = topology.running()
+        if not machines:
+            continue
+        names = ", ".join(machine.name for machine in machines)
+        lines.append(f"vmrig: {topology.label}: running {names}")
+        first = machines[0].name
+        if at_prompt:
+            variable = topology.prefix + python_name(first)
+            lines.append(
+                f"  at this prompt: {variable}.succeed('systemctl --failed'), "
+                f"{variable}.shell_interact() (a root shell; Ctrl-D returns here)"
+            )
+        hint = topology.ssh_hint()
+        if hint is not None:
+            lines.append(f"  from another terminal: {hint.replace('NODE', first)}")
+        elif at_prompt:
+            lines.append("  (run pytest with --vmrig-ssh to log in with `vmrig ssh` from another terminal)")
+    return lines
+
+
+def pytest_enter_pdb(config: pytest.Config) -> None:
+    item = config.stash.get(_CURRENT, None)
+    if item is None or _LEASE not in item.stash:
+        return
+    lines = _reach_lines(item.stash[_LEASE], at_prompt=True)
+    if lines:
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    current = state(session.config)
+    pool = current.pool
+    try:
+        if pool.kept and exitstatus != pytest.ExitCode.INTERRUPTED:
+            _wait_for_user(session.config, pool)
+    finally:
+        pool.stop_all()
+        current.space.remove()
+
+
+def _wait_for_user(config: pytest.Config, pool: Pool) -> None:
+    lines = ["", "vmrig: the machines of the failed tests are still running (--vmrig-keep-failed):"]
+    for topology in pool.kept:
+        lines += _reach_lines(Lease([topology]), at_prompt=False)
+    lines.append("vmrig: press Enter (or Ctrl-C) to stop them")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if capture is not None:
+        capture.suspend_global_capture(in_=True)
+    try:
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+        with contextlib.suppress(KeyboardInterrupt, OSError, ValueError):
+            sys.stdin.readline()
+    finally:
+        if capture is not None:
+            capture.resume_global_capture()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # Also after an error in the session itself: nothing outlives pytest.
+    if _STATE in config.stash:
+        state(config).pool.stop_all()
+        state(config).space.remove()
