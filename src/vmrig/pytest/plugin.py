@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 from vmrig import testfile
+from vmrig.errors import RequestedAssertionFailed, VmrigError
 from vmrig.log import Logger
+from vmrig.machine import Machine
 from vmrig.pytest import evidence
 from vmrig.pytest.scriptitem import TestFile, TestScript
 from vmrig.pytest.topology import Declaration, Lease, Machines, Pool, Settings
@@ -38,6 +40,7 @@ class State:
     settings: Settings
     space: WorkerSpace
     pool: Pool
+    interrupted: bool = False
 
 
 _STATE = pytest.StashKey[State]()
@@ -276,6 +279,8 @@ def _reach_lines(leased: Lease, at_prompt: bool) -> list[str]:
         machines = topology.running()
         if not machines:
             continue
+        if topology.ssh_hint() is not None:
+            _wait_for_sshd(machines)
         names = ", ".join(machine.name for machine in machines)
         lines.append(f"vmrig: {topology.label}: running {names}")
         first = machines[0].name
@@ -293,6 +298,15 @@ def _reach_lines(leased: Lease, at_prompt: bool) -> list[str]:
     return lines
 
 
+def _wait_for_sshd(machines: list[Machine]) -> None:
+    """Waits until sshd listens in each machine, so that the printed commands work at once
+    (a restored guest may still be starting it)."""
+    for machine in machines:
+        if machine.is_up():
+            with contextlib.suppress(VmrigError, RequestedAssertionFailed):
+                machine.wait_for_open_port(22, timeout=60)
+
+
 def pytest_enter_pdb(config: pytest.Config) -> None:
     item = config.stash.get(_CURRENT, None)
     if item is None or _LEASE not in item.stash:
@@ -303,16 +317,8 @@ def pytest_enter_pdb(config: pytest.Config) -> None:
         sys.stdout.flush()
 
 
-@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    current = state(session.config)
-    pool = current.pool
-    try:
-        if pool.kept and exitstatus != pytest.ExitCode.INTERRUPTED:
-            _wait_for_user(session.config, pool)
-    finally:
-        pool.stop_all()
-        current.space.remove()
+    state(session.config).interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
 
 
 def _wait_for_user(config: pytest.Config, pool: Pool) -> None:
@@ -334,7 +340,16 @@ def _wait_for_user(config: pytest.Config, pool: Pool) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    # Also after an error in the session itself: nothing outlives pytest.
-    if _STATE in config.stash:
-        state(config).pool.stop_all()
-        state(config).space.remove()
+    """Stops every machine: after the summary, and after waiting for the user with kept machines.
+
+    Also after an error in the session itself: nothing outlives pytest.
+    """
+    if _STATE not in config.stash:
+        return
+    current = state(config)
+    try:
+        if current.pool.kept and not current.interrupted:
+            _wait_for_user(config, current.pool)
+    finally:
+        current.pool.stop_all()
+        current.space.remove()
