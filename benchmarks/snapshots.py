@@ -75,10 +75,17 @@ def cli_runs(runs: int, tmp: Path) -> None:
     env = dict(os.environ, TMPDIR=str(tmp))
     command = [sys.executable, "-m", "vmrig.cli", "run", "--no-serial", str(example)]
     subprocess.run(command, check=True, capture_output=True, env=env, cwd=tmp)  # saves, if no run did before
-    restored = [timed(lambda: subprocess.run(command, check=True, capture_output=True, env=env, cwd=tmp))
-                for _ in range(runs)]
-    cold = [timed(lambda: subprocess.run([*command[:5], "--no-snapshots", *command[5:]], check=True,
-                                          capture_output=True, env=env, cwd=tmp)) for _ in range(runs)]
+    restored = [
+        timed(lambda: subprocess.run(command, check=True, capture_output=True, env=env, cwd=tmp)) for _ in range(runs)
+    ]
+    cold = [
+        timed(
+            lambda: subprocess.run(
+                [*command[:5], "--no-snapshots", *command[5:]], check=True, capture_output=True, env=env, cwd=tmp
+            )
+        )
+        for _ in range(runs)
+    ]
     median_of("hello-world example, rerun (vmrig run)", restored)
     median_of("hello-world example, --no-snapshots", cold)
     print(f"{'  ratio':<42} {statistics.median(cold) / statistics.median(restored):8.1f}x faster")
