@@ -69,8 +69,9 @@ class Logger:
     """Thread-safe log of a test run."""
 
     def __init__(self, stream: TextIO | None = None, color: bool | None = None) -> None:
-        # Looked up now, not at import: pytest and the REPL swap sys.stderr.
-        self.stream: TextIO = stream if stream is not None else sys.stderr
+        # Without a stream, sys.stderr as it is at each write: pytest and the prompt swap it
+        # (the prompt, so that console lines land above the line being typed).
+        self._stream = stream
         self.color = _wants_color(self.stream) if color is None else color
         on = self.color
         self.reset = RESET if on else ""
@@ -91,6 +92,10 @@ class Logger:
         self._case_stack: list[_Case] = [self._main]
         self._junit_path: Path | None = None
         self._suite_name = ""
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream if self._stream is not None else sys.stderr
 
     # -- terminal output ---------------------------------------------------
 
