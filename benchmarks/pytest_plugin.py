@@ -3,11 +3,11 @@
     .venv/bin/python benchmarks/pytest_plugin.py [--runs N] [--cold-runs N]
 
 1. Ten tests of one module against one machine, run by pytest in a
-   subprocess: module scope with a restore before each test (the default),
-   function scope (a boot per test, from the booted snapshot), and function
-   scope with --vmrig-no-snapshots (a cold boot per test). Prints each
-   mode's wall time, its per-test setup, and the ten restores' total
-   against one cold boot (the goal: less).
+   subprocess: machines() as it is by default (each test's machine started
+   from the booted snapshot), restore=False (one boot shared by the ten
+   tests, the floor), and --vmrig-no-snapshots (a cold boot per test).
+   Prints each mode's wall time and per-test setup, and the ten restores'
+   total against one cold boot (the goal: less).
 2. A suite of four independent one-node test modules under two
    pytest-xdist workers against one.
 """
@@ -42,7 +42,7 @@ TEN_TESTS = """
 from vmrig import Node
 from vmrig.pytest import machines
 
-vms = machines(machine={node}, scope="{scope}")
+vms = machines(machine={node}, restore={restore})
 
 {tests}
 """
@@ -58,10 +58,11 @@ def test_work(vms):
 """
 
 
-def test_body(number: int) -> str:
+def test_body(number: int, check: bool) -> str:
+    clean = 'vms.machine.fail("test -e /root/left-behind")' if check else "pass"
     return textwrap.dedent(f"""
     def test_{number:02}(vms):
-        vms.machine.fail("test -e /root/left-behind")
+        {clean}
         vms.machine.succeed("touch /root/left-behind; systemctl is-system-running --wait || true")
     """)
 
@@ -86,11 +87,11 @@ def setups(directory: Path) -> list[float]:
     return [json.loads(line)["seconds"] for line in lines]
 
 
-def ten_tests(tmp: Path, scope: str, *extra: str) -> tuple[float, list[float]]:
-    directory = Path(tempfile.mkdtemp(prefix=f"ten-{scope}-", dir=tmp))
+def ten_tests(tmp: Path, restore: bool, *extra: str) -> tuple[float, list[float]]:
+    directory = Path(tempfile.mkdtemp(prefix=f"ten-{restore}-", dir=tmp))
     (directory / "conftest.py").write_text(CONFTEST)
-    tests = "\n".join(test_body(number) for number in range(1, 11))
-    (directory / "test_ten.py").write_text(TEN_TESTS.format(node=NODE, scope=scope, tests=tests))
+    tests = "\n".join(test_body(number, check=restore) for number in range(1, 11))
+    (directory / "test_ten.py").write_text(TEN_TESTS.format(node=NODE, restore=restore, tests=tests))
     wall = run_pytest(directory, *extra)
     return wall, setups(directory)
 
@@ -115,31 +116,29 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="vmrig-bench-pytest-") as name:
         tmp = Path(name)
         # Warm-up: builds the image and its booted snapshot, so that no mode pays for them.
-        ten_tests(tmp, "function")
+        ten_tests(tmp, True)
 
-        restore_wall, restore_each, restore_first = [], [], []
-        boot_wall, boot_each = [], []
+        restore_wall, restore_each = [], []
+        shared_wall, shared_first = [], []
         cold_wall, cold_each = [], []
         for _ in range(args.runs):
-            wall, times = ten_tests(tmp, "module")
+            wall, times = ten_tests(tmp, True)
             restore_wall.append(wall)
-            restore_first.append(times[0])
-            restore_each.append(statistics.median(times[1:]))
-            wall, times = ten_tests(tmp, "function")
-            boot_wall.append(wall)
-            boot_each.append(statistics.median(times))
+            restore_each.append(statistics.median(times))
+            wall, times = ten_tests(tmp, False)
+            shared_wall.append(wall)
+            shared_first.append(times[0])
         for _ in range(args.cold_runs):
-            wall, times = ten_tests(tmp, "function", "--vmrig-no-snapshots")
+            wall, times = ten_tests(tmp, True, "--vmrig-no-snapshots")
             cold_wall.append(wall)
             cold_each.append(statistics.median(times))
 
         print("ten tests, one machine (pytest wall time, setup of each test):")
-        line("module scope, restore per test: wall", restore_wall)
-        line("  first test's setup (booted snapshot restored from disk)", restore_first)
-        line("  setup of tests 2-10 (loadvm + fix-ups)", restore_each)
-        line("function scope, boot per test from the booted snapshot: wall", boot_wall)
-        line("  setup of each test", boot_each)
-        line("function scope, cold boot per test (--vmrig-no-snapshots): wall", cold_wall)
+        line("default: each test's machine from the booted snapshot: wall", restore_wall)
+        line("  setup of each test", restore_each)
+        line("restore=False: one boot shared by the ten tests: wall", shared_wall)
+        line("  setup of the first test", shared_first)
+        line("--vmrig-no-snapshots: a cold boot per test: wall", cold_wall)
         line("  setup of each test", cold_each)
         ten_restores = 10 * statistics.median(restore_each)
         one_boot = statistics.median(cold_each)

@@ -127,7 +127,7 @@ def test_bad_machines_declarations_fail_the_module_import(pytester: pytest.Pytes
 def test_the_report_header_says_how_machines_are_reset(pytester: pytest.Pytester) -> None:
     write(pytester, "test_nothing.py", "def test_x():\n    pass\n")
     on = pytester.runpytest()
-    on.stdout.fnmatch_lines(["vmrig: booted snapshots on;*restored to their booted state before each test*"])
+    on.stdout.fnmatch_lines(["vmrig: booted snapshots on: each test's machines start from their booted snapshot*"])
     off = pytester.runpytest("--vmrig-no-snapshots", "--vmrig-output=evidence")
     off.stdout.fnmatch_lines(
         ["vmrig: snapshots off*every test boots*", f"vmrig: failure evidence in {pytester.path}/evidence"]

@@ -149,6 +149,7 @@ from vmrig import Node
 from vmrig.pytest import machines
 
 vms = machines(machine=Node(), scope="module")
+shared = machines(machine=Node(), restore=False)
 SEEN = Path("seen.jsonl")
 
 def record(vms, test):
@@ -158,11 +159,13 @@ def record(vms, test):
         seen.write(json.dumps({"test": test, "boot_id": boot_id, "pid": vms.machine.pid, "marker": marker}) + "\\n")
     vms.machine.succeed("touch /root/marker")
 
-def test_one(vms):
+def test_one(vms, shared):
     record(vms, "one")
+    shared.machine.succeed("touch /root/kept")
 
-def test_two(vms):
+def test_two(vms, shared):
     record(vms, "two")
+    shared.machine.succeed("test -e /root/kept")  # restore=False: one boot, its state shared
 
 def test_three(vms):
     record(vms, "three")
@@ -174,15 +177,16 @@ def test_four_fails(vms):
 """
 
 
-def test_a_module_shares_one_boot_and_each_test_starts_clean(pytester: pytest.Pytester, inner: Path) -> None:
+def test_each_test_starts_from_the_saved_boot_clean(pytester: pytest.Pytester, inner: Path) -> None:
     write(pytester, "test_shared.py", MODULE)
     result = pytester.runpytest_subprocess("-v", "--junitxml=report.xml", "--strict-markers")
     result.assert_outcomes(passed=3, failed=1)
     seen = [json.loads(line) for line in (pytester.path / "seen.jsonl").read_text().splitlines()]
     assert [entry["test"] for entry in seen] == ["one", "two", "three"]
-    # One QEMU and one boot for the module; yet no test sees what the one before it wrote.
-    assert len({entry["pid"] for entry in seen}) == 1
+    # Every test's machine is the same saved boot (one boot id), started anew: no test
+    # sees what the one before it wrote.
     assert len({entry["boot_id"] for entry in seen}) == 1
+    assert len({entry["pid"] for entry in seen}) == 3
     assert [entry["marker"] for entry in seen] == [False, False, False]
 
     # The failing test's report: pytest's assertion rewriting, then each section of evidence.

@@ -8,8 +8,7 @@ import fnmatch
 import io
 import os
 import sys
-from collections.abc import Generator, Iterator
-from dataclasses import dataclass
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,8 @@ from vmrig.log import Logger
 from vmrig.machine import Machine
 from vmrig.pytest import evidence
 from vmrig.pytest.scriptitem import TestFile, TestScript
-from vmrig.pytest.topology import Declaration, Lease, Machines, Pool, Settings
+from vmrig.pytest.session import STATE, State, state, output_of, worker_id
+from vmrig.pytest.topology import LEASE, Declaration, Lease, Pool, Settings
 from vmrig.pytest.workers import WorkerSpace
 from vmrig.spec import python_name
 
@@ -33,18 +33,6 @@ MARKERS = (
 FEATURES = ("kvm", "vsock", "ocr")
 
 
-@dataclass
-class State:
-    """The plugin's state in one pytest process (an xdist worker has its own)."""
-
-    settings: Settings
-    space: WorkerSpace
-    pool: Pool
-    interrupted: bool = False
-
-
-_STATE = pytest.StashKey[State]()
-_LEASE = pytest.StashKey[Lease]()
 _CURRENT = pytest.StashKey[pytest.Item]()
 
 
@@ -61,8 +49,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--vmrig-no-snapshots",
         action="store_true",
-        help="boot every machine from scratch: no booted snapshots and no restore between tests "
-        "(shared machines() topologies then boot afresh for each test)",
+        help="boot every machine from scratch: no booted snapshots, so each test's machines() "
+        "boot for it (machines(restore=False) still shares one boot)",
     )
     group.addoption(
         "--vmrig-output",
@@ -104,30 +92,15 @@ def pytest_configure(config: pytest.Config) -> None:
         output=Path(output).absolute() if output else config.rootpath / "vmrig-output",
     )
     space = WorkerSpace(worker)
-    config.stash[_STATE] = State(settings, space, Pool(settings, space))
-
-
-def worker_id(config: pytest.Config) -> str:
-    """pytest-xdist's name for this worker ("gw0", ...), or "main" outside xdist."""
-    workerinput = getattr(config, "workerinput", None)
-    return str(workerinput["workerid"]) if isinstance(workerinput, dict) else "main"
-
-
-def state(config: pytest.Config) -> State:
-    return config.stash[_STATE]
-
-
-def test_output(config: pytest.Config, nodeid: str) -> Path:
-    """The directory of one test's evidence and screenshots."""
-    return evidence.output_dir(state(config).settings.output, nodeid)
+    config.stash[STATE] = State(settings, space, Pool(settings, space))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = state(config).settings
     if settings.snapshots:
         mode = (
-            "booted snapshots on; machines() shared by a class, module or session are restored to their "
-            "booted state before each test (fallback where they cannot be saved: a fresh boot per test)"
+            "booted snapshots on: each test's machines start from their booted snapshot, clean "
+            "(where a topology cannot be saved, a boot from scratch per test; restore=False shares one boot)"
         )
     else:
         mode = "snapshots off (--vmrig-no-snapshots): every test boots its machines from scratch"
@@ -220,57 +193,25 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
         del item.config.stash[_CURRENT]
 
 
-def lease_of(item: pytest.Item) -> Lease:
-    if _LEASE not in item.stash:
-        item.stash[_LEASE] = Lease()
-    return item.stash[_LEASE]
-
-
 @pytest.fixture(scope="session")
 def vmrig_pool(pytestconfig: pytest.Config) -> Pool:
     """The process's pool of machines() topologies (one per pytest-xdist worker)."""
     return state(pytestconfig).pool
 
 
-def lease(pool: Pool, declaration: Declaration, request: pytest.FixtureRequest) -> Iterator[Machines]:
-    """The body of every machines() fixture: the topology for this test, booted or restored."""
-    item = request.node
-    scope_node: pytest.Collector | None = None
-    if declaration.scope == "class":
-        scope_node = item.getparent(pytest.Class) or item.getparent(pytest.Module)
-    elif declaration.scope == "module":
-        scope_node = item.getparent(pytest.Module)
-    elif declaration.scope == "package":
-        scope_node = item.getparent(pytest.Package) or item.session
-    elif declaration.scope == "session":
-        scope_node = item.session
-    scope = (scope_node.nodeid, scope_node.addfinalizer) if scope_node is not None else None
-    yield from pool.lease(declaration, item.nodeid, scope, lease_of(item), request.fixturename or "machines")
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
-    if report.when == "call" and report.failed and _LEASE in item.stash and not hasattr(report, "context"):
-        leased = item.stash[_LEASE]
+    if report.when == "call" and report.failed and LEASE in item.stash and not hasattr(report, "context"):
+        leased = item.stash[LEASE]
         leased.failed = True
         machines = [machine for topology in leased.topologies for machine in topology.running()]
-        directory = test_output(item.config, item.nodeid)
+        directory = output_of(item.config, item.nodeid)
         for section in evidence.collect(machines, directory, Logger(stream=io.StringIO())):
             report.sections.append((section.title, section.text))
             item.user_properties.append((section.title, section.text))
         item.user_properties.append(("vmrig evidence", str(directory)))
     return report
-
-
-def keeps(item: pytest.Item) -> bool:
-    """Whether a test file's machines stay up after its test (it failed, with --vmrig-keep-failed)."""
-    settings = state(item.config).settings
-    leased = item.stash.get(_LEASE, None)
-    if not (settings.keep_failed and leased is not None and leased.failed):
-        return False
-    state(item.config).pool.kept.extend(leased.topologies)
-    return True
 
 
 def _reach_lines(leased: Lease, at_prompt: bool) -> list[str]:
@@ -309,9 +250,9 @@ def _wait_for_sshd(machines: list[Machine]) -> None:
 
 def pytest_enter_pdb(config: pytest.Config) -> None:
     item = config.stash.get(_CURRENT, None)
-    if item is None or _LEASE not in item.stash:
+    if item is None or LEASE not in item.stash:
         return
-    lines = _reach_lines(item.stash[_LEASE], at_prompt=True)
+    lines = _reach_lines(item.stash[LEASE], at_prompt=True)
     if lines:
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()
@@ -344,7 +285,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
     Also after an error in the session itself: nothing outlives pytest.
     """
-    if _STATE not in config.stash:
+    if STATE not in config.stash:
         return
     current = state(config)
     try:

@@ -16,7 +16,8 @@ from vmrig.driver.report import format_error
 from vmrig.errors import VmrigError
 from vmrig.log import Logger
 from vmrig.machine import Machine
-from vmrig.pytest.topology import Lease, Settings
+from vmrig.pytest import session
+from vmrig.pytest.topology import Lease, Settings, lease_of
 from vmrig.pytest.workers import WorkerSpace
 from vmrig.testfile import TestSpec, load_test_file
 
@@ -52,9 +53,7 @@ class TestScript(pytest.Item):
         self.add_marker("vmrig")
 
     def setup(self) -> None:
-        from vmrig.pytest import plugin
-
-        state = plugin.state(self.config)
+        state = session.state(self.config)
         settings: Settings = state.settings
         space: WorkerSpace = state.space
         tmp_dir, offset = space.topology()
@@ -66,11 +65,11 @@ class TestScript(pytest.Item):
             spec = dataclasses.replace(spec, options=options)
         logger = Logger()
         logger.print_serial_logs(settings.serial)
-        out_dir = plugin.test_output(self.config, self.nodeid)
+        out_dir = session.output_of(self.config, self.nodeid)
         out_dir.mkdir(parents=True, exist_ok=True)
         self.driver = Driver(spec, logger=logger, out_dir=out_dir, tmp_dir=tmp_dir, snapshots=settings.snapshots)
         self.driver.subtest_listeners.append(self._subtest_ended)
-        plugin.lease_of(self).topologies.append(_ScriptTopology(self.driver, tmp_dir))
+        lease_of(self).topologies.append(_ScriptTopology(self.driver, tmp_dir))
         self.driver.setup()
 
     def runtest(self) -> None:
@@ -83,9 +82,7 @@ class TestScript(pytest.Item):
         raise ScriptFailed(format_error(error, self.spec.script_path) if error is not None else "the script failed")
 
     def teardown(self) -> None:
-        from vmrig.pytest import plugin
-
-        if self.driver is not None and not plugin.keeps(self):
+        if self.driver is not None and not session.keeps(self):
             self.driver.cleanup()
             self.driver = None
 

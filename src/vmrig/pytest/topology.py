@@ -1,12 +1,14 @@
-"""Machines for plain pytest tests: a declared topology, booted once per scope and restored before each test.
+"""Machines for plain pytest tests: a declared topology, and each test's machines started from its booted snapshot.
 
 A topology is the `nodes` of a test file declared next to pytest tests
-(vmrig.pytest.machines). The Pool boots it when a test first asks for it,
-saves the booted machines with QEMU's savevm, and brings them back with
-loadvm before every later test of the same scope, so each test sees the
-booted state. Where a topology cannot be saved (snapshots turned off, or a
-virtiofs shared directory, which QEMU cannot migrate), each test boots it
-afresh instead, and the test's report says so.
+(vmrig.pytest.machines). Its first boot is saved as a booted snapshot (see
+vmrig.image.snapshot), and every test gets machines started from that
+snapshot: the booted state, clean, in about a second and a half here, where
+QEMU's loadvm of the same state in the running machine took about five
+(benchmarks/pytest_plugin.py). Where a topology cannot be saved (snapshots
+turned off, or a virtiofs shared directory, which QEMU cannot migrate), each
+test boots it from scratch instead, and a warning says so. With
+restore=False, one boot is shared by the tests of the fixture's scope.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import pytest
+
 from vmrig.driver import Driver
-from vmrig.errors import MachineError
 from vmrig.log import Logger
 from vmrig.machine import Machine
 from vmrig.pytest.workers import WorkerSpace
@@ -29,12 +32,10 @@ from vmrig.spec import Node, Options, python_name
 from vmrig.testfile import TestSpec
 
 SCOPES = ("function", "class", "module", "package", "session")
-# The savevm tag of the booted state every test of a shared topology starts from.
-BASELINE = "vmrig-pytest-booted"
 
 
 class FallbackWarning(UserWarning):
-    """A shared topology could not be saved, so its tests each boot it afresh."""
+    """A topology could not be saved, so each of its tests boots it from scratch."""
 
 
 @dataclass(frozen=True)
@@ -167,23 +168,17 @@ class Topology:
         except BaseException:
             self.stop()
             raise
-        if declaration.scope != "function" and declaration.restore:
-            self._save_baseline()
+        self.fallback = self._why_no_snapshot()
 
-    def _save_baseline(self) -> None:
-        assert self.driver is not None
+    def _why_no_snapshot(self) -> str | None:
+        """Why this topology's boot is not saved as a booted snapshot, or None when it is."""
         if not self.settings.snapshots:
-            self.fallback = "snapshots are turned off (--vmrig-no-snapshots)"
-            return
-        try:
-            self.driver.snapshot(BASELINE)
-        except MachineError as error:
-            self.fallback = f"its machines cannot be saved: {error}"
-
-    def restore(self) -> None:
-        """Brings every machine back to the booted state (QEMU loadvm, then the clock and RNG fix-ups)."""
+            return "snapshots are turned off (--vmrig-no-snapshots)"
         assert self.driver is not None
-        self.driver.restore(BASELINE)
+        shared = [machine.name for machine in self.driver.machines if machine.config.sidecars]
+        if shared:
+            return f"{', '.join(shared)}: shared directories (virtiofs) cannot be saved in a snapshot"
+        return None
 
     def running(self) -> list[Machine]:
         return self.driver.all_machines() if self.driver is not None else []
@@ -241,36 +236,31 @@ class Pool:
         lease: Lease,
         variable: str,
     ) -> Iterator[Machines]:
-        """Gives a test its machines: booted for it (function scope), or the scope's, restored.
+        """Gives a test its machines: started for it from the booted snapshot, or (restore=False)
+        the ones its scope shares.
 
         `scope_node` is the node id of the module, class, package or session
         the topology lives for, with that node's addfinalizer.
         """
-        if scope_node is None:
+        shared_key: tuple[int, str] | None = None
+        if scope_node is None or declaration.restore:
             topology = self._boot(declaration, nodeid)
-            shared_key = None
+            if topology.fallback is not None and declaration.scope != "function":
+                warnings.warn(
+                    FallbackWarning(f"{topology.label}: the machines boot from scratch: {topology.fallback}"),
+                    stacklevel=1,
+                )
         else:
             scope_id, add_finalizer = scope_node
             shared_key = (id(declaration), scope_id)
-            topology_or_none = self.shared.get(shared_key)
-            if topology_or_none is None:
+            existing = self.shared.get(shared_key)
+            if existing is None:
                 topology = self._boot(declaration, scope_id or "session")
                 self.shared[shared_key] = topology
-                add_finalizer(lambda: self._end_shared(shared_key))
+                key = shared_key
+                add_finalizer(lambda: self._end_shared(key))
             else:
-                topology = topology_or_none
-                if declaration.restore:
-                    if topology.fallback is None:
-                        topology.restore()
-                    else:
-                        self._stop(topology)
-                        topology = self._boot(declaration, scope_id or "session")
-                        self.shared[shared_key] = topology
-        if topology.fallback is not None:
-            warnings.warn(
-                FallbackWarning(f"{topology.label}: each test boots the machines afresh: {topology.fallback}"),
-                stacklevel=1,
-            )
+                topology = existing
         topology.prefix = f"{variable}."
         lease.topologies.append(topology)
         try:
@@ -322,16 +312,15 @@ def machines(
     """A pytest fixture of running machines, one per keyword: `vms = machines(server=Node(...))`.
 
     The fixture is named after the variable it is assigned to, and gives a
-    Machines (`vms.server.succeed(...)`, NixOS's method set). `scope` is how
-    long one boot lives: "function" boots for every test; "class",
-    "module" (the default), "package" or "session" boot once and, with
-    `restore`, bring the machines back to their booted state before each
-    later test (QEMU savevm/loadvm; a fresh boot per test where that is not
-    possible). Raises SpecError for a bad node or option and ArgumentError
+    Machines (`vms.server.succeed(...)`, NixOS's method set). By default
+    (`restore`) each test gets the machines in their booted state, started
+    from the topology's booted snapshot, so no test sees what another left;
+    where that snapshot cannot exist, each test boots them from scratch.
+    With `restore=False`, one boot is shared by the tests of `scope`
+    ("class", "module", "package" or "session"; "function" always boots for
+    the test). Raises SpecError for a bad node or option and ArgumentError
     for an unknown scope, when the test module is imported.
     """
-    import pytest  # here: vmrig itself must import without pytest
-
     from vmrig.errors import ArgumentError
     from vmrig.spec import check_node_name
 
@@ -356,9 +345,33 @@ def machines(
     )
 
     def vmrig_machines(vmrig_pool: Pool, request: pytest.FixtureRequest) -> Iterator[Machines]:
-        from vmrig.pytest import plugin
-
-        yield from plugin.lease(vmrig_pool, declaration, request)
+        yield from lease_for(vmrig_pool, declaration, request)
 
     vmrig_machines._vmrig_declaration = declaration  # type: ignore[attr-defined]
     return pytest.fixture(vmrig_machines)
+
+
+LEASE = pytest.StashKey[Lease]()
+
+
+def lease_of(item: pytest.Item) -> Lease:
+    """The test's Lease, made on first use."""
+    if LEASE not in item.stash:
+        item.stash[LEASE] = Lease()
+    return item.stash[LEASE]
+
+
+def lease_for(pool: Pool, declaration: Declaration, request: pytest.FixtureRequest) -> Iterator[Machines]:
+    """The body of every machines() fixture: the topology for this test, from the pool."""
+    item = request.node
+    scope_node: pytest.Collector | None = None
+    if declaration.scope == "class":
+        scope_node = item.getparent(pytest.Class) or item.getparent(pytest.Module)
+    elif declaration.scope == "module":
+        scope_node = item.getparent(pytest.Module)
+    elif declaration.scope == "package":
+        scope_node = item.getparent(pytest.Package) or item.session
+    elif declaration.scope == "session":
+        scope_node = item.session
+    scope = (scope_node.nodeid, scope_node.addfinalizer) if scope_node is not None else None
+    yield from pool.lease(declaration, item.nodeid, scope, lease_of(item), request.fixturename or "machines")
