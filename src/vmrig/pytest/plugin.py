@@ -20,7 +20,7 @@ from vmrig.log import Logger
 from vmrig.machine import Machine
 from vmrig.pytest import evidence
 from vmrig.pytest.scriptitem import TestFile, TestScript
-from vmrig.pytest.session import STATE, State, state, output_of, worker_id
+from vmrig.pytest.session import STATE, State, output_of, state, worker_id
 from vmrig.pytest.topology import LEASE, Declaration, Lease, Pool, Settings
 from vmrig.pytest.workers import WorkerSpace
 from vmrig.spec import python_name
