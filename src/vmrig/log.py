@@ -69,8 +69,8 @@ class Logger:
     """Thread-safe log of a test run."""
 
     def __init__(self, stream: TextIO | None = None, color: bool | None = None) -> None:
-        # Without a stream, sys.stderr as it is at each write: pytest and the prompt swap it
-        # (the prompt, so that console lines land above the line being typed).
+        # Without a stream, sys.stderr as it is at each write: pytest swaps it per test, and a
+        # machines() topology lives across tests.
         self._stream = stream
         self.color = _wants_color(self.stream) if color is None else color
         on = self.color

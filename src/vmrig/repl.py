@@ -23,17 +23,13 @@ BANNER = (
 def interact(namespace: dict[str, Any], history: Path) -> None:
     """Runs a Python prompt on `namespace` until the user leaves it."""
     try:
-        from prompt_toolkit.patch_stdout import patch_stdout
         from ptpython.ipython import embed
     except ImportError:
         plain_interact(namespace, history)
         return
     print(BANNER)
-    # While the prompt runs, what the machines print (the log writes to sys.stderr) goes
-    # above the line being typed, which is then drawn again, instead of into it.
-    with patch_stdout(raw=True):
-        # One namespace dict for globals and locals, or comprehensions cannot see the machines.
-        embed(user_ns=namespace, history_filename=str(history))  # type: ignore[no-untyped-call]
+    # One namespace dict for globals and locals, or comprehensions cannot see the machines.
+    embed(user_ns=namespace, history_filename=str(history))  # type: ignore[no-untyped-call]
 
 
 def plain_interact(namespace: dict[str, Any], history: Path) -> None:

@@ -357,20 +357,6 @@ def test_ssh_into_a_created_machine(session: Session) -> None:
     assert (session.tmpdir / "vm-state-extra" / "ssh.json").exists()
 
 
-def test_console_lines_go_above_the_line_being_typed(session: Session) -> None:
-    session.run("answer_typed = 42; serial_stdout_on()")
-    session.run('node1.succeed("(sleep 5; echo vmrig-late-line > /dev/console) >/dev/null 2>&1 &")')
-    child = session.child
-    child.send("answer_typed")  # typed, not entered, when the guest's line arrives
-    child.expect("vmrig-late-line", timeout=120)
-    # The prompt and what was typed are drawn again below the console line, not mixed into it.
-    child.expect(rf"In \[{ESC}{session.count}{ESC}\]: {ESC}answer_typed", timeout=20)
-    child.send("\r")
-    session.count += 1
-    assert "42" in session.wait_prompt()
-    session.run("serial_stdout_off()")
-
-
 def test_leaving_the_prompt_stops_the_machines(session: Session) -> None:
     log = plain(session.log_path.read_text(errors="replace"))
     pids = [int(pid) for pid in re.findall(r"QEMU running \(pid (\d+)\)", log)]
