@@ -53,7 +53,7 @@ machine.wait_for_unit("multi-user.target")
 machine.wait_for_unit("atd")
 
 with subtest("a job queued for now runs"):
-    machine.succeed("echo 'echo hi > /tmp/at-ran' | at now")
+    machine.succeed("echo 'echo hi > /tmp/at-ran.new; mv /tmp/at-ran.new /tmp/at-ran' | at now")
     machine.wait_for_file("/tmp/at-ran", timeout=60)
     t.assertEqual(machine.succeed("cat /tmp/at-ran").strip(), "hi")
 
