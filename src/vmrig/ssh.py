@@ -18,13 +18,12 @@ import dataclasses
 import json
 import os
 import shlex
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from vmrig import proc
 from vmrig.errors import UsageError
-from vmrig.hostnet import LOOPBACK
+from vmrig.hostnet import LOOPBACK, free_port
 from vmrig.log import Logger
 from vmrig.spec import File, Node, Service
 
@@ -83,14 +82,6 @@ def vsock_usable() -> bool:
         return False
     os.close(fd)
     return True
-
-
-def free_port() -> int:
-    """A TCP port on the loopback address that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def vsock_cid_hint(console: str, cid: int | None) -> str:

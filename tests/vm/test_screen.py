@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import re
+import socket
 import struct
 import time
 from collections.abc import Iterator
@@ -10,9 +13,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BootedDriver, run_vmrig, short_tmp, write_test_file
+from vmrig import proc
+from vmrig.driver import Driver
 from vmrig.errors import MachineError, RequestedAssertionFailed
+from vmrig.log import Logger
 from vmrig.machine import Machine
-from vmrig.spec import Node
+from vmrig.spec import Node, Options
+from vmrig.testfile import TestSpec
 from vmrig.timeouts import TimeoutScale
 
 pytestmark = pytest.mark.vm
@@ -120,3 +127,51 @@ def test_a_failing_screen_test_leaves_its_screen_and_terminal(vm_tmp: Path) -> N
     assert png_size(out / "box-failure.png") == (720, 400)
     assert "box login:" in (out / "box-tty.txt").read_text()
     assert "saved for the failure:" in result.stderr and "box-tty.txt" in result.stderr
+
+
+def test_a_headless_run_has_no_vnc(screen: Machine) -> None:
+    command = Path(f"/proc/{screen.pid}/cmdline").read_bytes().split(b"\0")
+    assert b"-vnc" not in command and command[command.index(b"-display") + 1] == b"none"
+
+
+def test_an_interactive_run_shows_the_screen_on_loopback_vnc(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    tmp = short_tmp(tmp_path_factory, "vnc")
+    stream = io.StringIO()
+    spec = TestSpec(
+        name="vnc",
+        path=tmp / "vnc.py",
+        nodes={"screen": Node(graphics=True), "plain": Node()},
+        options=Options(),
+        script="",
+        script_path=str(tmp / "vnc.py"),
+        script_first_line=1,
+    )
+    driver = Driver(spec, logger=Logger(stream, color=False), out_dir=tmp, tmp_dir=tmp, interactive=True)
+    try:
+        driver.setup()
+        found = re.findall(r"screen: VNC on 127\.0\.0\.1:(\d+)", stream.getvalue())
+        assert len(found) == 1, stream.getvalue()
+        assert "plain:" not in stream.getvalue().split("screens")[-1]  # no display, nothing shown
+        port = int(found[0])
+        machine = next(m for m in driver.machines if m.name == "screen")
+        machine.start()
+        banner = b""
+        deadline = time.monotonic() + 60
+        while not banner and time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+                    banner = client.recv(12)
+            except OSError:
+                time.sleep(0.2)
+        assert banner.startswith(b"RFB 003."), banner
+        listening = proc.run(["ss", "-ltnH", f"sport = :{port}"]).stdout.decode()
+        addresses = {line.split()[3] for line in listening.splitlines() if line.strip()}
+        assert addresses == {f"127.0.0.1:{port}"}, listening
+    finally:
+        driver.cleanup()
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass

@@ -10,19 +10,23 @@ import shlex
 from pathlib import Path
 from typing import TextIO
 
-from vmrig import ssh
+from vmrig import hostnet, ssh
 from vmrig.errors import TestFileError, UsageError
 from vmrig.image import configlayer
 from vmrig.image.configlayer import NodeNetwork
 from vmrig.image.store import ImageStore, NodeImage
 from vmrig.log import Logger
 from vmrig.machine import MachineConfig
+from vmrig.machine.config import Viewer
 from vmrig.machine.screen import SCREEN_METHODS
 from vmrig.net.plan import NetworkPlan
 from vmrig.spec import EXCHANGE_GUEST_PATH, Node, SpecError, default_cores
 from vmrig.testfile import TestSpec
 from vmrig.timeouts import TimeoutScale
 from vmrig.virtiofs import Virtiofs, plan_shares
+
+# Where Debian's QEMU keeps its loadable modules (ui-gtk.so comes with qemu-system-gui).
+QEMU_MODULE_DIRS = (Path("/usr/lib/x86_64-linux-gnu/qemu"), Path("/usr/lib/qemu"))
 
 
 def with_ssh_backdoor(spec: TestSpec) -> tuple[ssh.Backdoor | None, TestSpec]:
@@ -52,6 +56,7 @@ class Assembler:
         tmp_dir: Path,
         snapshots: bool,
         interactive: bool,
+        show_screens: bool = False,
     ) -> None:
         self.spec = spec
         self.logger = logger
@@ -60,6 +65,9 @@ class Assembler:
         self.tmp_dir = tmp_dir
         self.snapshots = snapshots
         self.interactive = interactive
+        # Interactive and debugging runs show the screens of machines with a display.
+        self.show_screens = show_screens
+        self._vnc_displays: set[int] = set()
         # Every machine mounts it at /tmp/shared, as in NixOS tests.
         self.shared_dir = tmp_dir / "shared-xchg"
         try:
@@ -70,6 +78,20 @@ class Assembler:
         self.accel: str | None = None
         self.timeout_scale = TimeoutScale()
         self._state_locks: list[TextIO] = []
+
+    def viewer(self) -> Viewer:
+        """A QEMU window when the user has a graphical session and QEMU has a window module
+        (Debian's qemu-system-gui), otherwise a VNC display of its own on the loopback address."""
+        if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+            for window in ("gtk", "sdl"):
+                if any((directory / f"ui-{window}.so").exists() for directory in QEMU_MODULE_DIRS):
+                    return Viewer(window=window)
+        try:
+            number = hostnet.free_vnc_display(self._vnc_displays)
+        except OSError as error:
+            raise UsageError(str(error)) from None
+        self._vnc_displays.add(number)
+        return Viewer(vnc_display=number)
 
     def machine_names(self) -> list[str]:
         return sorted(self.spec.nodes)
@@ -151,6 +173,7 @@ class Assembler:
             forwards += endpoint.forwards()
         display = self.wants_display(node) and image.bzimage is not None
         return MachineConfig(
+            viewer=self.viewer() if display and self.show_screens else None,
             vsock_cid=endpoint.cid if endpoint is not None else None,
             name=name,
             disk=image.disk,

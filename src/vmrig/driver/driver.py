@@ -40,6 +40,15 @@ from vmrig.testfile import TestSpec
 from vmrig.timeouts import Duration, TimeoutScale
 from vmrig.timer import PausableTimer
 
+
+def _calls_breakpoint(spec: TestSpec) -> bool:
+    """Whether the script may stop at a breakpoint() prompt (then its screens are shown)."""
+    script = spec.script
+    if callable(script):
+        return "breakpoint" in script.__code__.co_names
+    return "breakpoint(" in script
+
+
 SubtestListener = Callable[[str, float, float, BaseException | None], None]
 
 
@@ -81,6 +90,8 @@ class Driver:
             tmp_dir=self.tmp_dir,
             snapshots=self.snapshots,
             interactive=interactive,
+            # A prompt may come: the screens of machines with a display are shown then.
+            show_screens=interactive or debug_on_failure or _calls_breakpoint(spec),
         )
         # Every machine mounts it at /tmp/shared, as in NixOS tests.
         self.shared_dir = self.assembler.shared_dir
@@ -200,6 +211,14 @@ class Driver:
             self.machines[-1].boot_hooks.append(self.network.machine_booted)
         if self.ssh is not None:
             self._publish_ssh()
+        self._announce_screens(self.machines)
+
+    def _announce_screens(self, machines: list[Machine]) -> None:
+        shown = [(machine.name, machine.config.viewer) for machine in machines if machine.config.viewer]
+        if shown:
+            width = max(len(name) for name, _viewer in shown) + 1
+            lines = [f"    {name + ':':<{width}} {viewer.describe()}" for name, viewer in shown if viewer]
+            self.logger.log("the machines' screens (once they are started):\n" + "\n".join(lines))
 
     # -- the script's world ----------------------------------------------------
 
@@ -301,6 +320,7 @@ class Driver:
         )
         machine.boot_hooks.append(self.network.machine_booted)
         self._extra_machines.append(machine)
+        self._announce_screens([machine])
         if self.ssh is not None and name in self.ssh.endpoints:
             self._publish_ssh()
         return machine

@@ -37,6 +37,23 @@ class Sidecar(Protocol):
     def stop(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class Viewer:
+    """Where a machine's screen is shown in an interactive run: a QEMU window ("gtk" or "sdl"),
+    or a VNC server on the loopback address, display `vnc_display` (TCP port 5900 + it)."""
+
+    window: str | None = None
+    vnc_display: int | None = None
+
+    def describe(self) -> str:
+        if self.window is not None:
+            return f"a QEMU window ({self.window})"
+        port = 5900 + (self.vnc_display or 0)
+        return (
+            f"VNC on 127.0.0.1:{port} (vncviewer 127.0.0.1::{port}; from another host: ssh -L {port}:127.0.0.1:{port})"
+        )
+
+
 @dataclass
 class MachineConfig:
     """Everything a machine needs to boot, in terms QEMU understands."""
@@ -67,5 +84,7 @@ class MachineConfig:
     snapshot_root: Path | None = None
     # A standard VGA display (screenshots, OCR); `kernel` is then a bzImage booted by SeaBIOS.
     display: bool = False
+    # Where the display is shown (interactive and debugging runs); None: nowhere (headless).
+    viewer: Viewer | None = None
     # How long the backdoor may take to come up before the start counts as failed.
     connect_timeout: float = 300.0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from vmrig import proc
 from vmrig.hostnet import LOOPBACK
-from vmrig.machine.config import KERNEL_PARAMS, MachineConfig
+from vmrig.machine.config import KERNEL_PARAMS, MachineConfig, Viewer
 
 QBOOT = Path("/usr/share/qemu/qboot.rom")
 
@@ -40,8 +40,7 @@ def command(
         c.name,
         "-nodefaults",
         "-no-user-config",
-        "-display",
-        "none",
+        *_viewer_args(c.viewer if c.display else None),
         "-accel",
         # Several vCPUs on one thread under TCG: on parallel threads a vCPU can run
         # code another is patching, and the guest kernel dies (see spec.default_cores).
@@ -180,3 +179,13 @@ def probe_command(qemu: str, kernel: Path) -> list[str]:
         "-append",
         "console=ttyS0 panic=-1 loglevel=4",
     ]
+
+
+def _viewer_args(viewer: Viewer | None) -> list[str]:
+    """Headless, a window, or a VNC server on the loopback address only (no password: nothing
+    beyond this host can reach it)."""
+    if viewer is None:
+        return ["-display", "none"]
+    if viewer.window is not None:
+        return ["-display", viewer.window]
+    return ["-display", "none", "-vnc", f"{LOOPBACK}:{viewer.vnc_display or 0}"]

@@ -29,9 +29,11 @@ class Snapshots(Monitor):
     def _snapshot_key(self, allow_reboot: bool) -> str:
         """What the booted guest depends on: QEMU, its command line (run-specific paths left out), image, config."""
         # Host-side values that change from run to run stay out: the vlans' switch
-        # sockets and the host ports of forwards (the SSH backdoor takes a free one).
+        # sockets, the host ports of forwards (the SSH backdoor takes a free one), and
+        # where the screen is shown (no guest device depends on it).
         probe = dataclasses.replace(
             self.config,
+            viewer=None,
             vlan_nics=[(vlan, mac, f"vde{vlan}") for vlan, mac, _sock in self.config.vlan_nics],
             forwards=[(0, guest) for _host, guest in self.config.forwards],
         )
