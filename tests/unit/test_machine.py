@@ -137,3 +137,35 @@ def test_the_user_network_forwards_ports_then_takes_the_extra_options(tmp_path: 
         "user,id=user0,restrict=on,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=tcp:127.0.0.1:40123-:22,hostfwd=udp::5353-:53"
     )
     assert qemu.hostfwd_add(8080, 80) == "hostfwd_add user0 tcp:127.0.0.1:8080-:80"
+
+
+def test_a_shown_screen_is_vnc_on_loopback_or_a_window_and_headless_otherwise(tmp_path: Path) -> None:
+    from vmrig.machine import qemu
+    from vmrig.machine.config import Viewer
+
+    def argv(**fields: object) -> list[str]:
+        config = MachineConfig(
+            name="n",
+            disk=tmp_path / "d",
+            kernel=tmp_path / "k",
+            initrd=tmp_path / "i",
+            **fields,  # type: ignore[arg-type]
+        )
+        return qemu.command(
+            config, initrd=tmp_path / "i", overlay=tmp_path / "o", shell_fd=3, qmp_fd=4, data_fd=5, allow_reboot=False
+        )
+
+    def display_args(command: list[str]) -> list[str]:
+        return [
+            part
+            for i, part in enumerate(command)
+            if part in ("-display", "-vnc") or command[i - 1] in ("-display", "-vnc")
+        ]
+
+    assert display_args(argv()) == ["-display", "none"]
+    assert display_args(argv(display=True)) == ["-display", "none"]
+    assert display_args(argv(display=True, viewer=Viewer(vnc_display=3))) == ["-display", "none", "-vnc", "127.0.0.1:3"]
+    assert display_args(argv(display=True, viewer=Viewer(window="gtk"))) == ["-display", "gtk"]
+    # A viewer without a display device shows nothing.
+    assert display_args(argv(viewer=Viewer(vnc_display=3))) == ["-display", "none"]
+    assert "127.0.0.1:5903" in Viewer(vnc_display=3).describe()
