@@ -59,7 +59,8 @@ with subtest("a job queued for now runs"):
 
 with subtest("a job runs as the user who queued it"):
     # Written aside and renamed: the file must not be seen before the job has written it.
-    machine.succeed("su - alice -c \\"echo 'id -un > /tmp/at-user.new 2>&1; mv /tmp/at-user.new /tmp/at-user' | at now\\"")
+    job = "id -un > /tmp/at-user.new 2>&1; mv /tmp/at-user.new /tmp/at-user"
+    machine.succeed(f"su - alice -c \\"echo '{job}' | at now\\"")
     machine.wait_for_file("/tmp/at-user", timeout=60)
     t.assertEqual(machine.succeed("cat /tmp/at-user").strip(), "alice")
     t.assertEqual(machine.succeed("stat -c %U /tmp/at-user").strip(), "alice")
