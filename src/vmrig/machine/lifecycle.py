@@ -92,6 +92,7 @@ class Lifecycle(Snapshots, Backdoor):
         if self.booted:
             return
         self.log("starting vm")
+        self._allow_reboot = allow_reboot
         restore_from, self._save_to = self._snapshot_plan(allow_reboot)
         overlay = self._prepare_state(backing=restore_from / snapshot.DISK if restore_from else None)
         ram = None

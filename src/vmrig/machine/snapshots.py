@@ -141,7 +141,7 @@ class Snapshots(Monitor):
         snapshot.publish(scratch, final)
         self.log(f"saved a booted snapshot ({time.monotonic() - started:.2f} s; {final.name})")
         self._first_start = True
-        self.start()
+        self.start(allow_reboot=self._allow_reboot)  # as the first start was asked: -no-reboot or not
 
     # -- named snapshots (QEMU's savevm/loadvm) -----------------------------------
 
