@@ -15,9 +15,8 @@ from vmrig.driver import Driver
 from vmrig.driver.report import format_error
 from vmrig.errors import VmrigError
 from vmrig.log import Logger
-from vmrig.machine import Machine
 from vmrig.pytest import session
-from vmrig.pytest.topology import Lease, Settings, lease_of
+from vmrig.pytest.topology import Lease, Running, Settings, lease_of
 from vmrig.pytest.workers import WorkerSpace
 from vmrig.testfile import TestSpec, load_test_file
 
@@ -69,7 +68,7 @@ class TestScript(pytest.Item):
         out_dir.mkdir(parents=True, exist_ok=True)
         self.driver = Driver(spec, logger=logger, out_dir=out_dir, tmp_dir=tmp_dir, snapshots=settings.snapshots)
         self.driver.subtest_listeners.append(self._subtest_ended)
-        lease_of(self).topologies.append(_ScriptTopology(self.driver, tmp_dir))
+        lease_of(self).topologies.append(Running(self.driver, tmp_dir, spec.name))
         self.driver.setup()
 
     def runtest(self) -> None:
@@ -119,29 +118,6 @@ class TestScript(pytest.Item):
                 self.ihook.pytest_runtest_logreport(report=subtest_report)
         else:
             self.ihook.pytest_runtest_logreport(report=subtest_report)
-
-
-class _ScriptTopology:
-    """A test file's driver, seen as the plugin sees a topology (evidence, debugger hints, keeping)."""
-
-    def __init__(self, driver: Driver, tmp_dir: Path) -> None:
-        self.driver: Driver | None = driver
-        self.tmp_dir = tmp_dir
-        self.label = driver.spec.name
-        self.prefix = ""
-
-    def running(self) -> list[Machine]:
-        return self.driver.all_machines() if self.driver is not None else []
-
-    def ssh_hint(self) -> str | None:
-        if self.driver is None or self.driver.ssh is None:
-            return None
-        return f"TMPDIR={self.tmp_dir} vmrig ssh NODE"
-
-    def stop(self) -> None:
-        if self.driver is not None:
-            driver, self.driver = self.driver, None
-            driver.cleanup()
 
 
 __all__ = ["Lease", "ScriptFailed", "TestFile", "TestScript"]

@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 
@@ -115,19 +115,43 @@ class Machines(Mapping[str, Machine]):
         return f"<vmrig machines {', '.join(self)}>"
 
 
-class Topology:
+class Running:
+    """A running set of machines as the plugin sees it (evidence, debugger hints, keeping):
+    a Driver, its temporary directory, a label for messages, and how a test's code reaches
+    a machine at a debugger prompt ("vms." for a fixture named vms, "" in a test file's script)."""
+
+    def __init__(self, driver: Driver | None, tmp_dir: Path | None, label: str, prefix: str = "") -> None:
+        self.driver = driver
+        self.tmp_dir = tmp_dir
+        self.label = label
+        self.prefix = prefix
+
+    def running(self) -> list[Machine]:
+        return self.driver.all_machines() if self.driver is not None else []
+
+    def ssh_hint(self) -> str | None:
+        """The shell command that logs into machine NODE from another terminal, or None."""
+        if self.driver is None or self.driver.ssh is None or self.tmp_dir is None:
+            return None
+        return f"TMPDIR={self.tmp_dir} vmrig ssh NODE"
+
+    def stop(self) -> None:
+        """Stops every machine and switch; idempotent."""
+        if self.driver is not None:
+            driver, self.driver = self.driver, None
+            driver.cleanup()
+
+
+class Topology(Running):
     """One booted instance of a Declaration: a Driver with its machines up."""
 
     def __init__(self, declaration: Declaration, settings: Settings, space: WorkerSpace, label: str) -> None:
+        super().__init__(None, None, label)
         self.declaration = declaration
         self.settings = settings
         self.space = space
-        self.label = label
-        self.prefix = ""
-        self.driver: Driver | None = None
-        self.tmp_dir: Path | None = None
         self.machines = Machines(self)
-        # Why tests of this topology boot it afresh instead of restoring it (None: they restore).
+        # Why each test boots this topology from scratch (None: from its booted snapshot).
         self.fallback: str | None = None
 
     def boot(self) -> None:
@@ -179,35 +203,6 @@ class Topology:
         if shared:
             return f"{', '.join(shared)}: shared directories (virtiofs) cannot be saved in a snapshot"
         return None
-
-    def running(self) -> list[Machine]:
-        return self.driver.all_machines() if self.driver is not None else []
-
-    def ssh_hint(self) -> str | None:
-        """The shell command that logs into the first machine from another terminal, or None."""
-        if self.driver is None or self.driver.ssh is None or self.tmp_dir is None:
-            return None
-        return f"TMPDIR={self.tmp_dir} vmrig ssh NODE"
-
-    def stop(self) -> None:
-        """Stops every machine and switch; idempotent."""
-        if self.driver is not None:
-            driver, self.driver = self.driver, None
-            driver.cleanup()
-
-
-class Running(Protocol):
-    """What the plugin needs of a running set of machines (a Topology, or a test file's driver)."""
-
-    label: str
-    # How the test reaches a machine at a debugger prompt: "vms." for a fixture named vms, "" in a script.
-    prefix: str
-
-    def running(self) -> list[Machine]: ...
-
-    def ssh_hint(self) -> str | None: ...
-
-    def stop(self) -> None: ...
 
 
 @dataclass
