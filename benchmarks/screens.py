@@ -64,8 +64,10 @@ def main() -> int:
             median_of("get_screen_text_variants (three passes)", variants)
 
             appear = []
-            # Plain words: OCR reads them back exactly (digits among capitals it may not).
+            # Plain words (OCR reads them back exactly; digits among capitals it may not), each
+            # on a cleared screen: on a full one, tesseract may read two columns of words.
             for marker in ("alpha", "bravo", "charlie", "delta", "echo"):
+                machine.succeed("printf '\\033[2J\\033[H' > /dev/tty1")
                 machine.succeed(f"sleep 1; echo written {marker} > /dev/tty1")
                 written = time.monotonic()
                 machine.wait_for_text(f"written {marker}", timeout=120)
