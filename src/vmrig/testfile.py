@@ -25,7 +25,7 @@ from vmrig import scripttrace
 from vmrig.errors import TestFileError
 from vmrig.spec import Interactive, Node, Options, SpecError, check_node_name, merge_interactive, python_name
 
-__all__ = ["TestSpec", "declares_test", "load_test_file"]
+__all__ = ["TestSpec", "declaration_kind", "declares_test", "load_test_file"]
 
 _module_numbers = itertools.count(1)
 
@@ -114,15 +114,32 @@ def load_test_file(path: str | Path, *, interactive: bool = False) -> TestSpec:
     )
 
 
-def declares_test(path: str | Path) -> bool:
-    """Whether the Python file at `path` binds both `nodes` and `test_script` at top level
-    (read, not run); False for a file that cannot be read or parsed."""
+def declaration_kind(path: str | Path) -> str:
+    """What the Python file at `path` binds at top level, read and not run:
+
+    "test"        `nodes` as a dict (a literal, dict(...) or a comprehension) and `test_script`
+    "partial"     only one of the two, or `nodes` as something else: a test file with a mistake
+    "none"        neither (a helper module, a conftest)
+    "unparsable"  the file cannot be read or parsed
+    """
     try:
         tree = ast.parse(Path(path).read_bytes(), str(path))
     except (OSError, SyntaxError, ValueError):
-        return False
-    names = _Assignments(tree).nodes
-    return "nodes" in names and "test_script" in names
+        return "unparsable"
+    assignments = _Assignments(tree)
+    has_nodes, has_script = "nodes" in assignments.nodes, "test_script" in assignments.nodes
+    if not has_nodes and not has_script:
+        return "none"
+    value = assignments.value("nodes")
+    is_dict = isinstance(value, ast.Dict | ast.DictComp) or (
+        isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "dict"
+    )
+    return "test" if has_nodes and has_script and is_dict else "partial"
+
+
+def declares_test(path: str | Path) -> bool:
+    """Whether the file at `path` reads as a vmrig test file (see declaration_kind)."""
+    return declaration_kind(path) == "test"
 
 
 def _execute(code: types.CodeType, path: Path) -> types.ModuleType:

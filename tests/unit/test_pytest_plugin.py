@@ -99,27 +99,27 @@ def test_a_missing_feature_skips_the_test(pytester: pytest.Pytester, monkeypatch
     result.stdout.fnmatch_lines(["*SKIPPED*vmrig: this host lacks kvm*"])
     write(pytester, "test_unknown.py", "import pytest\n@pytest.mark.vmrig_requires('gpu')\ndef test_x():\n    pass\n")
     unknown = pytester.runpytest("test_unknown.py")
-    unknown.stdout.fnmatch_lines(["*unknown feature 'gpu'*"])
+    unknown.stderr.fnmatch_lines(["*test_unknown.py::test_x: vmrig_requires('gpu'): name one or more of kvm*"])
+    assert unknown.ret == pytest.ExitCode.USAGE_ERROR
 
 
 def test_bad_machines_declarations_fail_the_module_import(pytester: pytest.Pytester) -> None:
-    write(
-        pytester,
-        "test_scope.py",
-        "from vmrig import Node\nfrom vmrig.pytest import machines\nvms = machines(a=Node(), scope='forever')\n",
-    )
-    write(pytester, "test_node.py", "from vmrig.pytest import machines\nvms = machines(a='debian')\n")
-    write(
-        pytester,
-        "test_name.py",
-        "from vmrig import Node\nfrom vmrig.pytest import machines\nvms = machines(**{'no space': Node()})\n",
-    )
+    header = "from vmrig import Node\nfrom vmrig.pytest import machines\n"
+    write(pytester, "test_scope.py", header + "vms = machines(a=Node(), scope='forever')\n")
+    write(pytester, "test_node.py", header + "vms = machines(a='debian')\n")
+    write(pytester, "test_name.py", header + "vms = machines(**{'no space': Node()})\n")
+    write(pytester, "test_restore.py", header + "vms = machines(a=Node(), restore='no')\n")
+    write(pytester, "test_clash.py", header + "vms = machines(**{'web-1': Node(), 'web_1': Node()})\n")
+    write(pytester, "test_own.py", header + "vms = machines(topology=Node())\n")
     result = pytester.runpytest("--collect-only")
     result.stdout.fnmatch_lines_random(
         [
             "*machines(scope='forever'): use one of function, class, module, package, session*",
             "*machines(a=...): expected a Node(...), got str*",
             "*no space*",
+            "*machines(restore=...): expected True or False, got 'no'*",
+            "*machines(): nodes 'web-1' and 'web_1' are both `web_1`*",
+            "*machines(): node 'topology' would be `vms.topology`, which is not a machine*",
         ]
     )
 
@@ -184,7 +184,58 @@ def test_worker_directories_are_private_and_distinct(tmp_path: Path) -> None:
 
 
 def test_evidence_directories_are_named_after_the_test() -> None:
+    path = evidence.output_dir(Path("/out"), "tests/test_web.py::test_page[a b]")
+    assert path.parent == Path("/out") and path.name.startswith("tests-test_web.py-test_page-a-b-")
+    # Ids that differ only in punctuation get directories of their own; long ids are cut.
+    assert path != evidence.output_dir(Path("/out"), "tests/test_web.py::test_page[a-b]")
+    assert len(evidence.output_dir(Path("/out"), "t.py::test[" + "x" * 300 + "]").name) <= 120
 
-    assert evidence.output_dir(Path("/out"), "tests/test_web.py::test_page[a b]") == Path(
-        "/out/tests-test_web.py-test_page-a-b"
-    )
+
+def test_what_is_and_is_not_a_test_file(pytester: pytest.Pytester) -> None:
+    # An ordinary module that happens to bind `nodes` (not a dict) and a test_script function.
+    write(pytester, "test_graph.py", "nodes = ['a', 'b']\ndef test_script():\n    assert nodes\n")
+    # A vmrig test file with a test module's name: the same item however pytest is called.
+    write(pytester, "test_web.py", TEST_FILE.replace("nodes =", "name = 'web'\nnodes ="))
+    by_dir = pytester.runpytest("--collect-only", "-q")
+    by_dir.stdout.fnmatch_lines(["test_graph.py::test_script", "test_web.py::web"])
+    by_name = pytester.runpytest("--collect-only", "-q", "test_web.py", "test_graph.py")
+    by_name.stdout.fnmatch_lines(["test_web.py::web", "test_graph.py::test_script"])
+
+
+def test_globs_skip_helpers_and_go_by_segments(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(pytester, "vm/case.py", TEST_FILE)
+    write(pytester, "vm/conftest.py", "")
+    write(pytester, "vm/__init__.py", "")
+    write(pytester, "vm/helper.py", "def shared():\n    return 1\n")
+    write(pytester, "vm/deeper/other.py", TEST_FILE)
+    result = pytester.runpytest("--collect-only", "-q", "--vmrig-files=vm/*.py")
+    result.stdout.fnmatch_lines(["vm/case.py::case", "*1 test collected*"])  # `*` stays within vm/
+    deep = pytester.runpytest("--collect-only", "-q", "--vmrig-files=vm/**/*.py")
+    deep.stdout.fnmatch_lines(["vm/case.py::case", "vm/deeper/other.py::other", "*2 tests collected*"])
+    # The option's globs are relative to the directory pytest is started in.
+    monkeypatch.chdir(pytester.path / "vm")
+    inside = pytester.runpytest("--collect-only", "-q", f"--rootdir={pytester.path}", "--vmrig-files=case.py", ".")
+    inside.stdout.fnmatch_lines(["*case.py::case*"])
+
+
+def test_a_name_with_the_id_separator_can_be_selected(pytester: pytest.Pytester) -> None:
+    write(pytester, "odd.py", TEST_FILE.replace("nodes =", "name = 'a::b'\nnodes ="))
+    result = pytester.runpytest("--collect-only", "-q", "odd.py::a:b")
+    result.stdout.fnmatch_lines(["odd.py::a:b"])
+    assert result.ret == 0
+
+
+def test_options_that_cannot_work_are_refused(pytester: pytest.Pytester) -> None:
+    (pytester.path / "a-file").write_text("")
+    write(pytester, "test_nothing.py", "def test_x():\n    pass\n")
+    output = pytester.runpytest("--vmrig-output=a-file")
+    output.stderr.fnmatch_lines(["*--vmrig-output a-file: not a directory*"])
+    kept = pytester.runpytest("--vmrig-keep-failed", "-n", "1")
+    kept.stderr.fnmatch_lines(["*--vmrig-keep-failed*run without xdist workers (-n 0)*"])
+    assert output.ret == kept.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_a_syntax_error_in_a_named_test_file_has_its_line(pytester: pytest.Pytester) -> None:
+    write(pytester, "broken.py", "from vmrig import Node\nnodes = {'machine': Node()\ntest_script = ''\n")
+    result = pytester.runpytest("broken.py")
+    result.stdout.fnmatch_lines(["*broken.py:2: syntax error*"])

@@ -163,9 +163,15 @@ def test_one(vms, shared):
     record(vms, "one")
     shared.machine.succeed("touch /root/kept")
 
-def test_two(vms, shared):
+@pytest.fixture(scope="module")
+def site(shared):  # a module-scoped fixture may use a restore=False one of the same scope
+    shared.machine.succeed("touch /root/site")
+    return shared.machine.name
+
+def test_two(vms, shared, site):
     record(vms, "two")
     shared.machine.succeed("test -e /root/kept")  # restore=False: one boot, its state shared
+    assert site == "machine"
 
 def test_three(vms):
     record(vms, "three")
@@ -199,7 +205,7 @@ def test_each_test_starts_from_the_saved_boot_clean(pytester: pytest.Pytester, i
             "*- vmrig machine: journalctl -b (last 80 lines) -*",
         ]
     )
-    evidence = pytester.path / "vmrig-output" / "test_shared.py-test_four_fails"
+    (evidence,) = (pytester.path / "vmrig-output").glob("test_shared.py-test_four_fails-*")
     assert "broken-on-purpose.service" in (evidence / "machine-failed-units.txt").read_text()
     assert (evidence / "machine-console.txt").read_text().strip()
     assert "broken-on-purpose" in (evidence / "machine-journal.txt").read_text()

@@ -29,11 +29,13 @@ class Snapshots(Monitor):
     def _snapshot_key(self, allow_reboot: bool) -> str:
         """What the booted guest depends on: QEMU, its command line (run-specific paths left out), image, config."""
         # Host-side values that change from run to run stay out: the vlans' switch
-        # sockets, the host ports of forwards (the SSH backdoor takes a free one), and
-        # where the screen is shown (no guest device depends on it).
+        # sockets, the host ports of forwards (the SSH backdoor takes a free one), where
+        # the screen is shown (no guest device depends on it), and the vsock CID (after a
+        # restore QEMU's vhost-vsock resets the transport, and the guest reads the new CID).
         probe = dataclasses.replace(
             self.config,
             viewer=None,
+            vsock_cid=3 if self.config.vsock_cid is not None else None,
             vlan_nics=[(vlan, mac, f"vde{vlan}") for vlan, mac, _sock in self.config.vlan_nics],
             forwards=[(0, guest) for _host, guest in self.config.forwards],
         )

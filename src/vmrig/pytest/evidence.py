@@ -4,6 +4,7 @@ the terminal's text and a screenshot, as report sections and as files."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,11 @@ class Section:
 
 
 def output_dir(root: Path, nodeid: str) -> Path:
-    """The test's own directory under `root`: its node id made a file name."""
-    return root / re.sub(r"[^A-Za-z0-9_.-]+", "-", nodeid).strip("-")
+    """The test's own directory under `root`: its node id made a file name (at most 100
+    characters), and a hash of the node id, so that ids differing in punctuation do not meet."""
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", nodeid).strip("-")[:100]
+    digest = hashlib.sha256(nodeid.encode()).hexdigest()[:8]
+    return root / f"{readable}-{digest}"
 
 
 def collect(machines: list[Machine], directory: Path, logger: Logger) -> list[Section]:

@@ -9,10 +9,11 @@ import io
 import os
 import sys
 from collections.abc import Generator
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import pytest
+from _pytest.pathlib import fnmatch_ex
 
 from vmrig import testfile
 from vmrig.errors import RequestedAssertionFailed, VmrigError
@@ -21,9 +22,8 @@ from vmrig.machine import Machine
 from vmrig.pytest import evidence
 from vmrig.pytest.scriptitem import TestFile, TestScript
 from vmrig.pytest.session import STATE, State, output_of, state, worker_id
-from vmrig.pytest.topology import LEASE, Declaration, Lease, Pool, Settings
+from vmrig.pytest.topology import LEASE, Declaration, Machines, Pool, Running, Settings
 from vmrig.pytest.workers import WorkerSpace
-from vmrig.spec import python_name
 
 GROUP = "vmrig"
 MARKERS = (
@@ -82,8 +82,14 @@ def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
     worker = worker_id(config)
-    keep_failed = bool(config.getoption("vmrig_keep_failed")) and worker == "main"
+    keep_failed = bool(config.getoption("vmrig_keep_failed"))
+    if keep_failed and (config.getoption("numprocesses", None) or worker != "main"):
+        raise pytest.UsageError(
+            "--vmrig-keep-failed waits for Enter in the pytest process itself: run without xdist workers (-n 0)"
+        )
     output = config.getoption("vmrig_output")
+    if output and Path(output).exists() and not Path(output).is_dir():
+        raise pytest.UsageError(f"--vmrig-output {output}: not a directory")
     settings = Settings(
         snapshots=not config.getoption("vmrig_no_snapshots"),
         ssh_backdoor=bool(config.getoption("vmrig_ssh")) or keep_failed,
@@ -110,30 +116,61 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 # -- collection --------------------------------------------------------------
 
 
-def _is_test_file(file_path: Path, parent: pytest.Collector) -> bool:
-    if file_path.suffix != ".py":
-        return False
-    config = parent.config
-    globs = [*config.getini("vmrig_files"), *config.getoption("vmrig_files")]
-    try:
-        relative = str(file_path.relative_to(config.rootpath))
-    except ValueError:
-        relative = str(file_path)
-    if any(fnmatch.fnmatch(relative, glob) or fnmatch.fnmatch(file_path.name, glob) for glob in globs):
-        return True
-    # Named on the command line: the file itself says whether it is a test file.
-    return parent.session.isinitpath(file_path) and testfile.declares_test(file_path)
+# Never test files, whatever a glob says.
+NOT_TEST_FILES = ("conftest.py", "__init__.py")
+
+
+def glob_matches(path: PurePath, pattern: PurePath) -> bool:
+    """Whether absolute `path` matches absolute `pattern`, one path segment at a time: `*` and
+    `?` stay within a segment, a `**` segment stands for any number of segments."""
+    return _segments_match(path.parts, pattern.parts)
+
+
+def _segments_match(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(_segments_match(parts[index:], pattern[1:]) for index in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _segments_match(parts[1:], pattern[1:])
+
+
+def _globs(config: pytest.Config) -> list[PurePath]:
+    """The test-file globs, absolute: the ini's relative to the ini file, the option's relative
+    to the directory pytest was started in."""
+    ini_base = config.inipath.parent if config.inipath is not None else config.rootpath
+    globs = [ini_base / glob for glob in config.getini("vmrig_files")]
+    globs += [config.invocation_params.dir / glob for glob in config.getoption("vmrig_files")]
+    return [PurePath(os.path.normpath(glob)) for glob in globs]
+
+
+def _python_name(file_path: Path, parent: pytest.Collector) -> bool:
+    """Whether the file matches python_files (test_*.py and the like), as pytest matches them."""
+    return any(fnmatch_ex(glob, file_path) for glob in parent.config.getini("python_files"))
 
 
 def _python_collects(file_path: Path, parent: pytest.Collector) -> bool:
-    if parent.session.isinitpath(file_path):
-        return True
-    return any(fnmatch.fnmatch(file_path.name, glob) for glob in parent.config.getini("python_files"))
+    """Whether pytest's Python plugin collects the file (it matches python_files, or was named)."""
+    return parent.session.isinitpath(file_path) or _python_name(file_path, parent)
+
+
+def _is_test_file(file_path: Path, parent: pytest.Collector) -> bool:
+    """A vmrig test file: matched by a glob (a module binding neither `nodes` nor `test_script`
+    is skipped), or one pytest would collect that binds both, `nodes` as a dict."""
+    if file_path.suffix != ".py" or file_path.name in NOT_TEST_FILES:
+        return False
+    kind = testfile.declaration_kind(file_path)
+    if any(glob_matches(file_path, glob) for glob in _globs(parent.config)):
+        return kind != "none"
+    if kind == "test":
+        return _python_collects(file_path, parent)
+    # Named on the command line without a test module's name: the test file's loader says
+    # what is wrong with it (a syntax error with its line), not an import traceback.
+    return kind == "unparsable" and parent.session.isinitpath(file_path) and not _python_name(file_path, parent)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     # Files that pytest's Python plugin collects come through pytest_pycollect_makemodule.
-    if _is_test_file(file_path, parent) and not _python_collects(file_path, parent):
+    if not _python_collects(file_path, parent) and _is_test_file(file_path, parent):
         return TestFile.from_parent(parent, path=file_path)
     return None
 
@@ -145,20 +182,28 @@ def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> 
     return None
 
 
+@pytest.hookimpl(tryfirst=True)  # before conftest hooks, so that they see the marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if not isinstance(item, TestScript) and _declarations(item):
             item.add_marker("vmrig")
+        for marker in item.iter_markers("vmrig_requires"):
+            unknown = [str(feature) for feature in marker.args if feature not in FEATURES]
+            if unknown or not marker.args:
+                raise pytest.UsageError(
+                    f"{item.nodeid}: vmrig_requires({', '.join(map(repr, marker.args))}): "
+                    f"name one or more of {', '.join(FEATURES)}"
+                )
 
 
 def _declarations(item: pytest.Item) -> list[Declaration]:
     info = getattr(item, "_fixtureinfo", None)
     found: list[Declaration] = []
     for definitions in getattr(info, "name2fixturedefs", {}).values():
-        for definition in definitions:
-            declaration = getattr(definition.func, "_vmrig_declaration", None)
-            if isinstance(declaration, Declaration):
-                found.append(declaration)
+        # The last definition is the one the test gets (a module's overrides a conftest's).
+        declaration = getattr(definitions[-1].func, "_vmrig_declaration", None) if definitions else None
+        if isinstance(declaration, Declaration):
+            found.append(declaration)
     return found
 
 
@@ -174,7 +219,7 @@ def _has(feature: str) -> bool:
         import shutil
 
         return shutil.which("tesseract") is not None
-    raise pytest.UsageError(f"vmrig_requires: unknown feature {feature!r} (known: {', '.join(FEATURES)})")
+    raise AssertionError(feature)  # checked at collection
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -199,24 +244,43 @@ def vmrig_pool(pytestconfig: pytest.Config) -> Pool:
     return state(pytestconfig).pool
 
 
+def in_use(item: pytest.Item) -> list[Running]:
+    """The machines a test is using: those started for it, and those of the scoped fixtures it
+    has (from restore=False machines())."""
+    found: list[Running] = list(item.stash[LEASE].topologies) if LEASE in item.stash else []
+    for value in getattr(item, "funcargs", {}).values():
+        if isinstance(value, Machines) and value.topology not in found:
+            found.append(value.topology)
+    return found
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
-    if report.when == "call" and report.failed and LEASE in item.stash and not hasattr(report, "context"):
-        leased = item.stash[LEASE]
-        leased.failed = True
-        machines = [machine for topology in leased.topologies for machine in topology.running()]
-        directory = output_of(item.config, item.nodeid)
-        for section in evidence.collect(machines, directory, Logger(stream=io.StringIO())):
-            report.sections.append((section.title, section.text))
-            item.user_properties.append((section.title, section.text))
-        item.user_properties.append(("vmrig evidence", str(directory)))
+    if report.when != "call" or not report.failed or hasattr(report, "context"):  # (context: a subtest's)
+        return report
+    topologies = in_use(item)
+    if not topologies:
+        return report
+    for topology in topologies:
+        topology.failed = True
+    machines = [machine for topology in topologies for machine in topology.running()]
+    directory = output_of(item.config, item.nodeid)
+    try:
+        sections = evidence.collect(machines, directory, Logger(stream=io.StringIO()))
+    except OSError as error:  # the report of the failure itself must not be lost
+        report.sections.append(("vmrig: evidence", f"could not be saved in {directory}: {error}"))
+        return report
+    for section in sections:
+        report.sections.append((section.title, section.text))
+        item.user_properties.append((section.title, section.text))
+    item.user_properties.append(("vmrig evidence", str(directory)))
     return report
 
 
-def _reach_lines(leased: Lease, at_prompt: bool) -> list[str]:
+def _reach_lines(topologies: list[Running], at_prompt: bool) -> list[str]:
     lines: list[str] = []
-    for topology in leased.topologies:
+    for topology in topologies:
         machines = topology.running()
         if not machines:
             continue
@@ -226,7 +290,7 @@ def _reach_lines(leased: Lease, at_prompt: bool) -> list[str]:
         lines.append(f"vmrig: {topology.label}: running {names}")
         first = machines[0].name
         if at_prompt:
-            variable = topology.prefix + python_name(first)
+            variable = topology.reach(first)
             lines.append(
                 f"  at this prompt: {variable}.succeed('systemctl --failed'), "
                 f"{variable}.shell_interact() (a root shell; Ctrl-D returns here)"
@@ -250,9 +314,9 @@ def _wait_for_sshd(machines: list[Machine]) -> None:
 
 def pytest_enter_pdb(config: pytest.Config) -> None:
     item = config.stash.get(_CURRENT, None)
-    if item is None or LEASE not in item.stash:
+    if item is None:
         return
-    lines = _reach_lines(item.stash[LEASE], at_prompt=True)
+    lines = _reach_lines(in_use(item), at_prompt=True)
     if lines:
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()
@@ -265,7 +329,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def _wait_for_user(config: pytest.Config, pool: Pool) -> None:
     lines = ["", "vmrig: the machines of the failed tests are still running (--vmrig-keep-failed):"]
     for topology in pool.kept:
-        lines += _reach_lines(Lease([topology]), at_prompt=False)
+        lines += _reach_lines([topology], at_prompt=False)
     lines.append("vmrig: press Enter (or Ctrl-C) to stop them")
     capture = config.pluginmanager.get_plugin("capturemanager")
     if capture is not None:

@@ -37,7 +37,8 @@ class TestFile(pytest.File):
             Driver(spec, logger=Logger(stream=io.StringIO()), out_dir=Path.cwd()).check_script()
         except VmrigError as error:
             raise self.CollectError(str(error)) from None
-        yield TestScript.from_parent(self, name=spec.name, spec=spec)
+        # "::" separates pytest's node id parts: a name with it could not be selected.
+        yield TestScript.from_parent(self, name=spec.name.replace("::", ":"), spec=spec)
 
 
 class TestScript(pytest.Item):
@@ -57,11 +58,11 @@ class TestScript(pytest.Item):
         space: WorkerSpace = state.space
         tmp_dir, offset = space.topology()
         spec = self.spec
-        if settings.ssh_backdoor or offset:
-            options = dataclasses.replace(
-                spec.options, vsock_offset=offset, ssh_backdoor=spec.options.ssh_backdoor or settings.ssh_backdoor
-            )
-            spec = dataclasses.replace(spec, options=options)
+        # The plugin picks the vsock CIDs (unique per process and topology) over Options.vsock_offset.
+        options = dataclasses.replace(
+            spec.options, vsock_offset=offset, ssh_backdoor=spec.options.ssh_backdoor or settings.ssh_backdoor
+        )
+        spec = dataclasses.replace(spec, options=options)
         logger = Logger()
         logger.print_serial_logs(settings.serial)
         out_dir = session.output_of(self.config, self.nodeid)
@@ -78,6 +79,8 @@ class TestScript(pytest.Item):
         if self.driver.timed_out:
             raise ScriptFailed(f"global timeout of {self.driver.global_timeout:g} seconds reached")
         error = self.driver.failure
+        # At a --pdb prompt in this frame, the machines by node name (the hint names them so).
+        machines = {machine.name: machine for machine in self.driver.all_machines()}  # noqa: F841
         raise ScriptFailed(format_error(error, self.spec.script_path) if error is not None else "the script failed")
 
     def teardown(self) -> None:
@@ -112,6 +115,9 @@ class TestScript(pytest.Item):
         )
         report = pytest.TestReport.from_item_and_call(self, call)
         subtest_report = SubtestReport._new(report, SubtestContext(msg=name, kwargs={}), None, None)
+        # The item's own report has the whole time; a subtest's counted again would double it
+        # in pytest-split's stored durations.
+        subtest_report.duration = 0.0
         capture = self.config.pluginmanager.get_plugin("capturemanager")
         if capture is not None:
             with capture.global_and_fixture_disabled():

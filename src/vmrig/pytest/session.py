@@ -41,11 +41,11 @@ def output_of(config: pytest.Config, nodeid: str) -> Path:
 
 
 def keeps(item: pytest.Item) -> bool:
-    """Whether the test's machines stay up after it (it failed, with --vmrig-keep-failed); if so,
-    they are handed to the pool's kept list, for the end of the session."""
+    """Whether a test file's machines stay up after its test (it failed, with --vmrig-keep-failed);
+    if so, they are handed to the pool's kept list, for the end of the session."""
     settings = state(item.config).settings
     leased = item.stash.get(LEASE, None)
-    if not (settings.keep_failed and leased is not None and leased.failed):
+    if not (settings.keep_failed and leased is not None and any(t.failed for t in leased.topologies)):
         return False
     state(item.config).pool.kept.extend(leased.topologies)
     return True

@@ -17,10 +17,10 @@ import contextlib
 import dataclasses
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -31,7 +31,8 @@ from vmrig.pytest.workers import WorkerSpace
 from vmrig.spec import Node, Options, python_name
 from vmrig.testfile import TestSpec
 
-SCOPES = ("function", "class", "module", "package", "session")
+Scope = Literal["function", "class", "module", "package", "session"]
+SCOPES: tuple[Scope, ...] = ("function", "class", "module", "package", "session")
 
 
 class FallbackWarning(UserWarning):
@@ -61,19 +62,23 @@ class Declaration:
     line: int
 
 
-class Machines(Mapping[str, Machine]):
+class Machines:
     """A topology's running machines: `vms.server` (NixOS's Python names) or `vms["server"]`.
 
     With one node it is also `vms.machine`, as in a NixOS test script.
-    `start_all()`, `driver` and `network` are the driver's own.
+    `start_all()`, `driver` and `network` are the driver's own; `for name in vms`,
+    `len(vms)` and `"server" in vms` work on node names.
     """
 
+    # Attributes of its own, which no node may be named after.
+    OWN_NAMES = ("driver", "network", "start_all", "topology")
+
     def __init__(self, topology: Topology) -> None:
-        self._topology = topology
+        self.topology = topology
 
     @property
     def driver(self) -> Driver:
-        driver = self._topology.driver
+        driver = self.topology.driver
         assert driver is not None, "the topology is not running"
         return driver
 
@@ -88,6 +93,9 @@ class Machines(Mapping[str, Machine]):
 
     def __len__(self) -> int:
         return len(self._by_name())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name()
 
     def __getattr__(self, name: str) -> Machine:
         if name.startswith("_"):
@@ -117,14 +125,23 @@ class Machines(Mapping[str, Machine]):
 
 class Running:
     """A running set of machines as the plugin sees it (evidence, debugger hints, keeping):
-    a Driver, its temporary directory, a label for messages, and how a test's code reaches
-    a machine at a debugger prompt ("vms." for a fixture named vms, "" in a test file's script)."""
+    a Driver, its temporary directory and a label for messages. `variable` is how a test's
+    code reaches the machines at a debugger prompt: the fixture's name ("vms"), or None in a
+    test file's item, where the failing frame has a dict `machines` by node name."""
 
-    def __init__(self, driver: Driver | None, tmp_dir: Path | None, label: str, prefix: str = "") -> None:
+    def __init__(self, driver: Driver | None, tmp_dir: Path | None, label: str, variable: str | None = None) -> None:
         self.driver = driver
         self.tmp_dir = tmp_dir
         self.label = label
-        self.prefix = prefix
+        self.variable = variable
+        # A test that used these machines failed (with --vmrig-keep-failed they are kept).
+        self.failed = False
+
+    def reach(self, name: str) -> str:
+        """The expression that is machine `name` at a debugger prompt in the failing test."""
+        if self.variable is None:
+            return f"machines[{name!r}]"
+        return f"{self.variable}.{python_name(name)}"
 
     def running(self) -> list[Machine]:
         return self.driver.all_machines() if self.driver is not None else []
@@ -146,7 +163,7 @@ class Topology(Running):
     """One booted instance of a Declaration: a Driver with its machines up."""
 
     def __init__(self, declaration: Declaration, settings: Settings, space: WorkerSpace, label: str) -> None:
-        super().__init__(None, None, label)
+        super().__init__(None, None, label, variable="machines")
         self.declaration = declaration
         self.settings = settings
         self.space = space
@@ -207,84 +224,45 @@ class Topology(Running):
 
 @dataclass
 class Lease:
-    """The machines a test is using, for its failure evidence and its debugger hints."""
+    """The machines started for one test (function-scoped fixtures, test files), for its
+    failure evidence and its debugger hints."""
 
     topologies: list[Running] = field(default_factory=list)
-    failed: bool = False
 
 
 class Pool:
-    """The shared topologies of one pytest process, by declaration and scope node."""
+    """The running topologies of one pytest process, and those kept after a failure."""
 
     def __init__(self, settings: Settings, space: WorkerSpace) -> None:
         self.settings = settings
         self.space = space
-        self.shared: dict[tuple[int, str], Topology] = {}
         self.kept: list[Running] = []
         self._live: list[Topology] = []
 
-    def lease(
-        self,
-        declaration: Declaration,
-        nodeid: str,
-        scope_node: tuple[str, Callable[[Callable[[], object]], None]] | None,
-        lease: Lease,
-        variable: str,
-    ) -> Iterator[Machines]:
-        """Gives a test its machines: started for it from the booted snapshot, or (restore=False)
-        the ones its scope shares.
-
-        `scope_node` is the node id of the module, class, package or session
-        the topology lives for, with that node's addfinalizer.
-        """
-        shared_key: tuple[int, str] | None = None
-        if scope_node is None or declaration.restore:
-            topology = self._boot(declaration, nodeid)
-            if topology.fallback is not None and declaration.scope != "function":
-                warnings.warn(
-                    FallbackWarning(f"{topology.label}: the machines boot from scratch: {topology.fallback}"),
-                    stacklevel=1,
-                )
-        else:
-            scope_id, add_finalizer = scope_node
-            shared_key = (id(declaration), scope_id)
-            existing = self.shared.get(shared_key)
-            if existing is None:
-                topology = self._boot(declaration, scope_id or "session")
-                self.shared[shared_key] = topology
-                key = shared_key
-                add_finalizer(lambda: self._end_shared(key))
-            else:
-                topology = existing
-        topology.prefix = f"{variable}."
-        lease.topologies.append(topology)
+    def provide(self, declaration: Declaration, label: str, variable: str, lease: Lease | None) -> Iterator[Machines]:
+        """Boots a topology for a fixture's scope (one test, or a module... with restore=False),
+        yields its machines and stops them at the fixture's teardown, unless a test that used
+        them failed and --vmrig-keep-failed keeps them for the end of the session."""
+        topology = Topology(declaration, self.settings, self.space, label)
+        topology.variable = variable
+        self._live.append(topology)
+        topology.boot()
+        if topology.fallback is not None and declaration.scope != "function" and self.settings.snapshots:
+            warnings.warn(
+                FallbackWarning(f"{topology.label}: the machines boot from scratch: {topology.fallback}"),
+                stacklevel=1,
+            )
+        if lease is not None:
+            lease.topologies.append(topology)
         try:
             yield topology.machines
         finally:
-            if lease.failed and self.settings.keep_failed:
-                # Kept for the end of the session; the scope's next test gets a new topology.
-                if shared_key is not None:
-                    self.shared.pop(shared_key, None)
-                if topology not in self.kept:
-                    self.kept.append(topology)
-            elif shared_key is None:
-                self._stop(topology)
-
-    def _boot(self, declaration: Declaration, label: str) -> Topology:
-        topology = Topology(declaration, self.settings, self.space, label)
-        self._live.append(topology)
-        topology.boot()
-        return topology
-
-    def _stop(self, topology: Topology) -> None:
-        with contextlib.suppress(ValueError):
-            self._live.remove(topology)
-        topology.stop()
-
-    def _end_shared(self, key: tuple[int, str]) -> None:
-        topology = self.shared.pop(key, None)
-        if topology is not None and topology not in self.kept:
-            self._stop(topology)
+            if topology.failed and self.settings.keep_failed:
+                self.kept.append(topology)
+            else:
+                with contextlib.suppress(ValueError):
+                    self._live.remove(topology)
+                topology.stop()
 
     def stop_all(self) -> None:
         """Stops every topology, kept ones included (the end of the session, or Ctrl-C)."""
@@ -294,12 +272,11 @@ class Pool:
                 topology.stop()
         self._live.clear()
         self.kept.clear()
-        self.shared.clear()
 
 
 def machines(
     *,
-    scope: str = "module",
+    scope: Scope = "module",
     restore: bool = True,
     options: Options | None = None,
     **nodes: Node,
@@ -323,10 +300,22 @@ def machines(
         raise ArgumentError(f"machines(scope={scope!r}): use one of {', '.join(SCOPES)}")
     if not nodes:
         raise ArgumentError("machines(): give at least one node, e.g. machines(machine=Node())")
+    if not isinstance(restore, bool):
+        raise ArgumentError(f"machines(restore=...): expected True or False, got {restore!r}")
+    variables: dict[str, str] = {}
     for name, node in nodes.items():
         check_node_name(name)
         if not isinstance(node, Node):
             raise ArgumentError(f"machines({name}=...): expected a Node(...), got {type(node).__name__}")
+        variable = python_name(name)
+        if variable in variables:
+            raise ArgumentError(f"machines(): nodes {variables[variable]!r} and {name!r} are both `{variable}`")
+        if variable.startswith("_") or variable in Machines.OWN_NAMES:
+            raise ArgumentError(
+                f"machines(): node {name!r} would be `vms.{variable}`, which is not a machine; "
+                f"name it otherwise (not {', '.join(Machines.OWN_NAMES)}, nor starting with a digit or '_')"
+            )
+        variables[variable] = name
     if options is not None and not isinstance(options, Options):
         raise ArgumentError(f"machines(options=...): expected an Options(...), got {type(options).__name__}")
     caller = sys._getframe(1)
@@ -339,11 +328,17 @@ def machines(
         line=caller.f_lineno,
     )
 
+    shared = not restore and scope != "function"
+
     def vmrig_machines(vmrig_pool: Pool, request: pytest.FixtureRequest) -> Iterator[Machines]:
-        yield from lease_for(vmrig_pool, declaration, request)
+        variable = request.fixturename or "machines"
+        if shared:  # one boot for the fixture's pytest scope
+            yield from vmrig_pool.provide(declaration, request.node.nodeid or "session", variable, None)
+        else:  # a start from the booted snapshot for each test
+            yield from vmrig_pool.provide(declaration, request.node.nodeid, variable, lease_of(request.node))
 
     vmrig_machines._vmrig_declaration = declaration  # type: ignore[attr-defined]
-    return pytest.fixture(vmrig_machines)
+    return pytest.fixture(vmrig_machines, scope=scope if shared else "function")
 
 
 LEASE = pytest.StashKey[Lease]()
@@ -354,19 +349,3 @@ def lease_of(item: pytest.Item) -> Lease:
     if LEASE not in item.stash:
         item.stash[LEASE] = Lease()
     return item.stash[LEASE]
-
-
-def lease_for(pool: Pool, declaration: Declaration, request: pytest.FixtureRequest) -> Iterator[Machines]:
-    """The body of every machines() fixture: the topology for this test, from the pool."""
-    item = request.node
-    scope_node: pytest.Collector | None = None
-    if declaration.scope == "class":
-        scope_node = item.getparent(pytest.Class) or item.getparent(pytest.Module)
-    elif declaration.scope == "module":
-        scope_node = item.getparent(pytest.Module)
-    elif declaration.scope == "package":
-        scope_node = item.getparent(pytest.Package) or item.session
-    elif declaration.scope == "session":
-        scope_node = item.session
-    scope = (scope_node.nodeid, scope_node.addfinalizer) if scope_node is not None else None
-    yield from pool.lease(declaration, item.nodeid, scope, lease_of(item), request.fixturename or "machines")
