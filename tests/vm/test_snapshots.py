@@ -132,10 +132,9 @@ def test_a_node_with_a_shared_directory_boots_and_says_why(
 def test_rerun_of_a_three_node_example_is_restored(vm_tmp: Path) -> None:
     example = REPO / "examples" / "partition.py"
     run_vmrig("run", "--no-serial", example, tmpdir=vm_tmp)  # saves, if no run did before
-    started = time.monotonic()
     result = run_vmrig("run", "--no-serial", example, tmpdir=vm_tmp)
     assert result.returncode == 0, result.stderr[-3000:]
+    # Every node restored (how long that takes is benchmarks/snapshots.py's to say).
     assert len(re.findall(RESTORED, result.stderr)) == 3, result.stderr[-3000:]  # node1, node2, node3
-    assert time.monotonic() - started < 60
     plain = run_vmrig("run", "--no-serial", "--no-snapshots", example, tmpdir=vm_tmp)
     assert plain.returncode == 0 and RESTORED not in plain.stderr and SAVED not in plain.stderr
