@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,3 +119,27 @@ def booted(vm_tmp: Path) -> Iterator[type[BootedDriver]]:
     yield make  # type: ignore[misc]
     for booted_driver in created:
         booted_driver.close()
+
+
+def processes_mentioning(text: str) -> list[tuple[int, str]]:
+    """(pid, command line) of live processes other than this one whose command line has `text`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append((int(entry.name), cmdline))
+    return found
+
+
+def assert_none_left(text: str, seconds: float = 30) -> None:
+    """Waits up to `seconds` for every process mentioning `text` to be gone (the kernel delivers
+    parent-death signals asynchronously), then asserts that none is left."""
+    deadline = time.monotonic() + seconds
+    while processes_mentioning(text) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_mentioning(text) == []

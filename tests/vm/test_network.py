@@ -19,13 +19,20 @@ import re
 import signal
 import statistics
 import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, VMRIG, BootedDriver, run_vmrig, short_tmp, write_test_file
+from tests.conftest import (
+    REPO,
+    VMRIG,
+    BootedDriver,
+    assert_none_left,
+    processes_mentioning,
+    run_vmrig,
+    short_tmp,
+    write_test_file,
+)
 from vmrig.driver import Driver
 from vmrig.machine import Machine
 from vmrig.net.faults import Network
@@ -48,20 +55,6 @@ NODES = {
 
 # ---------------------------------------------------------------------------
 # The CLI, killed: nothing it started may survive it (first: the shared topology is not up yet).
-
-
-def processes_mentioning(text: str) -> list[tuple[int, str]]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append((int(entry.name), cmdline))
-    return found
 
 
 def test_no_helper_survives_a_sigkilled_driver(tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -109,10 +102,7 @@ def test_no_helper_survives_a_sigkilled_driver(tmp_path_factory: pytest.TempPath
         assert kinds.count("virtiofsd") >= 3, kinds  # one's /data and /tmp/shared, two's /tmp/shared
         cli.send_signal(signal.SIGKILL)
         cli.wait(30)
-        deadline = time.monotonic() + 30
-        while processes_mentioning(str(tmp)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert processes_mentioning(str(tmp)) == []
+        assert_none_left(str(tmp))
     finally:
         if cli.poll() is None:
             cli.kill()

@@ -10,14 +10,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pexpect
 import pytest
 
-from tests.conftest import short_tmp
+from tests.conftest import assert_none_left, processes_mentioning, short_tmp
 from vmrig.image.store import cache_root
 
 pytestmark = pytest.mark.vm
@@ -45,27 +44,10 @@ def write(pytester: pytest.Pytester, name: str, body: str) -> Path:
     return path
 
 
-def leftovers(tmpdir: Path) -> list[str]:
-    """Command lines of processes (QEMU, vde_switch, virtiofsd) that still use `tmpdir`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        # (the inner pytest has TMPDIR only in its environment, not on its command line)
-        if str(tmpdir) in command:
-            found.append(command)
-    return found
-
-
 def assert_no_leftovers(tmpdir: Path) -> None:
-    deadline = time.monotonic() + 15  # the kernel delivers parent-death signals asynchronously
-    while leftovers(tmpdir) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert leftovers(tmpdir) == []
+    """No QEMU, vde_switch or virtiofsd still uses `tmpdir` (the inner pytest has it only in
+    its environment, not on its command line)."""
+    assert_none_left(str(tmpdir), seconds=15)
 
 
 def spawn_pytest(pytester: pytest.Pytester, *args: str) -> pexpect.spawn:
@@ -319,7 +301,7 @@ def test_an_interrupted_or_killed_run_leaves_nothing(pytester: pytest.Pytester, 
     )
     child = spawn_pytest(pytester, "-s", "test_wait.py")
     child.expect("sleeping now", timeout=900)
-    assert leftovers(inner)  # the machine and its switch are up
+    assert processes_mentioning(str(inner))  # the machine and its switch are up
     os.kill(child.pid, how)
     child.expect(pexpect.EOF, timeout=120)
     child.close()

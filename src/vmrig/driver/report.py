@@ -53,6 +53,7 @@ def save_evidence(logger: Logger, machines: list[Machine], out_dir: Path) -> lis
             # tty 0 is the terminal in the foreground (vcs(4))
             status, text = machine.execute("cat /dev/vcsa", timeout=5)
             if status == 0:
+                out_dir.mkdir(parents=True, exist_ok=True)
                 path = out_dir / f"{machine.name}-tty.txt"
                 path.write_text(decode_vcsa(text.encode(errors="surrogateescape")).text.rstrip() + "\n")
                 saved.append(path)

@@ -98,7 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
         output=Path(output).absolute() if output else config.rootpath / "vmrig-output",
     )
     space = WorkerSpace(worker)
-    config.stash[STATE] = State(settings, space, Pool(settings, space))
+    config.stash[STATE] = State(settings, space, Pool(settings, space), _globs(config))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -155,17 +155,19 @@ def _python_collects(file_path: Path, parent: pytest.Collector) -> bool:
 
 def _is_test_file(file_path: Path, parent: pytest.Collector) -> bool:
     """A vmrig test file: matched by a glob (a module binding neither `nodes` nor `test_script`
-    is skipped), or one pytest would collect that binds both, `nodes` as a dict."""
+    is skipped), or one pytest would collect that binds both, `nodes` as a dict. The file is
+    parsed only when one of those applies."""
     if file_path.suffix != ".py" or file_path.name in NOT_TEST_FILES:
         return False
+    if any(glob_matches(file_path, glob) for glob in state(parent.config).globs):
+        return testfile.declaration_kind(file_path) != "none"
+    if not _python_collects(file_path, parent):
+        return False
     kind = testfile.declaration_kind(file_path)
-    if any(glob_matches(file_path, glob) for glob in _globs(parent.config)):
-        return kind != "none"
-    if kind == "test":
-        return _python_collects(file_path, parent)
     # Named on the command line without a test module's name: the test file's loader says
     # what is wrong with it (a syntax error with its line), not an import traceback.
-    return kind == "unparsable" and parent.session.isinitpath(file_path) and not _python_name(file_path, parent)
+    named = parent.session.isinitpath(file_path) and not _python_name(file_path, parent)
+    return kind == "test" or (kind == "unparsable" and named)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -284,20 +286,20 @@ def _reach_lines(topologies: list[Running], at_prompt: bool) -> list[str]:
         machines = topology.running()
         if not machines:
             continue
-        if topology.ssh_hint() is not None:
+        first = machines[0].name
+        ssh_command = topology.ssh_command(first)
+        if ssh_command is not None:
             _wait_for_sshd(machines)
         names = ", ".join(machine.name for machine in machines)
         lines.append(f"vmrig: {topology.label}: running {names}")
-        first = machines[0].name
         if at_prompt:
             variable = topology.reach(first)
             lines.append(
                 f"  at this prompt: {variable}.succeed('systemctl --failed'), "
                 f"{variable}.shell_interact() (a root shell; Ctrl-D returns here)"
             )
-        hint = topology.ssh_hint()
-        if hint is not None:
-            lines.append(f"  from another terminal: {hint.replace('NODE', first)}")
+        if ssh_command is not None:
+            lines.append(f"  from another terminal: {ssh_command}")
         elif at_prompt:
             lines.append("  (run pytest with --vmrig-ssh to log in with `vmrig ssh` from another terminal)")
     return lines

@@ -65,8 +65,7 @@ class TestScript(pytest.Item):
         spec = dataclasses.replace(spec, options=options)
         logger = Logger()
         logger.print_serial_logs(settings.serial)
-        out_dir = session.output_of(self.config, self.nodeid)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir = session.output_of(self.config, self.nodeid)  # made when something is saved there
         self.driver = Driver(spec, logger=logger, out_dir=out_dir, tmp_dir=tmp_dir, snapshots=settings.snapshots)
         self.driver.subtest_listeners.append(self._subtest_ended)
         lease_of(self).topologies.append(Running(self.driver, tmp_dir, spec.name))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import pytest
 
@@ -19,6 +19,7 @@ class State:
     settings: Settings
     space: WorkerSpace
     pool: Pool
+    globs: list[PurePath]  # the test-file globs, absolute (plugin._globs)
     interrupted: bool = False
 
 

@@ -146,11 +146,12 @@ class Running:
     def running(self) -> list[Machine]:
         return self.driver.all_machines() if self.driver is not None else []
 
-    def ssh_hint(self) -> str | None:
-        """The shell command that logs into machine NODE from another terminal, or None."""
+    def ssh_command(self, name: str) -> str | None:
+        """The shell command that logs into machine `name` from another terminal, or None
+        without the SSH backdoor."""
         if self.driver is None or self.driver.ssh is None or self.tmp_dir is None:
             return None
-        return f"TMPDIR={self.tmp_dir} vmrig ssh NODE"
+        return f"TMPDIR={self.tmp_dir} vmrig ssh {name}"
 
     def stop(self) -> None:
         """Stops every machine and switch; idempotent."""
@@ -191,8 +192,8 @@ class Topology(Running):
         )
         logger = Logger()
         logger.print_serial_logs(self.settings.serial)
+        # Made by whatever writes there first (a screenshot, copy_from_vm), not for every test.
         output = self.settings.output / "machines" / self.tmp_dir.parent.name / self.tmp_dir.name
-        output.mkdir(parents=True, exist_ok=True)
         self.driver = Driver(
             spec,
             logger=logger,
