@@ -1,5 +1,5 @@
 """vmrig: integration tests in real QEMU virtual machines, NixOS-test style, for Debian."""
 
-from vmrig.spec import File, Interactive, Node, Options, Service, SharedDirectory, SpecError, User
+from vmrig.spec import X11, File, Interactive, Node, Options, Service, SharedDirectory, SpecError, User
 
-__all__ = ["File", "Interactive", "Node", "Options", "Service", "SharedDirectory", "SpecError", "User"]
+__all__ = ["X11", "File", "Interactive", "Node", "Options", "Service", "SharedDirectory", "SpecError", "User"]

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, Union, dataclass_transform, get_args, get_origin, get_type_hints
 
+from vmrig.contract import GUEST_DIR
 from vmrig.errors import TestFileError, did_you_mean
 from vmrig.scriptnames import RESERVED_NAMES
 
@@ -32,6 +33,7 @@ __all__ = [
     "SharedDirectory",
     "SpecError",
     "User",
+    "X11",
     "check_node_name",
     "merge_interactive",
     "python_name",
@@ -514,6 +516,58 @@ class SharedDirectory:
             raise SpecError(f"SharedDirectory.source: path {self.source!r} contains a NUL byte")
 
 
+# What the X11 preset installs: Debian's generic kernel (the cloud kernel has no DRM
+# driver for QEMU's VGA), Xorg, IceWM (the window manager of NixOS's X11 tests),
+# xterm and the X utilities that scripts and wait_for_x/get_window_names call.
+X11_PACKAGES = (
+    "linux-image-amd64",
+    "xserver-xorg-core",
+    "xserver-xorg-input-libinput",
+    "xinit",
+    "xauth",
+    "x11-xserver-utils",
+    "x11-utils",
+    "xdotool",
+    "icewm",
+    "xterm",
+    "xfonts-base",
+    "fonts-dejavu-core",
+)
+X11_UNIT = "display-manager"
+
+
+@_spec_class
+class X11:
+    """A graphical machine in one line, like NixOS tests' `common/x11.nix`: `Node(x11=X11())`.
+
+    The node gets a display, Debian's generic kernel, Xorg on `:0` (vt7,
+    `display-manager.service`, started by graphical.target, the default
+    target of such a node), IceWM, xterm, xdotool and x11-utils, and `user`
+    (made when `Node.users` lacks it) logged in to an IceWM session.
+    `~user/.Xauthority` holds the display's cookie (NixOS scripts run
+    `xauth merge` with it); root's commands may use `:0` without it, as the
+    backdoor's do on NixOS (`DISPLAY=:0.0`).
+    """
+
+    user: str = "alice"
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+        _account_name(self.user, "X11.user")
+        if self.user == "root":
+            raise SpecError("X11.user: the session runs as an ordinary user, not root")
+
+    def service(self) -> Service:
+        return Service(
+            description=f"X on :0 with {self.user}'s session (vmrig's X11 preset)",
+            exec_start=f"/usr/lib/vmrig/x11-start {self.user}",
+            after=["systemd-user-sessions.service", "systemd-logind.service"],
+            restart="always",
+            wanted_by=["graphical.target"],
+            extra={"Unit": {"Conflicts": "getty@tty7.service"}, "Service": {"RestartSec": "1"}},
+        )
+
+
 def _interface_address(text: str, where: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
     """`text` as an address with its prefix length (`10.0.0.5/24`, `fd00::5/64`), or SpecError."""
     address, slash, _ = text.partition("/")
@@ -576,9 +630,13 @@ class Node:
     graphics: bool | None = None
     # guest path -> host directory (read-write), or SharedDirectory(source=..., read_only=True)
     shared_directories: dict[str, str | SharedDirectory] = field(default_factory=dict)
+    # A graphical machine: X, a window manager and a user logged in (see X11).
+    x11: X11 | None = None
 
     def __post_init__(self) -> None:
         _check_fields(self)
+        if self.x11 is not None:
+            self._apply_x11(self.x11)
         for package in self.packages:
             if not _PACKAGE.fullmatch(package):
                 raise SpecError(
@@ -612,6 +670,28 @@ class Node:
             host_ports.add(host_port)
         self._check_addresses()
         self._check_shared_directories()
+
+    def _apply_x11(self, x11: X11) -> None:
+        """Adds what X11 stands for to the node's own fields (again after dataclasses.replace: idempotent)."""
+        if self.graphics is False:
+            raise SpecError("Node.x11 needs a display: drop graphics=False")
+        self.graphics = True
+        self.packages = [*self.packages, *(p for p in X11_PACKAGES if p not in self.packages)]
+        if x11.user not in self.users:
+            self.users = {**self.users, x11.user: User()}
+        if X11_UNIT not in self.services and f"{X11_UNIT}.service" not in self.services:
+            self.services = {**self.services, X11_UNIT: x11.service()}
+        self.files = {
+            **{
+                f"/usr/lib/vmrig/{name}": File(content=(GUEST_DIR / name).read_text(), mode=0o755)
+                for name in ("x11-start", "x11-session")
+            },
+            "/etc/X11/xorg.conf.d/10-vmrig.conf": (GUEST_DIR / "x11-xorg.conf").read_text(),
+            "/etc/X11/icewm/preferences": (GUEST_DIR / "x11-icewm-preferences").read_text(),
+            **self.files,
+        }
+        if not any(param.startswith("systemd.unit=") for param in self.kernel_params):
+            self.kernel_params = [*self.kernel_params, "systemd.unit=graphical.target"]
 
     def interface_names(self) -> list[str]:
         """eth1, eth2, ...: the node's vlan cards, one per entry of `vlans`."""

@@ -13,9 +13,10 @@ import pytest
 from tests.conftest import failing_tools
 
 from vmrig.errors import HostCommandFailed, ImageBuildError
+from vmrig.image import store as store_module
 from vmrig.image.configlayer import Interface, NodeNetwork, config_layer, hosts_file, machine_id, network_script
 from vmrig.image.cpio import CpioWriter
-from vmrig.image.store import ImageStore, install_in_chroot, key_of, make_disk
+from vmrig.image.store import BaseImage, ImageStore, install_in_chroot, key_of, make_disk
 from vmrig.spec import File, Node, Service, User
 
 
@@ -211,3 +212,44 @@ def test_apt_failing_in_the_chroot_is_an_image_build_error(monkeypatch: pytest.M
     cause = caught.value.__cause__
     assert isinstance(cause, HostCommandFailed) and cause.status == 1
     assert cause.argv[0] == str(tmp_path / "failing-bin" / "unshare")
+
+
+def test_a_kernel_the_packages_install_is_the_one_the_node_boots(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    store = ImageStore(tmp_path / "cache", progress=lambda _m: None)
+    base = BaseImage("b1", tmp_path / "cache" / "base-b1")
+    (base.root / "boot").mkdir(parents=True)
+    (base.root / "bin").mkdir()
+    (base.root / "bin" / "busybox").write_bytes(b"busybox")
+    (base.root / "boot" / "vmlinuz-6.12-cloud-amd64").write_bytes(b"cloud kernel")
+    (base.path / "vmlinuz").write_bytes(b"cloud kernel")
+    (base.path / "initrd.img").write_bytes(b"cloud initrd")
+
+    def install(tree: Path, packages: list[str], _commands: list[str]) -> None:
+        if "linux-image-amd64" not in packages:
+            return
+        (tree / "boot" / "vmlinuz-6.12-amd64").write_bytes(b"generic kernel")
+        modules = tree / "lib" / "modules" / "6.12-amd64"
+        (modules / "kernel").mkdir(parents=True)
+        (modules / "kernel" / "ext4.ko").write_bytes(b"ext4 module")
+        (modules / "kernel" / "jbd2.ko").write_bytes(b"jbd2 module")
+        (modules / "modules.dep").write_text("kernel/ext4.ko: kernel/jbd2.ko\nkernel/jbd2.ko:\n")
+
+    def disk(_tree: Path, path: Path) -> int:
+        path.write_bytes(b"disk")
+        return 1024
+
+    monkeypatch.setattr(store_module, "install_in_chroot", install)
+    monkeypatch.setattr(store_module, "make_disk", disk)
+    monkeypatch.setattr(store, "base", lambda _suite, _mirror=None: base)
+
+    generic = store.node_image(Node(packages=["linux-image-amd64"]), "trixie")
+    assert generic.kernel.parent == generic.disk.parent  # the image's own, not the base's
+    assert generic.kernel.read_bytes() == b"generic kernel" and generic.bzimage == generic.kernel
+    entries = read_newc(generic.initrd.read_bytes())
+    assert entries["modules/ext4.ko"][2] == b"ext4 module"
+    assert entries["modules.order"][2] == b"jbd2.ko\next4.ko\n"  # dependencies first
+
+    cloud = store.node_image(Node(packages=["curl"]), "trixie")
+    assert (cloud.kernel, cloud.initrd) == (base.path / "vmlinuz", base.initrd)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 
 from vmrig.errors import TestFileError
 from vmrig.spec import (
+    X11,
     File,
     Interactive,
     Node,
@@ -575,3 +577,45 @@ def test_default_cores_share_the_host_cpus_under_kvm(nodes: int, host_cpus: int,
 
 def test_default_cores_is_one_under_tcg() -> None:
     assert default_cores(1, 64, "tcg") == 1
+
+
+def test_the_x11_preset_adds_a_display_packages_a_user_and_the_display_manager() -> None:
+    node = Node(x11=X11(user="bob"), packages=["firefox-esr", "xterm"])
+    assert node.graphics is True
+    assert node.packages[:2] == ["firefox-esr", "xterm"] and node.packages.count("xterm") == 1
+    assert {"linux-image-amd64", "xserver-xorg-core", "icewm", "x11-utils"} <= set(node.packages)
+    assert list(node.users) == ["bob"]
+    unit = node.unit_files()["display-manager.service"]
+    assert "ExecStart=/usr/lib/vmrig/x11-start bob\n" in unit and "Conflicts=getty@tty7.service\n" in unit
+    assert node.enabled_units()["display-manager.service"] == ["graphical.target"]
+    assert node.kernel_params == ["systemd.unit=graphical.target"]
+    assert node.file_entries()["/usr/lib/vmrig/x11-start"].mode == 0o755
+
+
+def test_the_x11_preset_keeps_what_the_node_says_and_survives_replace() -> None:
+    own = Service(exec_start="/usr/bin/true")
+    node = Node(
+        x11=X11(),
+        users={"alice": User(password="secret")},
+        services={"display-manager": own},
+        kernel_params=["systemd.unit=multi-user.target"],
+    )
+    assert node.users["alice"].password == "secret"
+    assert node.services["display-manager"] is own
+    assert node.kernel_params == ["systemd.unit=multi-user.target"]
+    again = dataclasses.replace(node, memory_size=2048)
+    assert (again.packages, again.files, again.kernel_params) == (node.packages, node.files, node.kernel_params)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: Node(x11=X11(), graphics=False), "Node.x11 needs a display"),
+        (lambda: Node(x11=True), "Node.x11: expected X11 or None, got bool True"),
+        (lambda: X11(user="root"), "X11.user: the session runs as an ordinary user"),
+        (lambda: X11(user="Bob"), "X11.user: invalid name 'Bob'"),
+    ],
+)
+def test_x11_mistakes(build: Any, message: str) -> None:
+    with pytest.raises(SpecError, match=re.escape(message)):
+        build()

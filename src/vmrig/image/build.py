@@ -19,6 +19,11 @@ from vmrig.image.cpio import CpioWriter
 # (Built-in drivers have no module file and are skipped: virtio_pci and
 # virtio_console are built into trixie's cloud kernel, modules in bookworm's.)
 INITRAMFS_MODULES = ("virtio_pci", "virtio_console", "virtio_blk", "virtio_net")
+# A kernel from the node's packages (the generic one) may have as modules what the
+# cloud kernel builds in: the root file system and its checksums too. And the DRM
+# driver of QEMU's VGA (bochs): loaded by udev, it came 9 s after basic.target
+# under TCG, and X waited for it.
+NODE_KERNEL_MODULES = (*INITRAMFS_MODULES, "crc32c_generic", "crc32c_intel", "ext4", "bochs")
 BUSYBOX_APPLETS = (
     "sh",
     "mount",
@@ -157,8 +162,8 @@ def _module_paths(root: Path, kernel_version: str, names: tuple[str, ...]) -> li
     return [moddir / p for p in ordered]
 
 
-def build_initramfs(root: Path, kernel_version: str) -> bytes:
-    """vmrig's initramfs: static busybox, a few modules, and guest/init."""
+def build_initramfs(root: Path, kernel_version: str, modules: tuple[str, ...] = INITRAMFS_MODULES) -> bytes:
+    """vmrig's initramfs: static busybox, `modules` (those built in are skipped), and guest/init."""
     buffer = io.BytesIO()
     archive = CpioWriter(buffer)
     for directory in ("bin", "dev", "proc", "sys", "modules", "newroot"):
@@ -168,7 +173,7 @@ def build_initramfs(root: Path, kernel_version: str) -> bytes:
     for applet in BUSYBOX_APPLETS:
         archive.symlink(f"bin/{applet}", "busybox")
     order = []
-    for path in _module_paths(root, kernel_version, INITRAMFS_MODULES):
+    for path in _module_paths(root, kernel_version, modules):
         data = path.read_bytes()
         if path.suffix == ".xz":
             data = lzma.decompress(data)

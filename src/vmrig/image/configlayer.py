@@ -235,6 +235,8 @@ def config_layer(
     put("/usr/lib/vmrig/protocol.bash", (GUEST_DIR / "protocol.bash").read_bytes())
     # machine.shell_interact()'s guest side; started only when asked for.
     put("/usr/lib/vmrig/shell", (GUEST_DIR / "shell").read_bytes(), 0o755)
+    # get_window_names()'s guest side.
+    put("/usr/lib/vmrig/window-names", (GUEST_DIR / "window-names").read_bytes(), 0o755)
     put(f"/etc/systemd/system/{BACKDOOR_UNIT}", (GUEST_DIR / BACKDOOR_UNIT).read_bytes())
     put(f"/etc/systemd/system/{WAIT_UNIT}", (GUEST_DIR / WAIT_UNIT).read_bytes())
     link(f"/etc/systemd/system/sysinit.target.wants/{BACKDOOR_UNIT}", f"/etc/systemd/system/{BACKDOOR_UNIT}")

@@ -6,7 +6,10 @@ Two cached layers, each stored under a hash of everything that went into it:
   the guest contract) plus the kernel and a small initramfs of our own;
 - the *package* layer: the base tree plus a node's packages and build
   commands, as a read-only qcow2 disk that machines boot from through a
-  copy-on-write overlay.
+  copy-on-write overlay. When those packages install a kernel of their own
+  (`linux-image-amd64`, the generic kernel that X needs for its DRM
+  drivers), the layer keeps that kernel and an initramfs for it, and the
+  node boots it instead of the base's cloud kernel.
 
 A build writes into a temporary directory and renames it into place; a lock
 file per key makes concurrent runs build each key once. What changes from run
@@ -35,7 +38,15 @@ from vmrig import proc
 from vmrig.contract import GUEST_DIR
 from vmrig.errors import HostCommandFailed, ImageBuildError, UsageError
 from vmrig.image import bootkernel, snapshot
-from vmrig.image.build import INITRAMFS_MODULES, apt_tail, build_initramfs, disk_usage, install_in_chroot, make_disk
+from vmrig.image.build import (
+    INITRAMFS_MODULES,
+    NODE_KERNEL_MODULES,
+    apt_tail,
+    build_initramfs,
+    disk_usage,
+    install_in_chroot,
+    make_disk,
+)
 from vmrig.spec import Node
 
 LOG = logging.getLogger("vmrig.images")
@@ -107,6 +118,28 @@ def host_mirror() -> str:
     return DEFAULT_MIRROR
 
 
+def _kernel_versions(root: Path) -> set[str]:
+    """The versions of the kernels in `root`'s /boot (`vmlinuz-<version>`)."""
+    return {path.name.removeprefix("vmlinuz-") for path in (root / "boot").glob("vmlinuz-*")}
+
+
+def _write_boot_files(root: Path, version: str, into: Path, modules: tuple[str, ...]) -> None:
+    """`root`'s kernel `version` into `into`: vmlinuz, the unpacked PVH vmlinux where it has
+    that entry, and vmrig's initramfs with `modules` (and their dependencies)."""
+    vmlinuz = root / "boot" / f"vmlinuz-{version}"
+    shutil.copyfile(vmlinuz, into / "vmlinuz")
+    unpacked = bootkernel.pvh_kernel(vmlinuz.read_bytes())
+    if unpacked is not None:
+        (into / "vmlinux").write_bytes(unpacked)
+    (into / "initrd.img").write_bytes(build_initramfs(root, version, modules))
+
+
+def _boot_kernel(directory: Path) -> Path:
+    """The unpacked PVH kernel in `directory` where there is one (it boots faster), else the bzImage."""
+    unpacked = directory / "vmlinux"
+    return unpacked if unpacked.exists() else directory / "vmlinuz"
+
+
 @dataclass(frozen=True)
 class BaseImage:
     key: str
@@ -119,8 +152,7 @@ class BaseImage:
     @property
     def kernel(self) -> Path:
         """The unpacked PVH kernel where there is one (it boots faster), else the bzImage."""
-        unpacked = self.path / "vmlinux"
-        return unpacked if unpacked.exists() else self.path / "vmlinuz"
+        return _boot_kernel(self.path)
 
     @property
     def initrd(self) -> Path:
@@ -237,22 +269,20 @@ class ImageStore:
                     f"mmdebstrap failed (exit status {error.status}) for suite {suite!r} from {mirror}:\n"
                     + apt_tail(error.stderr)
                 ) from error
-            kernels = sorted((root / "boot").glob("vmlinuz-*"))
-            if not kernels:
+            versions = _kernel_versions(root)
+            if not versions:
                 raise ImageBuildError("the base image has no kernel in /boot")
-            kernel_version = kernels[-1].name.removeprefix("vmlinuz-")
-            shutil.copyfile(kernels[-1], scratch / "vmlinuz")
-            unpacked = bootkernel.pvh_kernel(kernels[-1].read_bytes())
-            if unpacked is not None:
-                (scratch / "vmlinux").write_bytes(unpacked)
-            (scratch / "initrd.img").write_bytes(build_initramfs(root, kernel_version))
+            _write_boot_files(root, max(versions), scratch, INITRAMFS_MODULES)
             (scratch / "inputs.json").write_text(json.dumps(inputs, indent=2, sort_keys=True) + "\n")
         self._progress(f"base image built in {time.monotonic() - started:.1f} s")
 
     # -- the package layer ---------------------------------------------------
 
     def image_inputs(self, base: BaseImage, node: Node) -> dict[str, object]:
-        return {"layer": "packages", "base": base.key, **node.image_inputs()}
+        inputs: dict[str, object] = {"layer": "packages", "base": base.key, **node.image_inputs()}
+        if any(package.startswith("linux-image-") for package in node.packages):
+            inputs["kernel_modules"] = list(NODE_KERNEL_MODULES)  # the initramfs of the node's own kernel
+        return inputs
 
     def node_image(self, node: Node, suite: str, mirror: str | None = None) -> NodeImage:
         base = self.base(suite, mirror)
@@ -265,13 +295,15 @@ class ImageStore:
                     self._build_image(final, base, node, inputs)
         self._touch(final)
         meta = json.loads((final / "image.json").read_text())
+        # A kernel the node's packages installed lives in the image; else the base's.
+        boot = final if meta.get("kernel") else base.path
         return NodeImage(
             key=key,
             disk=final / IMAGE_DISK,
-            kernel=base.kernel,
-            initrd=base.initrd,
+            kernel=_boot_kernel(boot),
+            initrd=boot / "initrd.img",
             fs_size_mib=int(meta["fs_size_mib"]),
-            bzimage=base.path / "vmlinuz",
+            bzimage=boot / "vmlinuz",
         )
 
     def _build_image(self, final: Path, base: BaseImage, node: Node, inputs: dict[str, object]) -> None:
@@ -281,14 +313,21 @@ class ImageStore:
         started = time.monotonic()
         with self._building(final) as scratch:
             tree = base.root
+            meta: dict[str, object] = {}
             if packages or node.build_commands:
                 tree = scratch / "root"
                 proc.run(["cp", "-a", "--reflink=auto", base.root, tree])
                 install_in_chroot(tree, packages, node.build_commands)
-            fs_size_mib = make_disk(tree, scratch / IMAGE_DISK)
+                own = _kernel_versions(tree) - _kernel_versions(base.root)
+                if own:
+                    version = max(own)
+                    self._progress(f"the image boots its own kernel {version}")
+                    _write_boot_files(tree, version, scratch, NODE_KERNEL_MODULES)
+                    meta["kernel"] = version
+            meta["fs_size_mib"] = make_disk(tree, scratch / IMAGE_DISK)
             if tree != base.root:
                 shutil.rmtree(tree)
-            (scratch / "image.json").write_text(json.dumps({"fs_size_mib": fs_size_mib}) + "\n")
+            (scratch / "image.json").write_text(json.dumps(meta) + "\n")
             (scratch / "inputs.json").write_text(json.dumps(inputs, indent=2, sort_keys=True) + "\n")
         self._progress(f"image built in {time.monotonic() - started:.1f} s")
 

@@ -76,6 +76,24 @@ class Image:
         return Image(self.width, self.height, self.pixels.translate(bytes(range(255, -1, -1))))
 
 
+def changed_band(before: Image, after: Image, margin: int = 24) -> Region | None:
+    """The full-width band of `after` whose rows differ from `before`, `margin` rows
+    wider on each side (a line of text that changed in part is read whole).
+
+    None when nothing changed; the whole image when the sizes differ.
+    """
+    if (before.width, before.height) != (after.width, after.height):
+        return (0, 0, after.width, after.height)
+    row = after.width * 3
+    old, new = before.pixels, after.pixels
+    changed = [i for i in range(after.height) if old[i * row : (i + 1) * row] != new[i * row : (i + 1) * row]]
+    if not changed:
+        return None
+    top = max(0, changed[0] - margin)
+    bottom = min(after.height, changed[-1] + 1 + margin)
+    return (0, top, after.width, bottom - top)
+
+
 def variants(image: Image) -> list[Image]:
     """The images OCR tries, cheapest first: as it is, inverted and doubled, doubled."""
     doubled = image.scaled2()

@@ -54,8 +54,9 @@ def command(
         # but it runs no VGA BIOS, so a machine with a display boots through SeaBIOS.
         *(["-bios", str(QBOOT)] if QBOOT.exists() and not c.display else []),
         # Standard VGA: its text mode shows tty1 with the cloud kernels (vgacon), and
-        # QMP's screendump reads it without any window (-display none).
-        *(["-device", "VGA"] if c.display else []),
+        # QMP's screendump reads it without any window (-display none). Graphical
+        # modes default to 1024x768, the resolution of NixOS test machines.
+        *(["-device", "VGA,xres=1024,yres=768"] if c.display else []),
         "-m",
         str(c.memory_mib),
         "-smp",
