@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, Union, dataclass_transform, get_args, get_origin, get_type_hints
 
 from vmrig.errors import TestFileError, did_you_mean
+from vmrig.netcard import interface_name
 from vmrig.scriptnames import RESERVED_NAMES
 
 __all__ = [
@@ -615,7 +616,7 @@ class Node:
 
     def interface_names(self) -> list[str]:
         """eth1, eth2, ...: the node's vlan cards, one per entry of `vlans`."""
-        return [f"eth{index}" for index in range(1, len(self.vlans) + 1)]
+        return [interface_name(index) for index in range(1, len(self.vlans) + 1)]
 
     def _check_addresses(self) -> None:
         for vlan, addresses in self.addresses.items():

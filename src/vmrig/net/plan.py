@@ -17,6 +17,7 @@ import ipaddress
 from collections.abc import Mapping
 
 from vmrig.image.configlayer import Interface, NodeNetwork
+from vmrig.netcard import interface_name
 from vmrig.spec import Node, SpecError
 
 __all__ = ["MAX_NODES", "NetworkPlan", "automatic_addresses", "interfaces_of", "mac_address"]
@@ -47,7 +48,7 @@ def interfaces_of(node: Node, number: int) -> tuple[Interface, ...]:
     interfaces = []
     for index, vlan in enumerate(node.vlans, start=1):
         card = node.vlans[: index - 1].count(vlan)
-        addresses = node.addresses.get(f"eth{index}")
+        addresses = node.addresses.get(interface_name(index))
         if addresses is None and card == 0:
             addresses = node.addresses.get(vlan)
             if addresses is None:
