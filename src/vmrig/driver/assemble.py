@@ -19,7 +19,7 @@ from vmrig.log import Logger
 from vmrig.machine import MachineConfig
 from vmrig.machine.config import Viewer
 from vmrig.machine.screen import SCREEN_METHODS
-from vmrig.net.plan import NetworkPlan
+from vmrig.net.plan import NetworkPlan, network_cards
 from vmrig.spec import EXCHANGE_GUEST_PATH, Node, SpecError, default_cores
 from vmrig.testfile import TestSpec
 from vmrig.timeouts import TimeoutScale
@@ -190,9 +190,7 @@ class Assembler:
             # The environment's QEMU options come last, after the node's.
             qemu_options=[*node.qemu_options, *shlex.split(os.environ.get("QEMU_OPTS", ""))],
             accel=self.accel,
-            vlan_nics=[
-                (card.vlan, card.mac or "", str(self.run_dir / f"vde{card.vlan}.ctl")) for card in network.interfaces
-            ],
+            vlan_cards=network_cards(network.interfaces, self.run_dir),
             sidecars=[virtiofs] if shares else [],
             forwards=forwards,
             user_net_options=os.environ.get("QEMU_NET_OPTS", ""),
