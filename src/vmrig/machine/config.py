@@ -89,3 +89,5 @@ class MachineConfig:
     viewer: Viewer | None = None
     # How long the backdoor may take to come up before the start counts as failed.
     connect_timeout: float = 300.0
+    # The host terminal's type (TERM), for shell_interact() on it; "": xterm-256color.
+    host_term: str = ""
