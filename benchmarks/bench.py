@@ -26,6 +26,7 @@ from pathlib import Path
 from vmrig.driver import Driver
 from vmrig.image.store import ImageStore
 from vmrig.log import Logger
+from vmrig.runenv import cache_dir
 from vmrig.spec import Node, Options
 from vmrig.testfile import TestSpec
 
@@ -37,6 +38,11 @@ def median_of(label: str, samples: list[float], unit: str = "s") -> None:
     scale = 1000.0 if unit == "ms" else 1.0
     values = ", ".join(f"{s * scale:.1f}" for s in samples)
     print(f"{label:<42} median {statistics.median(samples) * scale:8.2f} {unit}   (runs: {values})", flush=True)
+
+
+def image_store() -> ImageStore:
+    """The image cache the environment names (VMRIG_CACHE_DIR, ...), building quietly."""
+    return ImageStore(cache_dir(os.environ), progress=lambda _message: None)
 
 
 def make_driver(nodes: dict[str, Node], tmp: Path, store: ImageStore, *, snapshots: bool = False) -> Driver:
@@ -144,7 +150,7 @@ def main() -> int:
     parser.add_argument("--skip-cold", action="store_true", help="skip the cold builds (about 40 s each)")
     args = parser.parse_args()
     print(f"vmrig benchmarks: {os.cpu_count()} CPUs, accelerator {os.environ.get('VMRIG_ACCEL', 'auto')}")
-    store = ImageStore(progress=lambda _message: None)
+    store = image_store()
     with tempfile.TemporaryDirectory(prefix="vb-", dir="/tmp") as tmp_name:
         tmp = Path(tmp_name)
         if not args.skip_cold:

@@ -24,10 +24,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import make_driver  # benchmarks/bench.py: run these scripts from their directory or by path
+from bench import image_store, make_driver  # benchmarks/bench.py: run these scripts from their directory or by path
 
 from vmrig.driver import Driver
-from vmrig.image.store import ImageStore
 from vmrig.spec import Node
 
 ONE = {"node1": Node()}
@@ -46,7 +45,7 @@ class Figures:
 
 def _driver(nodes: dict[str, Node], tmp: Path) -> Driver:
     # Builds what is missing, outside the timed part.
-    return make_driver(nodes, tmp, ImageStore(progress=lambda _message: None))
+    return make_driver(nodes, tmp, image_store())
 
 
 def _status_kib(pid: int, key: str) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import make_driver, median_of, timed  # noqa: E402
+from bench import image_store, make_driver, median_of, timed  # noqa: E402
 
 from vmrig.image.store import ImageStore  # noqa: E402
 from vmrig.spec import Node  # noqa: E402
@@ -39,7 +39,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-boots", action="store_true", help="leave out the cold boots with and without a display")
     args = parser.parse_args()
-    store = ImageStore()
+    store = image_store()
     with tempfile.TemporaryDirectory(prefix="vmrig-bench-screens-") as name:
         tmp = Path(name)
         if not args.skip_boots:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import REPO, make_driver, median_of, timed  # noqa: E402
+from bench import REPO, image_store, make_driver, median_of, timed  # noqa: E402
 
 from vmrig.driver import Driver  # noqa: E402
 from vmrig.image.store import ImageStore  # noqa: E402
@@ -96,7 +96,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5, help="runs per figure (default 5)")
     args = parser.parse_args()
     print(f"vmrig snapshot benchmarks: {os.cpu_count()} CPUs, accelerator {os.environ.get('VMRIG_ACCEL', 'auto')}")
-    store = ImageStore(progress=lambda _message: None)
+    store = image_store()
     with tempfile.TemporaryDirectory(prefix="vs-", dir="/tmp") as tmp_name:
         tmp = Path(tmp_name)
         one = {"node1": NODE}

@@ -3,7 +3,7 @@
 Some hosts have a /dev/kvm that hangs every guest, so its presence proves
 nothing: boot the image's kernel under KVM once, with a time limit, and see
 whether it prints anything. The answer is cached per host; VMRIG_ACCEL=kvm|tcg
-overrides it.
+(which the driver passes as `forced`) overrides it.
 """
 
 from __future__ import annotations
@@ -87,9 +87,9 @@ def kvm_runs_guest(qemu: str, kernel: Path, seconds: float = PROBE_SECONDS) -> b
         child.close(grace=1.0)
 
 
-def choose(cache_dir: Path, kernel: Path) -> str:
-    """ "kvm" or "tcg" for this host."""
-    forced = os.environ.get("VMRIG_ACCEL", "").strip().lower()
+def choose(cache_dir: Path, kernel: Path, forced: str = "") -> str:
+    """ "kvm" or "tcg" for this host; `forced`: VMRIG_ACCEL's value, if set."""
+    forced = forced.strip().lower()
     if forced:
         if forced not in ACCELERATORS:
             raise UsageError(f"VMRIG_ACCEL={forced!r}: expected one of {', '.join(ACCELERATORS)}")

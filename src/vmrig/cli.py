@@ -28,6 +28,7 @@ from vmrig.errors import (
 )
 from vmrig.image import store as images_module
 from vmrig.log import Logger
+from vmrig.runenv import RunEnvironment
 from vmrig.testfile import TestSpec, load_test_file
 
 EXIT_PASSED = 0
@@ -243,11 +244,11 @@ def command_ssh(args: argparse.Namespace, logger: Logger) -> int:
     remote_command = list(args.remote_command)
     if remote_command[:1] == ["--"]:
         remote_command = remote_command[1:]
-    return ssh.run_ssh(args.node, Path(os.environ.get("TMPDIR") or "/tmp"), remote_command)
+    return ssh.run_ssh(args.node, RunEnvironment.from_environ(os.environ).tmp_dir, remote_command)
 
 
 def command_gc(args: argparse.Namespace, logger: Logger) -> int:
-    store = images_module.ImageStore()
+    store = images_module.ImageStore(RunEnvironment.from_environ(os.environ).cache_dir)
     days = 0.0 if args.all else args.older_than
     removed = store.gc(days, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"

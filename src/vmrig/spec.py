@@ -21,6 +21,7 @@ from typing import Any, TypeVar, Union, dataclass_transform, get_args, get_origi
 
 from vmrig.contract import GUEST_DIR
 from vmrig.errors import TestFileError, did_you_mean
+from vmrig.netcard import interface_name
 from vmrig.scriptnames import RESERVED_NAMES
 
 __all__ = [
@@ -695,7 +696,7 @@ class Node:
 
     def interface_names(self) -> list[str]:
         """eth1, eth2, ...: the node's vlan cards, one per entry of `vlans`."""
-        return [f"eth{index}" for index in range(1, len(self.vlans) + 1)]
+        return [interface_name(index) for index in range(1, len(self.vlans) + 1)]
 
     def _check_addresses(self) -> None:
         for vlan, addresses in self.addresses.items():

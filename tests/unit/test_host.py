@@ -124,18 +124,14 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_accel_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("VMRIG_ACCEL", "tcg")
-    assert accel.choose(tmp_path, tmp_path / "vmlinuz") == "tcg"
-    monkeypatch.setenv("VMRIG_ACCEL", "KVM")
-    assert accel.choose(tmp_path, tmp_path / "vmlinuz") == "kvm"
-    monkeypatch.setenv("VMRIG_ACCEL", "hvf")
+def test_accel_override(tmp_path: Path) -> None:
+    assert accel.choose(tmp_path, tmp_path / "vmlinuz", forced="tcg") == "tcg"
+    assert accel.choose(tmp_path, tmp_path / "vmlinuz", forced=" KVM") == "kvm"
     with pytest.raises(UsageError, match="VMRIG_ACCEL"):
-        accel.choose(tmp_path, tmp_path / "vmlinuz")
+        accel.choose(tmp_path, tmp_path / "vmlinuz", forced="hvf")
 
 
 def test_accel_probe_result_is_cached(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("VMRIG_ACCEL", raising=False)
     monkeypatch.setattr(accel.os, "access", lambda _path, _mode: True)
     monkeypatch.setattr(accel.proc, "require_tool", lambda _name: "/bin/true")
     probes: list[Path] = []

@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 from tests.conftest import failing_tools
 
-from vmrig.errors import HostCommandFailed
+from vmrig.errors import ArgumentError, HostCommandFailed
 from vmrig.log import Logger
 from vmrig.machine import Machine, MachineConfig, qemu
 from vmrig.machine.systemd import wait_unit_for
+from vmrig.net.plan import NetworkPlan, network_cards
 from vmrig.scriptnames import public_attributes
+from vmrig.spec import Node
 
 
 def test_wait_unit_instance_names() -> None:
@@ -169,3 +171,73 @@ def test_a_shown_screen_is_vnc_on_loopback_or_a_window_and_headless_otherwise(tm
     # A viewer without a display device shows nothing.
     assert display_args(argv(viewer=Viewer(vnc_display=3))) == ["-display", "none"]
     assert "127.0.0.1:5903" in Viewer(vnc_display=3).describe()
+
+
+def machine_of_run(tmp_path: Path, run: str, vlans: list[int]) -> Machine:
+    """Machine `n` on `vlans` as run `run` would make it: its switches and state in that run's directories."""
+    run_dir = tmp_path / run
+    initrd = tmp_path / "initrd.img"
+    initrd.write_bytes(b"initrd")
+    config = MachineConfig(
+        name="n",
+        disk=tmp_path / "disk.qcow2",
+        kernel=tmp_path / "vmlinux",
+        initrd=initrd,
+        vlan_cards=network_cards(NetworkPlan({"n": Node(vlans=vlans)}).interfaces["n"], run_dir),
+        forwards=[(40000 + len(run), 22)],
+    )
+    return Machine(
+        config, state_dir=run_dir / "vm-state-n", out_dir=tmp_path, logger=Logger(io.StringIO(), color=False)
+    )
+
+
+def test_the_vlan_cards_plug_into_the_runs_switches(tmp_path: Path) -> None:
+    machine = machine_of_run(tmp_path, "run", [1, 2, 2])
+    argv = qemu.command(
+        machine.config,
+        initrd=tmp_path / "i",
+        overlay=tmp_path / "o",
+        shell_fd=3,
+        qmp_fd=4,
+        data_fd=5,
+        allow_reboot=False,
+    )
+    assert [argv[i + 1] for i, part in enumerate(argv) if part == "-netdev"][1:] == [
+        f"vde,id=vlan1,sock={tmp_path}/run/vde1.ctl",
+        f"vde,id=vlan2,sock={tmp_path}/run/vde2.ctl",
+        f"vde,id=vlan3,sock={tmp_path}/run/vde2.ctl",
+    ]
+    assert [argv[i + 1] for i, part in enumerate(argv) if part == "-device" and "netdev=vlan" in argv[i + 1]] == [
+        "virtio-net-pci,netdev=vlan1,mac=52:54:00:12:01:01,id=nic1",
+        "virtio-net-pci,netdev=vlan2,mac=52:54:00:12:02:01,id=nic2",
+        "virtio-net-pci,netdev=vlan3,mac=52:54:00:13:02:01,id=nic3",
+    ]
+
+
+def test_the_booted_snapshot_key_leaves_out_where_the_run_is(tmp_path: Path) -> None:
+    """Two runs of one machine share its booted snapshot, whatever their directories and host ports."""
+    first = machine_of_run(tmp_path, "vmrig-first", [1, 2])
+    second = machine_of_run(tmp_path, "vmrig-2nd", [1, 2])
+    assert first.config.vlan_cards[0].switch != second.config.vlan_cards[0].switch
+    assert first._snapshot_key(allow_reboot=False) == second._snapshot_key(allow_reboot=False)
+    # What the guest sees does count: other vlans are another machine.
+    assert first._snapshot_key(allow_reboot=False) != machine_of_run(tmp_path, "run", [1, 3])._snapshot_key(False)
+
+
+def test_block_pulls_the_cable_of_the_card_it_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    machine = machine_of_run(tmp_path, "run", [1, 2, 2])
+    sent: list[str] = []
+
+    def monitor(command: str) -> str:
+        sent.append(command)
+        return ""
+
+    monkeypatch.setattr(machine, "send_monitor_command", monitor)
+    machine.block()
+    machine.block(vlan=2)
+    machine.unblock(interface="eth3")
+    assert sent == ["set_link nic1 off", "set_link nic2 off", "set_link nic3 on"]
+    with pytest.raises(ArgumentError, match=r"no vlan interface 'eth4'; it has eth1, eth2, eth3"):
+        machine.block(interface="eth4")
+    with pytest.raises(ArgumentError, match=r"not on vlan 3; its vlans: \[1, 2, 2\]"):
+        machine.block(vlan=3)

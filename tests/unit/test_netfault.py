@@ -22,9 +22,20 @@ from vmrig.net.faults import (
     parse_rate,
     plan,
 )
+from vmrig.netcard import NetworkCard, switch_socket
 
 A1, A2, B1, C2 = "52:54:00:12:01:01", "52:54:00:12:02:01", "52:54:00:12:01:02", "52:54:00:12:02:03"
-NICS = {"a": [(1, A1), (2, A2)], "b": [(1, B1)], "c": [(2, C2)]}
+SWITCHES = Path("/nonexistent")
+
+
+def vlan_cards(*vlans_and_macs: tuple[int, str]) -> list[NetworkCard]:
+    return [
+        NetworkCard(index, vlan, mac, switch_socket(SWITCHES, vlan))
+        for index, (vlan, mac) in enumerate(vlans_and_macs, start=1)
+    ]
+
+
+CARDS = {"a": vlan_cards((1, A1), (2, A2)), "b": vlan_cards((1, B1)), "c": vlan_cards((2, C2))}
 
 
 def test_settings_parse_with_units_only() -> None:
@@ -84,7 +95,7 @@ def test_links_become_directions() -> None:
 def test_plan_per_card() -> None:
     slow, lossy = Impairment(delay_us=1000), Impairment(loss=0.5)
     cards = plan(
-        NICS,
+        CARDS,
         cuts=[frozenset(("a", "c"))],
         egress={("a", None, None): slow, ("a", "b", None): lossy},
         ingress={("a", 2): lossy},
@@ -96,7 +107,7 @@ def test_plan_per_card() -> None:
     assert not cards["b"][0].active
     assert cards["c"] == (CardFaults("eth1", drop_from=(A2,)),)
     # a setting for one vlan beats one for every vlan
-    only_vlan_2 = plan(NICS, [], {("a", None, None): slow, ("a", None, 2): lossy}, {})
+    only_vlan_2 = plan(CARDS, [], {("a", None, None): slow, ("a", None, 2): lossy}, {})
     assert [card.egress for card in only_vlan_2["a"]] == [slow, lossy]
 
 
@@ -137,7 +148,7 @@ def machines(tmp_path: Path) -> Iterator[list[Machine]]:
             disk=tmp_path / "disk",
             kernel=tmp_path / "kernel",
             initrd=tmp_path / "initrd",
-            vlan_nics=[(vlan, f"52:54:00:12:{vlan:02x}:{len(name):02x}", "/nonexistent") for vlan in vlans],
+            vlan_cards=vlan_cards(*[(vlan, f"52:54:00:12:{vlan:02x}:{len(name):02x}") for vlan in vlans]),
         )
         return Machine(config, state_dir=tmp_path / f"vm-state-{name}", out_dir=tmp_path, logger=logger)
 

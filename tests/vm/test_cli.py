@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, VMRIG, run_vmrig, write_test_file
+from vmrig.runenv import cache_dir
 
 pytestmark = pytest.mark.vm
 
@@ -165,7 +166,7 @@ def test_unknown_package_names_it(vm_tmp: Path) -> None:
     assert "vmrig-no-such-package" in result.stderr
     assert "Unable to locate package vmrig-no-such-package" in result.stderr
     # nothing that looks finished was left in the cache
-    cache = Path(os.environ.get("VMRIG_CACHE_DIR") or Path.home() / ".cache" / "vmrig")
+    cache = cache_dir(os.environ)
     assert not list((cache / "tmp").glob("image-*")) if (cache / "tmp").exists() else True
 
 

@@ -160,8 +160,8 @@ def net(topology: Topology) -> Iterator[Topology]:
     yield topology
     topology.network.clear()
     for machine in (topology.alpha, topology.beta, topology.gamma):
-        for vlan in [nr for nr, _mac, _sock in machine.config.vlan_nics]:
-            machine.unblock(vlan=vlan)
+        for card in machine.config.vlan_cards:
+            machine.unblock(vlan=card.vlan)
 
 
 def reaches(machine: Machine, host: str, count: int = 2, timeout: int = 3) -> bool:

@@ -17,12 +17,12 @@ import pexpect
 import pytest
 
 from tests.conftest import assert_none_left, processes_mentioning, short_tmp
-from vmrig.image.store import cache_root
+from vmrig.runenv import cache_dir
 
 pytestmark = pytest.mark.vm
 
 # Read before pytester moves HOME, so that inner runs share the built images.
-CACHE = cache_root()
+CACHE = cache_dir(os.environ)
 PDB = r"\(Pdb\) "
 
 

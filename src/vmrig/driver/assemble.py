@@ -19,7 +19,8 @@ from vmrig.log import Logger
 from vmrig.machine import MachineConfig
 from vmrig.machine.config import Viewer
 from vmrig.machine.screen import SCREEN_METHODS
-from vmrig.net.plan import NetworkPlan
+from vmrig.net.plan import NetworkPlan, network_cards
+from vmrig.runenv import RunEnvironment
 from vmrig.spec import EXCHANGE_GUEST_PATH, Node, SpecError, default_cores
 from vmrig.testfile import TestSpec
 from vmrig.timeouts import TimeoutScale
@@ -43,7 +44,8 @@ class Assembler:
     """Makes each machine's MachineConfig, and holds the locks on their state directories.
 
     `run_dir`, `accel` and `timeout_scale` are the driver's setup() choices,
-    set before the first config is made.
+    set before the first config is made; `environment` gives the QEMU options,
+    the connect timeout, the host's TERM and whether a window can be shown.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class Assembler:
         *,
         logger: Logger,
         images: ImageStore,
+        environment: RunEnvironment,
         backdoor: ssh.Backdoor | None,
         tmp_dir: Path,
         snapshots: bool,
@@ -61,6 +64,7 @@ class Assembler:
         self.spec = spec
         self.logger = logger
         self.images = images
+        self.environment = environment
         self.ssh = backdoor
         self.tmp_dir = tmp_dir
         self.snapshots = snapshots
@@ -82,7 +86,7 @@ class Assembler:
     def viewer(self) -> Viewer:
         """A QEMU window when the user has a graphical session and QEMU has a window module
         (Debian's qemu-system-gui), otherwise a VNC display of its own on the loopback address."""
-        if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        if self.environment.graphical_session:
             for window in ("gtk", "sdl"):
                 if any((directory / f"ui-{window}.so").exists() for directory in QEMU_MODULE_DIRS):
                     return Viewer(window=window)
@@ -188,15 +192,14 @@ class Assembler:
             disk_mib=node.disk_size,
             kernel_params=kernel_params,
             # The environment's QEMU options come last, after the node's.
-            qemu_options=[*node.qemu_options, *shlex.split(os.environ.get("QEMU_OPTS", ""))],
+            qemu_options=[*node.qemu_options, *shlex.split(self.environment.qemu_options)],
             accel=self.accel,
-            vlan_nics=[
-                (card.vlan, card.mac or "", str(self.run_dir / f"vde{card.vlan}.ctl")) for card in network.interfaces
-            ],
+            vlan_cards=network_cards(network.interfaces, self.run_dir),
             sidecars=[virtiofs] if shares else [],
             forwards=forwards,
-            user_net_options=os.environ.get("QEMU_NET_OPTS", ""),
-            connect_timeout=float(os.environ.get("VMRIG_CONNECT_TIMEOUT", "300")),
+            user_net_options=self.environment.qemu_net_options,
+            connect_timeout=float(self.environment.connect_timeout),
+            host_term=self.environment.term,
             outside_access=self.interactive,
             timeout_scale=self.timeout_scale,
             snapshot_root=self.images.root if self.snapshots else None,

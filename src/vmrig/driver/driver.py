@@ -34,6 +34,7 @@ from vmrig.log import Logger
 from vmrig.machine import Machine
 from vmrig.net.faults import Network
 from vmrig.net.vlan import VLan
+from vmrig.runenv import RunEnvironment
 from vmrig.scriptnames import DRIVER_SYMBOLS, public_attributes
 from vmrig.spec import Node, python_name
 from vmrig.testfile import TestSpec
@@ -66,6 +67,7 @@ class Driver:
         interactive: bool = False,
         images: ImageStore | None = None,
         tmp_dir: Path | None = None,
+        environment: RunEnvironment | None = None,
         debug_on_failure: bool = False,
         snapshots: bool = True,
     ) -> None:
@@ -80,12 +82,15 @@ class Driver:
         self.snapshots = snapshots and not keep_vm_state
         self.global_timeout = global_timeout if global_timeout is not None else spec.options.global_timeout
         self.interactive = interactive
-        self.images = images or ImageStore(progress=logger.info)
-        self.tmp_dir = tmp_dir or Path(os.environ.get("TMPDIR") or "/tmp")
+        # The environment's settings, read here unless the caller (cli, pytest plugin) read them.
+        self.environment = environment or RunEnvironment.from_environ(os.environ)
+        self.images = images or ImageStore(self.environment.cache_dir, progress=logger.info)
+        self.tmp_dir = tmp_dir or self.environment.tmp_dir
         self.assembler = Assembler(
             spec,
             logger=logger,
             images=self.images,
+            environment=self.environment,
             backdoor=self.ssh,
             tmp_dir=self.tmp_dir,
             snapshots=self.snapshots,
@@ -171,12 +176,10 @@ class Driver:
             self.build_images()
         first_image = self.node_images[self.machine_names()[0]]
         accel.check_qemu_version(proc.require_tool("qemu-system-x86_64"))
-        self.assembler.accel = accel.choose(self.images.root, first_image.kernel)
+        self.assembler.accel = accel.choose(self.images.root, first_image.kernel, self.environment.accel)
         self.logger.log(f"accelerator: {self.assembler.accel}")
         try:
-            self.assembler.timeout_scale = TimeoutScale.choose(
-                self.assembler.accel, os.environ.get("VMRIG_TIMEOUT_FACTOR")
-            )
+            self.assembler.timeout_scale = TimeoutScale.choose(self.assembler.accel, self.environment.timeout_factor)
         except ValueError as error:
             raise UsageError(str(error)) from None
         if self.timeout_scale.factor != 1:

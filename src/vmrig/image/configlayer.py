@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from vmrig.contract import GUEST_DIR
 from vmrig.image.cpio import CpioWriter
+from vmrig.netcard import interface_name
 from vmrig.spec import Node
 
 BACKDOOR_UNIT = "vmrig-backdoor.service"
@@ -41,7 +42,7 @@ class Interface:
 
     @property
     def name(self) -> str:
-        return f"eth{self.index}"
+        return interface_name(self.index)
 
     @property
     def addresses(self) -> tuple[str, ...]:

@@ -74,14 +74,6 @@ LAST_USED = "last-used"
 ProgressFn = Callable[[str], None]
 
 
-def cache_root() -> Path:
-    base = os.environ.get("VMRIG_CACHE_DIR")
-    if base:
-        return Path(base)
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "vmrig"
-
-
 # The base layer's files; bumped when what a base layer holds changes (2: vmlinux).
 BASE_LAYOUT = 2
 # Guest files that go into the base image; the others travel in the config layer.
@@ -174,8 +166,10 @@ class NodeImage:
 
 
 class ImageStore:
-    def __init__(self, root: Path | None = None, progress: ProgressFn | None = None) -> None:
-        self.root = root or cache_root()
+    """The image cache in `root` (the run's RunEnvironment.cache_dir)."""
+
+    def __init__(self, root: Path, progress: ProgressFn | None = None) -> None:
+        self.root = root
         self._progress = progress or (lambda message: LOG.info("%s", message))
 
     # -- locking and atomic publication --------------------------------------

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from vmrig.netcard import NetworkCard
 from vmrig.timeouts import TimeoutScale
 
 KERNEL_PARAMS = (
@@ -69,8 +70,8 @@ class MachineConfig:
     kernel_params: list[str] = field(default_factory=list)
     qemu_options: list[str] = field(default_factory=list)
     accel: str = "tcg"
-    # (vlan number, MAC address, vde_switch socket directory)
-    vlan_nics: list[tuple[int, str, str]] = field(default_factory=list)
+    # The vlan cards, eth1 first (made by vmrig.net.plan.network_cards)
+    vlan_cards: list[NetworkCard] = field(default_factory=list)
     # (host port, guest port): TCP on the host's loopback forwarded into the guest (user network)
     forwards: list[tuple[int, int]] = field(default_factory=list)
     user_net_options: str = ""  # appended as they are to -netdev user (QEMU_NET_OPTS)
@@ -88,3 +89,5 @@ class MachineConfig:
     viewer: Viewer | None = None
     # How long the backdoor may take to come up before the start counts as failed.
     connect_timeout: float = 300.0
+    # The host terminal's type (TERM), for shell_interact() on it; "": xterm-256color.
+    host_term: str = ""

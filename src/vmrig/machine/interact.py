@@ -87,14 +87,13 @@ class _Endpoint:
 
 
 class _Terminal(_Endpoint):
-    """This process's own terminal (or plain stdin/stdout when they are not one)."""
+    """This process's own terminal (or plain stdin/stdout when they are not one), of type `term` (its TERM)."""
 
-    def __init__(self) -> None:
+    def __init__(self, term: str) -> None:
         self.input_fd = sys.stdin.fileno()
         self.output_fd = sys.stdout.fileno()
         self.is_tty = os.isatty(self.input_fd)
         if self.is_tty:
-            term = os.environ.get("TERM", "")
             self.term = term if _TERM.fullmatch(term) else "xterm-256color"
             self.mode = "tty"
 
@@ -179,13 +178,13 @@ def _on_resize(enabled: bool) -> Iterator[int | None]:
         os.close(wake_write)
 
 
-def shell_interact(machine: Machine, address: str | None = None) -> None:
-    """machine.shell_interact(): see the module's docstring."""
+def shell_interact(machine: Machine, address: str | None = None, *, term: str = "") -> None:
+    """machine.shell_interact(): see the module's docstring. `term`: this terminal's TERM."""
     if not machine.interact_lock.acquire(blocking=False):
         raise MachineError(f"{machine.name}: an interactive shell is already open on this machine")
     try:
         port = machine.shell_port()
-        endpoint: _Endpoint = _Terminal() if address is None else _Socat(address)
+        endpoint: _Endpoint = _Terminal(term) if address is None else _Socat(address)
         try:
             _run_session(machine, port.fileno(), endpoint, address)
         finally:

@@ -24,7 +24,7 @@ class Machine(Lifecycle, Systemd, Waits, Files, Terminal, Screen):
 
         Ctrl-D (or `exit`) ends it; the machine keeps running.
         """
-        interact.shell_interact(self, address)
+        interact.shell_interact(self, address, term=self.config.host_term)
 
     def console_interact(self) -> None:
         """Types stdin on the serial console and shows its lines, until end of input (Ctrl-D)."""

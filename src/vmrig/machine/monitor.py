@@ -11,6 +11,7 @@ from vmrig.errors import ArgumentError, MachineError
 from vmrig.machine import qemu
 from vmrig.machine.base import MachineBase
 from vmrig.machine.keys import CHAR_TO_KEY
+from vmrig.netcard import NetworkCard
 from vmrig.timeouts import Duration
 
 
@@ -63,31 +64,34 @@ class Monitor(MachineBase):
 
         The guest sees the link go down; nothing goes in or out until unblock().
         """
-        self._set_link(self._vlan_nic("block", vlan, interface), "off")
+        self._set_link(self._vlan_card("block", vlan, interface), "off")
 
     def unblock(self, *, vlan: int | None = None, interface: str | None = None) -> None:
         """Plugs a card block() unplugged back in (same arguments)."""
-        self._set_link(self._vlan_nic("unblock", vlan, interface), "on")
+        self._set_link(self._vlan_card("unblock", vlan, interface), "on")
 
-    def _vlan_nic(self, what: str, vlan: int | None, interface: str | None) -> str:
-        """QEMU's id of the card that `vlan` or `interface` (or neither: eth1) names."""
-        vlans = [nr for nr, _mac, _sock in self.config.vlan_nics]
+    def _vlan_card(self, what: str, vlan: int | None, interface: str | None) -> NetworkCard:
+        """The card that `vlan` (its first card there) or `interface` (or neither: eth1) names."""
+        cards = self.config.vlan_cards
         if vlan is not None and interface is not None:
             raise ArgumentError(f"{self.name}.{what}(): give vlan= or interface=, not both")
-        if not vlans:
+        if not cards:
             raise ArgumentError(f"{self.name}.{what}(): the machine is on no vlan (Node.vlans is empty)")
         if interface is not None:
-            names = [f"eth{index}" for index in range(1, len(vlans) + 1)]
-            if interface not in names:
-                raise ArgumentError(f"{self.name}.{what}(): no vlan interface {interface!r}; it has {', '.join(names)}")
-            return f"nic{names.index(interface) + 1}"
+            named = [card for card in cards if card.name == interface]
+            if not named:
+                names = ", ".join(card.name for card in cards)
+                raise ArgumentError(f"{self.name}.{what}(): no vlan interface {interface!r}; it has {names}")
+            return named[0]
         if vlan is not None:
-            if vlan not in vlans:
+            on_vlan = [card for card in cards if card.vlan == vlan]
+            if not on_vlan:
+                vlans = [card.vlan for card in cards]
                 raise ArgumentError(f"{self.name}.{what}(): the machine is not on vlan {vlan}; its vlans: {vlans}")
-            return f"nic{vlans.index(vlan) + 1}"
-        return "nic1"
+            return on_vlan[0]
+        return cards[0]
 
-    def _set_link(self, nic: str, state: str) -> None:
-        reply = self.send_monitor_command(f"set_link {nic} {state}")
+    def _set_link(self, card: NetworkCard, state: str) -> None:
+        reply = self.send_monitor_command(f"set_link {card.device} {state}")
         if reply.strip():
-            raise MachineError(f"{self.name}: set_link {nic} {state} failed: {reply.strip()}")
+            raise MachineError(f"{self.name}: set_link {card.device} {state} failed: {reply.strip()}")

@@ -112,14 +112,13 @@ def command(
         "-device",
         "virtio-net-pci,netdev=user0,mac=52:54:00:12:34:56,id=nic0",
     ]
-    for index, (vlan, mac, sock) in enumerate(c.vlan_nics, start=1):
+    for card in c.vlan_cards:
         cmd += [
             "-netdev",
-            f"vde,id=vlan{index},sock={sock}",
+            f"vde,id={card.netdev},sock={card.switch}",
             "-device",
-            f"virtio-net-pci,netdev=vlan{index},mac={mac},id=nic{index}",
+            f"virtio-net-pci,netdev={card.netdev},mac={card.mac},id={card.device}",
         ]
-        del vlan
     if c.vsock_cid is not None:
         cmd += ["-device", f"vhost-vsock-pci,guest-cid={c.vsock_cid}"]
     for sidecar in c.sidecars:

@@ -36,7 +36,7 @@ class Snapshots(Monitor):
             self.config,
             viewer=None,
             vsock_cid=3 if self.config.vsock_cid is not None else None,
-            vlan_nics=[(vlan, mac, f"vde{vlan}") for vlan, mac, _sock in self.config.vlan_nics],
+            vlan_cards=[dataclasses.replace(card, switch=Path(f"vde{card.vlan}")) for card in self.config.vlan_cards],
             forwards=[(0, guest) for _host, guest in self.config.forwards],
         )
         argv = qemu.command(

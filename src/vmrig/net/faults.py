@@ -56,6 +56,7 @@ from vmrig.errors import ArgumentError, MachineError
 from vmrig.log import Logger
 from vmrig.machine import Machine
 from vmrig.machine.base import MachineBase
+from vmrig.netcard import NetworkCard
 
 __all__ = [
     "CardFaults",
@@ -257,27 +258,28 @@ def directions(
 
 
 def plan(
-    nics: Mapping[str, Sequence[tuple[int, str]]],
+    cards: Mapping[str, Sequence[NetworkCard]],
     cuts: Iterable[frozenset[str]],
     egress: Mapping[EgressKey, Impairment],
     ingress: Mapping[IngressKey, Impairment],
 ) -> dict[str, tuple[CardFaults, ...]]:
     """The faults of every card of every machine.
 
-    `nics`: machine -> its cards' (vlan, MAC), eth1 first; `cuts`: pairs of
+    `cards`: machine -> its vlan cards, eth1 first; `cuts`: pairs of
     machines that must not hear each other.
     """
     cut = set(cuts)
     result: dict[str, tuple[CardFaults, ...]] = {}
-    for machine in sorted(nics):
-        cards = []
-        for index, (vlan, _mac) in enumerate(nics[machine], start=1):
+    for machine in sorted(cards):
+        faults = []
+        for card in cards[machine]:
+            vlan = card.vlan
             peers = [
-                (peer, peer_mac)
-                for peer in sorted(nics)
+                (peer, peer_card.mac)
+                for peer in sorted(cards)
                 if peer != machine
-                for peer_vlan, peer_mac in nics[peer]
-                if peer_vlan == vlan
+                for peer_card in cards[peer]
+                if peer_card.vlan == vlan
             ]
             drop = tuple(peer_mac for peer, peer_mac in peers if frozenset((machine, peer)) in cut)
             default = _lookup(egress, (machine, None, vlan), (machine, None, None))
@@ -288,12 +290,12 @@ def plan(
                     to.append((peer_mac, pair if default is None else default.then(pair)))
             if len(to) > MAX_PEERS_PER_CARD:
                 raise ArgumentError(
-                    f"{machine} eth{index}: at most {MAX_PEERS_PER_CARD} peers can have links of their own "
+                    f"{machine} {card.name}: at most {MAX_PEERS_PER_CARD} peers can have links of their own "
                     "on one vlan; use network.link(machine) for all of them"
                 )
             inbound = _lookup(ingress, (machine, vlan), (machine, None))
-            cards.append(CardFaults(f"eth{index}", drop, default, tuple(to), inbound))
-        result[machine] = tuple(cards)
+            faults.append(CardFaults(card.name, drop, default, tuple(to), inbound))
+        result[machine] = tuple(faults)
     return result
 
 
@@ -589,10 +591,10 @@ class Network:
 
     def _apply(self, what: str) -> None:
         machines = {machine.name: machine for machine in self._machines()}
-        nics = {name: [(nr, mac) for nr, mac, _sock in m.config.vlan_nics] for name, m in machines.items()}
+        vlan_cards = {name: machine.config.vlan_cards for name, machine in machines.items()}
         cuts = set().union(*(partition.pairs for partition in self._partitions))
         egress, ingress = directions(self._links)
-        wanted_cards = plan(nics, cuts, egress, ingress)
+        wanted_cards = plan(vlan_cards, cuts, egress, ingress)
         changes: list[tuple[Machine, str, tuple[CardFaults, ...]]] = []
         for name, cards in wanted_cards.items():
             machine = machines[name]
@@ -622,4 +624,4 @@ class Network:
 
 
 def _vlans(machine: Machine) -> list[int]:
-    return [nr for nr, _mac, _sock in machine.config.vlan_nics]
+    return [card.vlan for card in machine.config.vlan_cards]

@@ -8,18 +8,22 @@ alphabetically get the numbers 1, 2, ...; node `n` gets, on each of its vlans
 A vlan listed twice gives a second card on it, with MAC `52:54:00:13:<v>:<n>`
 and only the addresses `Node.addresses["eth<i>"]` names.
 Every node's first IPv4 and first IPv6 address name it in every /etc/hosts.
+A machine's cards (`NetworkCard`) are made here too, once the run's
+directory, where the vlans' switches listen, is known.
 Nothing here knows about QEMU or the guests.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from vmrig.image.configlayer import Interface, NodeNetwork
+from vmrig.netcard import NetworkCard, interface_name, switch_socket
 from vmrig.spec import Node, SpecError
 
-__all__ = ["MAX_NODES", "NetworkPlan", "automatic_addresses", "interfaces_of", "mac_address"]
+__all__ = ["MAX_NODES", "NetworkPlan", "automatic_addresses", "interfaces_of", "mac_address", "network_cards"]
 
 # Node numbers are the last byte of a MAC and of an IPv4 address.
 MAX_NODES = 254
@@ -47,7 +51,7 @@ def interfaces_of(node: Node, number: int) -> tuple[Interface, ...]:
     interfaces = []
     for index, vlan in enumerate(node.vlans, start=1):
         card = node.vlans[: index - 1].count(vlan)
-        addresses = node.addresses.get(f"eth{index}")
+        addresses = node.addresses.get(interface_name(index))
         if addresses is None and card == 0:
             addresses = node.addresses.get(vlan)
             if addresses is None:
@@ -60,6 +64,14 @@ def interfaces_of(node: Node, number: int) -> tuple[Interface, ...]:
         more = tuple(a for a in addresses if a not in (first4, first6))
         interfaces.append(Interface(index, vlan, first4, first6, mac=mac_address(vlan, number, card), more=more))
     return tuple(interfaces)
+
+
+def network_cards(interfaces: Iterable[Interface], run_dir: Path) -> list[NetworkCard]:
+    """A machine's vlan cards, eth1 first: each with its interface's MAC, on its vlan's switch in `run_dir`."""
+    return [
+        NetworkCard(interface.index, interface.vlan, interface.mac or "", switch_socket(run_dir, interface.vlan))
+        for interface in interfaces
+    ]
 
 
 def _bare(address: str) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 from vmrig import proc
 from vmrig.errors import MachineError
 from vmrig.log import Logger
+from vmrig.netcard import switch_socket
 
 
 class VLan:
@@ -17,7 +18,7 @@ class VLan:
 
     def __init__(self, nr: int, run_dir: Path, logger: Logger) -> None:
         self.nr = nr
-        self.socket_dir = run_dir / f"vde{nr}.ctl"
+        self.socket_dir = switch_socket(run_dir, nr)
         self.logger = logger
         self.process: proc.Child | None = None
 

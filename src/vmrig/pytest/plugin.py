@@ -24,6 +24,7 @@ from vmrig.pytest.scriptitem import TestFile, TestScript
 from vmrig.pytest.session import STATE, State, output_of, state, worker_id
 from vmrig.pytest.topology import LEASE, Declaration, Machines, Pool, Running, Settings
 from vmrig.pytest.workers import WorkerSpace
+from vmrig.runenv import RunEnvironment
 
 GROUP = "vmrig"
 MARKERS = (
@@ -96,8 +97,9 @@ def pytest_configure(config: pytest.Config) -> None:
         serial=bool(config.getoption("vmrig_serial")),
         keep_failed=keep_failed,
         output=Path(output).absolute() if output else config.rootpath / "vmrig-output",
+        environment=RunEnvironment.from_environ(os.environ),
     )
-    space = WorkerSpace(worker)
+    space = WorkerSpace(worker, settings.environment.tmp_dir)
     config.stash[STATE] = State(settings, space, Pool(settings, space), _globs(config))
 
 
@@ -212,9 +214,9 @@ def _declarations(item: pytest.Item) -> list[Declaration]:
 # -- running -----------------------------------------------------------------
 
 
-def _has(feature: str) -> bool:
+def _has(feature: str, environment: RunEnvironment) -> bool:
     if feature == "kvm":
-        return os.access("/dev/kvm", os.R_OK | os.W_OK) and os.environ.get("VMRIG_ACCEL", "") != "tcg"
+        return os.access("/dev/kvm", os.R_OK | os.W_OK) and environment.accel != "tcg"
     if feature == "vsock":
         return os.access("/dev/vhost-vsock", os.R_OK | os.W_OK)
     if feature == "ocr":
@@ -225,8 +227,9 @@ def _has(feature: str) -> bool:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    environment = state(item.config).settings.environment
     for marker in item.iter_markers("vmrig_requires"):
-        missing = [feature for feature in marker.args if not _has(str(feature))]
+        missing = [feature for feature in marker.args if not _has(str(feature), environment)]
         if missing:
             pytest.skip(f"vmrig: this host lacks {', '.join(missing)}")
 

@@ -34,7 +34,10 @@ class TestFile(pytest.File):
         try:
             spec = load_test_file(self.path)
             # Script mistakes (syntax, unknown names) are collection errors, as in `vmrig check`.
-            Driver(spec, logger=Logger(stream=io.StringIO()), out_dir=Path.cwd()).check_script()
+            environment = session.state(self.config).settings.environment
+            Driver(
+                spec, logger=Logger(stream=io.StringIO()), out_dir=Path.cwd(), environment=environment
+            ).check_script()
         except VmrigError as error:
             raise self.CollectError(str(error)) from None
         # "::" separates pytest's node id parts: a name with it could not be selected.
@@ -63,10 +66,8 @@ class TestScript(pytest.Item):
             spec.options, vsock_offset=offset, ssh_backdoor=spec.options.ssh_backdoor or settings.ssh_backdoor
         )
         spec = dataclasses.replace(spec, options=options)
-        logger = Logger()
-        logger.print_serial_logs(settings.serial)
         out_dir = session.output_of(self.config, self.nodeid)  # made when something is saved there
-        self.driver = Driver(spec, logger=logger, out_dir=out_dir, tmp_dir=tmp_dir, snapshots=settings.snapshots)
+        self.driver = settings.driver(spec, out_dir=out_dir, tmp_dir=tmp_dir)
         self.driver.subtest_listeners.append(self._subtest_ended)
         lease_of(self).topologies.append(Running(self.driver, tmp_dir, spec.name))
         self.driver.setup()

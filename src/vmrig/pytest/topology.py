@@ -28,6 +28,7 @@ from vmrig.driver import Driver
 from vmrig.log import Logger
 from vmrig.machine import Machine
 from vmrig.pytest.workers import WorkerSpace
+from vmrig.runenv import RunEnvironment
 from vmrig.spec import Node, Options, python_name
 from vmrig.testfile import TestSpec
 
@@ -43,11 +44,25 @@ class FallbackWarning(UserWarning):
 class Settings:
     """The plugin's options, as the pool needs them."""
 
+    environment: RunEnvironment  # the environment's settings, read once by pytest_configure
     snapshots: bool = True
     ssh_backdoor: bool = False
     serial: bool = False
     keep_failed: bool = False
     output: Path = Path("vmrig-output")
+
+    def driver(self, spec: TestSpec, *, out_dir: Path, tmp_dir: Path) -> Driver:
+        """A driver for `spec` as the plugin runs one: serial lines shown as asked, snapshots, the environment."""
+        logger = Logger()
+        logger.print_serial_logs(self.serial)
+        return Driver(
+            spec,
+            logger=logger,
+            out_dir=out_dir,
+            tmp_dir=tmp_dir,
+            snapshots=self.snapshots,
+            environment=self.environment,
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -190,18 +205,9 @@ class Topology(Running):
             script_path=str(declaration.origin),
             script_first_line=declaration.line,
         )
-        logger = Logger()
-        logger.print_serial_logs(self.settings.serial)
         # Made by whatever writes there first (a screenshot, copy_from_vm), not for every test.
         output = self.settings.output / "machines" / self.tmp_dir.parent.name / self.tmp_dir.name
-        self.driver = Driver(
-            spec,
-            logger=logger,
-            out_dir=output,
-            global_timeout=None,
-            tmp_dir=self.tmp_dir,
-            snapshots=self.settings.snapshots,
-        )
+        self.driver = self.settings.driver(spec, out_dir=output, tmp_dir=self.tmp_dir)
         try:
             self.driver.setup()
             self.driver.start_all()

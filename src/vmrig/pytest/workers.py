@@ -23,9 +23,10 @@ TOPOLOGIES_PER_PROCESS = 32
 class WorkerSpace:
     """This process's directory for machines, made on first use and removed by remove()."""
 
-    def __init__(self, worker: str = "main", base: Path | None = None) -> None:
+    def __init__(self, worker: str, base: Path) -> None:
+        """`base`: where the directory is made (the run environment's TMPDIR)."""
         self.worker = worker
-        self.base = base or Path(os.environ.get("TMPDIR") or "/tmp")
+        self.base = base
         self._root: Path | None = None
         self._numbers = itertools.count()
 
