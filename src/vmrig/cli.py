@@ -228,7 +228,7 @@ def command_run(args: argparse.Namespace, logger: Logger) -> int:
         # No global timeout here: the prompt waits for its user as long as it takes.
         with driver:
             driver.setup()
-            repl.interact(driver.test_symbols(), Path.cwd() / repl.HISTORY_FILE)
+            repl.interact(driver.test_symbols(), Path.cwd() / repl.HISTORY_FILE, logger)
         return EXIT_PASSED
     try:
         with driver:

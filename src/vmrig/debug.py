@@ -23,7 +23,7 @@ import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from vmrig import scripttrace
+from vmrig import repl, scripttrace
 from vmrig.errors import UsageError
 from vmrig.hostnet import LOOPBACK
 from vmrig.log import Logger
@@ -88,7 +88,37 @@ class _Stops(pdb.Pdb):
 
 
 class _LocalPdb(_Stops):
-    pass
+    """pdb on the terminal; the log's lines come above its `(Pdb)` prompt while it waits."""
+
+    vmrig_logger: Logger | None = None
+    _vmrig_above: repl.AbovePrompt | None = None
+
+    def interaction(self, frame: types.FrameType | None, traceback: Any) -> None:
+        with repl.above_prompt(self.vmrig_logger) as above:
+            self._vmrig_above = above
+            try:
+                super().interaction(frame, traceback)
+            finally:
+                self._vmrig_above = None
+
+    # cmd.Cmd reads each line with input() between preloop/postcmd and precmd.
+    def preloop(self) -> None:
+        super().preloop()
+        self._vmrig_waiting(True)
+
+    def precmd(self, line: str) -> str:
+        self._vmrig_waiting(False)
+        result: str = super().precmd(line)
+        return result
+
+    def postcmd(self, stop: bool, line: str) -> bool:
+        stop = super().postcmd(stop, line)
+        self._vmrig_waiting(not stop)
+        return stop
+
+    def _vmrig_waiting(self, waiting: bool) -> None:
+        if self._vmrig_above is not None:
+            self._vmrig_above.waiting_prompt = self.prompt if waiting else None
 
 
 def _remote_class() -> Callable[[socket.socket], _Stops]:
@@ -217,7 +247,9 @@ class Debugger:
         debugger: _Stops
         if stdin_is_terminal():
             self.logger.warning(f"{reason}; debugger prompt follows (pdb; 'c' continues)")
-            debugger = _LocalPdb()
+            local = _LocalPdb()
+            local.vmrig_logger = self.logger
+            debugger = local
         else:
             remote = _remote_class()
             if port is None:

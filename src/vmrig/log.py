@@ -14,7 +14,7 @@ import threading
 import time
 import traceback
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +83,7 @@ class Logger:
 
         # Reentrant: methods that already hold it print through _emit.
         self._lock = threading.RLock()
+        self._divert: Callable[[str], None] | None = None
         self._depth = 0
         self._print_serial = True
 
@@ -110,13 +111,26 @@ class Logger:
                 end = self.reset if style else ""
                 self._write("".join(f"{style}{line}{end}\n" for line in plain))
 
-    def _write(self, text: str) -> None:
+    def divert(self, write: Callable[[str], None] | None) -> None:
+        """Sends the terminal output through `write` (an interactive prompt's, which
+        prints above the line being typed) instead of the stream; None: back to it."""
+        with self._lock:
+            self._divert = write
+
+    def write_terminal(self, text: str) -> None:
+        """Writes `text` (whole lines) to the log's stream as it is, bypassing any divert."""
         # A closed or broken stderr must not take a serial reader thread down with it.
         try:
             self.stream.write(text)
             self.stream.flush()
         except (OSError, ValueError):
             pass
+
+    def _write(self, text: str) -> None:
+        if self._divert is not None:
+            self._divert(text)
+        else:
+            self.write_terminal(text)
 
     @staticmethod
     def _prefixed(message: str, attrs: dict[str, str] | None) -> str:

@@ -150,6 +150,22 @@ def test_ctrl_c_stops_the_guest_command_and_keeps_every_machine(session: Session
     assert re.findall(r"\[(\d+), (\d+)\]", session.run("[m.pid for m in machines]"))[-1] == before
 
 
+def test_console_lines_come_above_the_line_being_typed(session: Session) -> None:
+    session.run("serial_stdout_on()")
+    session.run('node1.succeed("(sleep 4; echo late-console-line >/dev/ttyS0) >/dev/null 2>&1 &")')
+    child = session.child
+    child.send("node1.na")  # typed, not entered, when the console line comes
+    child.expect("late-console-line", timeout=120)
+    # The prompt is drawn again below the console line, with what was typed so far
+    # (a line written into the prompt's would leave it broken until the next key).
+    child.expect(rf"In \[{ESC}{session.count}{ESC}\]: ", timeout=30)
+    child.expect(rf"node1{ESC}\.{ESC}na", timeout=30)  # highlighted token by token
+    child.send("me\r")
+    session.count += 1
+    assert "'node1'" in session.wait_prompt(timeout=60)
+    session.run("serial_stdout_off()")
+
+
 def test_test_script_returns_to_the_prompt_when_it_fails_and_passes(session: Session) -> None:
     out = session.run("test_script()")
     assert "!!! RequestedAssertionFailed: command `test -e /tmp/ready` failed (exit code 1)" in out
