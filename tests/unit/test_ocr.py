@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from vmrig.machine.ocr import Image, changed_band, variants
+import re
+
+from vmrig.machine.ocr import Image, changed_band, matches, reading_variant, variants
 
 WHITE, BLACK = b"\xff\xff\xff", b"\x00\x00\x00"
 
@@ -47,3 +49,17 @@ def test_the_band_is_full_width_with_a_margin_and_clipped() -> None:
 
 def test_a_new_resolution_is_read_whole() -> None:
     assert changed_band(blank(8, 100), blank(16, 50)) == (0, 0, 16, 50)
+
+
+def test_a_space_in_the_regex_matches_a_line_break_ocr_made() -> None:
+    pattern = re.compile("written delta")
+    assert matches(pattern, "ready\nwritten delta\n")
+    assert matches(pattern, "ready\n\nwritten\n\ndelta\n")  # sparse segmentation: a word per line
+    assert matches(pattern, "written   delta")
+    assert not matches(pattern, "written echo")
+
+
+def test_text_mode_is_read_doubled_and_inverted_a_graphical_screen_as_it_is() -> None:
+    text_mode, desktop = blank(720, 4), blank(1024, 4)
+    assert reading_variant(text_mode) == variants(text_mode)[1]
+    assert reading_variant(desktop) is desktop

@@ -21,7 +21,7 @@ from pathlib import Path
 from vmrig.errors import MachineError, RequestedAssertionFailed
 from vmrig.machine.base import DEFAULT_TIMEOUT
 from vmrig.machine.commands import Commands
-from vmrig.machine.ocr import Image, Region, changed_band, read_text, variants
+from vmrig.machine.ocr import Image, Region, changed_band, matches, read_text, reading_variant, variants
 from vmrig.timeouts import Duration
 
 # The methods that need a display; the driver gives one to the machines of a script that names any.
@@ -83,19 +83,19 @@ class Screen(Commands):
         """OCR of the screen (or of `region`: x, y, width, height in pixels)."""
         image = self._screen_image(region)
         with self.nested("performing optical character recognition"):
-            return self._ocr(variants(image)[1])
+            return self._ocr(reading_variant(image))
 
     def wait_for_text(self, regex: str, timeout: Duration = DEFAULT_TIMEOUT, region: Region | None = None) -> None:
         """Waits until OCR of the screen (or of `region`) matches `regex` (re.search).
 
         The screen is looked at every half second. The first look reads all of
         it; later looks read only the rows that changed since the one before
-        (a clock in a panel costs a strip, not the screen: with IceWM's clock
-        ticking each second, whole-screen passes took 18 s to see an xterm's
-        line on a 1280x800 screen under TCG), and nothing when nothing changed.
-        OCR stops at the first variant that matches. On timeout the error
-        gives what OCR read of the whole screen last and the screenshot's path.
-        Raises RequestedAssertionFailed on timeout, like NixOS.
+        (a clock in a panel costs a strip, not the screen), and nothing when
+        nothing changed. OCR stops at the first variant that matches; a space
+        in `regex` also matches a line break OCR put between two words. On
+        timeout the error gives what OCR read of the whole screen last and
+        the screenshot's path. Raises RequestedAssertionFailed on timeout,
+        like NixOS.
         """
         __tracebackhide__ = True
         pattern = re.compile(regex)
@@ -112,7 +112,7 @@ class Screen(Commands):
                 if band is not None:
                     for variant in variants(image.crop(band)):
                         last_text = self._ocr(variant)
-                        if pattern.search(last_text):
+                        if matches(pattern, last_text):
                             return
                 if time.monotonic() - started > limit:
                     break
@@ -121,7 +121,7 @@ class Screen(Commands):
             if last_image is not None:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
                 shot.write_bytes(last_image.to_ppm())
-                last_text = self._ocr(variants(last_image)[1])  # as get_screen_text reads
+                last_text = self._ocr(reading_variant(last_image))  # as get_screen_text reads
         raise RequestedAssertionFailed(
             f"action timed out after {time.monotonic() - started:.2f} seconds "
             f"(timeout={self.config.timeout_scale.note(timeout)}) waiting for {regex!r} on the screen of "
