@@ -98,6 +98,15 @@ def test_ocr_reads_the_text_console(screen: Machine) -> None:
     assert time.monotonic() - started < 60
 
 
+def test_wait_for_text_timing_out_says_what_it_read_and_leaves_a_png(screen: Machine) -> None:
+    read = r"(?s)waiting for 'xyzzy plugh'.*the last OCR read:\n.*login"
+    with pytest.raises(RequestedAssertionFailed, match=read) as caught:
+        screen.wait_for_text("xyzzy plugh", timeout=2)
+    shot = screen.out_dir / "screen-wait_for_text.png"
+    assert f"the last screenshot: {shot}" in str(caught.value)
+    assert png_size(shot) == (720, 400)
+
+
 def test_a_machine_without_a_display_says_how_to_get_one(tmp_path_factory: pytest.TempPathFactory) -> None:
     booted = BootedDriver({"plain": Node(graphics=False)}, short_tmp(tmp_path_factory, "nodisplay"))
     try:

@@ -117,10 +117,11 @@ class Screen(Commands):
                 if time.monotonic() - started > limit:
                     break
                 time.sleep(POLL_SECONDS)
-            shot = self.out_dir / f"{self.name}-wait_for_text.ppm"
+            shot = self.out_dir / f"{self.name}-wait_for_text.png"
             if last_image is not None:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
-                shot.write_bytes(last_image.to_ppm())
+                # QEMU's PNG of the screen now: the one OCR read last, or a look newer.
+                self._screendump(shot, "png")
                 last_text = self._ocr(reading_variant(last_image))  # as get_screen_text reads
         raise RequestedAssertionFailed(
             f"action timed out after {time.monotonic() - started:.2f} seconds "
