@@ -13,6 +13,7 @@ import importlib.machinery
 import importlib.util
 import inspect
 import itertools
+import re
 import sys
 import textwrap
 import types
@@ -158,6 +159,8 @@ def _execute(code: types.CodeType, path: Path) -> types.ModuleType:
         exec(code, vars(module))
     except (Exception, SystemExit) as error:
         line = scripttrace.deepest_script_line(error.__traceback__, str(path))
+        if isinstance(error, SpecError) and line is not None:
+            line = _field_line(path, line, str(error))
         if isinstance(error, TestFileError) and error.path is None:
             raise _located(error, path, line) from None
         if isinstance(error, TestFileError):
@@ -168,6 +171,31 @@ def _execute(code: types.CodeType, path: Path) -> types.ModuleType:
         with contextlib.suppress(ValueError):
             sys.path.remove(directory)
     return module
+
+
+# The field a SpecError is about: "X11 has no field 'usr'", "Node.packages: ...", "Node.x11 needs ...".
+_ERROR_FIELD = re.compile(r"has no field '(\w+)'|^\w+\.(\w+)\b")
+
+
+def _field_line(path: Path, line: int, message: str) -> int:
+    """The line of the keyword argument a SpecError is about, in the call on `line` that
+    raised it (a call written over several lines reports its first line); else `line`."""
+    match = _ERROR_FIELD.search(message)
+    if match is None:
+        return line
+    field_name = match.group(1) or match.group(2)
+    try:
+        tree = ast.parse(path.read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return line
+    candidates = [
+        (call.end_lineno - call.lineno, keyword.lineno)
+        for call in ast.walk(tree)
+        if isinstance(call, ast.Call) and call.end_lineno is not None and call.lineno <= line <= call.end_lineno
+        for keyword in call.keywords
+        if keyword.arg == field_name
+    ]
+    return min(candidates)[1] if candidates else line
 
 
 def _located(error: TestFileError, path: Path, line: int | None) -> TestFileError:

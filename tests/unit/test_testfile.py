@@ -317,7 +317,7 @@ def test_syntax_error_line_is_exact(tmp_path: Path) -> None:
     assert str(error) == f"{path}:3: syntax error: invalid syntax"
 
 
-def test_unknown_node_field_reported_at_the_node_call(tmp_path: Path) -> None:
+def test_unknown_node_field_reported_at_its_line(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         """\
@@ -337,11 +337,11 @@ def test_unknown_node_field_reported_at_the_node_call(tmp_path: Path) -> None:
     error = load_error(path)
     assert isinstance(error, SpecError)
     assert error.message == "Node has no field 'pakages'; did you mean 'packages'?"
-    assert error.line == 7
-    assert str(error) == f"{path}:7: Node has no field 'pakages'; did you mean 'packages'?"
+    assert error.line == 8  # the field's line, not the line where Node( starts
+    assert str(error) == f"{path}:8: Node has no field 'pakages'; did you mean 'packages'?"
 
 
-def test_nested_spec_error_reported_at_the_inner_call(tmp_path: Path) -> None:
+def test_nested_spec_error_reported_at_the_inner_field(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         """\
@@ -361,7 +361,7 @@ def test_nested_spec_error_reported_at_the_inner_call(tmp_path: Path) -> None:
     )
     error = load_error(path)
     assert error.message.startswith("Service.type: 'simpel' is not one of")
-    assert error.line == 5
+    assert error.line == 7  # type="simpel", inside the inner Service(...) call
 
 
 def test_spec_error_in_a_helper_function(tmp_path: Path) -> None:
@@ -632,10 +632,35 @@ def test_interactive_with_a_bad_field_fails_early(tmp_path: Path) -> None:
     )
     error = load_error(path)
     assert error.message == "Interactive.nodes['node1']: Node has no field 'memory'; did you mean 'memory_size'?"
-    assert error.line == 4
+    assert error.line == 5  # nodes=, the field the mistake is in
 
 
 def test_a_node_instance_is_accepted_from_anywhere(tmp_path: Path) -> None:
     # Nodes are plain values: the loader does not care how they were made.
     path = write(tmp_path, 'import vmrig\nnodes = {"a": vmrig.Node(cores=2)}\ntest_script = ""\n')
     assert load_test_file(path).nodes["a"] == Node(cores=2)
+
+
+def test_a_field_mistake_in_a_call_over_several_lines_points_at_the_field(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        from vmrig import X11, Node
+        nodes = {
+            "machine": Node(
+                memory_size=1024,
+                x11=X11(
+                    usr="bob",
+                ),
+                packages=["curl",
+                          "Bad Name"],
+            ),
+        }
+        test_script = "machine.succeed('true')"
+        """,
+    )
+    error = load_error(path)
+    assert "X11 has no field 'usr'" in str(error) and error.line == 7
+    path.write_text(path.read_text().replace("usr=", "user="))
+    error = load_error(path)
+    assert "Node.packages: invalid Debian package name 'Bad Name'" in str(error) and error.line == 9
