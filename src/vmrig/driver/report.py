@@ -52,9 +52,12 @@ def save_evidence(logger: Logger, machines: list[Machine], out_dir: Path) -> lis
         with contextlib.suppress(MachineError, RequestedAssertionFailed, OSError, ValueError):
             # tty 0 is the terminal in the foreground (vcs(4))
             status, text = machine.execute("cat /dev/vcsa", timeout=5)
-            screen = decode_vcsa(text.encode(errors="surrogateescape")).text.rstrip() if status == 0 else ""
-            # A terminal in graphics mode (X on vt7) has no text: its screenshot says it all.
-            if screen.strip():
+            if status == 0:
+                screen = decode_vcsa(text.encode(errors="surrogateescape")).text.rstrip()
+                if not screen.strip():
+                    # Nothing written yet, or a terminal in graphics mode (X on vt7).
+                    shown = "its screenshot, " if machine.config.display else ""
+                    screen = f"(the active terminal shows no text; see {shown}the console and the journal)"
                 out_dir.mkdir(parents=True, exist_ok=True)
                 path = out_dir / f"{machine.name}-tty.txt"
                 path.write_text(screen + "\n")
