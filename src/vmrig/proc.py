@@ -114,6 +114,15 @@ class Child:
     def poll(self) -> int | None:
         return self._popen.poll()
 
+    def cpu_seconds(self) -> float:
+        """CPU time the child has used so far, all its threads, user and system (s); 0.0 once it is gone."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return 0.0
+        # utime and stime are fields 14 and 15 of proc(5); the split starts at field 3.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def wait(self, timeout: float | None = None) -> int:
         """The exit status; raises TimeoutExpired after `timeout` seconds."""
         return self._popen.wait(timeout)

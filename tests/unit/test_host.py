@@ -117,6 +117,23 @@ def test_leaving_a_with_block_by_an_exception_stops_the_child() -> None:
     assert child.returncode == -signal.SIGTERM
 
 
+def test_cpu_seconds_counts_what_the_child_used() -> None:
+    spin = (
+        "import time\n"
+        "end = time.process_time() + 0.4\n"
+        "while time.process_time() < end: pass\n"
+        "print('spun', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    with proc.spawn([sys.executable, "-c", spin], stdout=proc.PIPE) as child, proc.spawn(["sleep", "30"]) as idle:
+        assert child.stdout is not None and child.stdout.readline() == b"spun\n"
+        assert child.cpu_seconds() >= 0.4
+        assert idle.cpu_seconds() < 0.05
+        child.stop()
+        child.wait()
+    assert child.cpu_seconds() == 0.0  # reaped: nothing left to read
+
+
 def alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].split()[0] != "Z"

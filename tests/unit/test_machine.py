@@ -222,6 +222,9 @@ def test_the_booted_snapshot_key_leaves_out_where_the_run_is(tmp_path: Path) -> 
     assert first._snapshot_key(allow_reboot=False) == second._snapshot_key(allow_reboot=False)
     # What the guest sees does count: other vlans are another machine.
     assert first._snapshot_key(allow_reboot=False) != machine_of_run(tmp_path, "run", [1, 3])._snapshot_key(False)
+    # So do its neighbours: a snapshot saved after the boot may hold what they told it.
+    first.config.neighbours = "another router"
+    assert first._snapshot_key(allow_reboot=False) != second._snapshot_key(allow_reboot=False)
 
 
 def test_block_pulls_the_cable_of_the_card_it_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -86,6 +86,22 @@ def test_duplicate_addresses_on_a_vlan_are_refused() -> None:
     NetworkPlan({"a": Node(vlans=[1]), "b": Node(vlans=[2], addresses={2: ["192.168.1.1/24"]})})
 
 
+def test_reachable_nodes_share_a_vlan_directly_or_through_others() -> None:
+    plan = NetworkPlan(
+        {
+            "client": Node(vlans=[1]),
+            "router": Node(vlans=[1, 2]),
+            "server": Node(vlans=[2]),
+            "alone": Node(vlans=[3]),
+            "offline": Node(vlans=[]),
+        }
+    )
+    assert plan.reachable("client") == ["router", "server"]
+    assert plan.reachable("server") == ["client", "router"]
+    assert plan.reachable("alone") == []
+    assert plan.reachable("offline") == []
+
+
 def test_too_many_nodes() -> None:
     with pytest.raises(SpecError, match="at most 254 nodes"):
         NetworkPlan({f"n{i}": Node(vlans=[]) for i in range(255)})

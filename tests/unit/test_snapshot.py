@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from vmrig.image import snapshot
+from vmrig.machine import snapshots
 
 
 def test_key_depends_on_every_part() -> None:
@@ -56,6 +57,20 @@ def test_saving_tells_a_live_save_from_a_leftover(tmp_path: Path) -> None:
     dead = tmp_path / "snapshot-k.999999999.ab12"
     assert snapshot.saving(live) and not snapshot.saving(dead)
     assert not snapshot.saving(tmp_path / "image-k.123")
+
+
+def test_a_guest_is_quiet_after_a_second_of_little_cpu() -> None:
+    window = snapshots.QUIET_WINDOW
+    limit = snapshots.QUIET_SHARE * window  # CPU seconds a window may use on average
+    idle = [10.0 + 0.5 * limit * i for i in range(snapshots.QUIET_WINDOWS + 1)]
+    assert snapshots.quiet(idle)
+    assert not snapshots.quiet(idle[:-1])  # not a whole second yet
+    assert snapshots.quiet([0.0, 5.0, *idle])  # busy before that second
+    spike = [*idle[:2], *(x + 1.5 * limit for x in idle[2:])]  # one window 2x over: still quiet on average
+    assert snapshots.quiet(spike)
+    busy = [*idle[:2], *(x + 3 * limit for x in idle[2:])]
+    assert not snapshots.quiet(busy)
+    assert not snapshots.quiet([float(i) * window for i in range(20)])  # a whole CPU
 
 
 def test_fixup_command_sets_the_clock_and_reseeds() -> None:

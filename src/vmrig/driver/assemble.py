@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import hashlib
 import inspect
 import os
 import shlex
@@ -130,6 +131,11 @@ class Assembler:
     def network_of(self, name: str, number: int, node: Node) -> NodeNetwork:
         return self.network_plan.node_network(name, number, node, outside_access=self.interactive)
 
+    def neighbours_digest(self, name: str) -> str:
+        """What the nodes `name` can reach on its vlans are made of, as a digest (see MachineConfig.neighbours)."""
+        parts = [f"{other}={self.spec.nodes[other]!r}" for other in self.network_plan.reachable(name)]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
     def lock_state_dir(self, name: str) -> None:
         lock_path = self.tmp_dir / f"vm-state-{name}.lock"
         lock = open(lock_path, "a+")  # noqa: SIM115 (held until the run ends)
@@ -203,6 +209,7 @@ class Assembler:
             outside_access=self.interactive,
             timeout_scale=self.timeout_scale,
             snapshot_root=self.images.root if self.snapshots else None,
+            neighbours=self.neighbours_digest(name),
         )
 
     def extra_machine_config(

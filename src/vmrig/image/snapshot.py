@@ -1,4 +1,4 @@
-"""Booted snapshots: a machine saved once it is up, restored instead of booting.
+"""Booted snapshots: a machine saved once its boot has settled, restored instead of booting.
 
 A snapshot is a directory in the image cache, `snapshot-<key>`, whose key
 hashes everything that went into the booted guest (QEMU's version, the
@@ -39,7 +39,7 @@ CONSOLE = "console.txt"
 LAST_USED = "last-used"
 PREFIX = "snapshot-"
 # Bumped when what a snapshot holds or how it is restored changes.
-FORMAT = 1
+FORMAT = 2
 
 # One perl (Essential in Debian) for both fix-ups: under emulation every exec
 # costs about 60 ms. The seed is written to /dev/urandom and RNDRESEEDCRNG

@@ -61,21 +61,25 @@ class Backdoor(MachineBase):
         """Runs `command` in the guest; `timeout` in seconds (None or 0: no limit)."""
         with self._command_lock:
             self.connect()
-            nonce = secrets.token_hex(8)
-            line = f"__vmrig_run {nonce} {math.ceil(timeout or 0)} {shlex.quote(command)}"
-            if stdin is not None:
-                line += f" {len(stdin)}"
-            self._send(line.encode() + b"\n")
-            if stdin:
-                self._send_data(stdin, command)
+            decoder = self._send_command(command, timeout=timeout, stdin=stdin)
             if not wait:
                 return -2, b""
-            decoder = FrameDecoder(nonce)
             try:
                 return self._collect(decoder, command, timeout)
             except KeyboardInterrupt:
                 self._cancel(decoder, command)
                 raise
+
+    def _send_command(self, command: str, *, timeout: float | None, stdin: bytes | None = None) -> FrameDecoder:
+        """Sends `command` (and its stdin) without waiting; the decoder reads its answer (see _collect)."""
+        nonce = secrets.token_hex(8)
+        line = f"__vmrig_run {nonce} {math.ceil(timeout or 0)} {shlex.quote(command)}"
+        if stdin is not None:
+            line += f" {len(stdin)}"
+        self._send(line.encode() + b"\n")
+        if stdin:
+            self._send_data(stdin, command)
+        return FrameDecoder(nonce)
 
     def _cancel(self, decoder: FrameDecoder, command: str) -> None:
         """Ends the guest command `decoder` waits for (Ctrl-C at a prompt) and reads the rest of its output.

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vmrig import proc
+from vmrig.channel import FrameDecoder
 from vmrig.errors import MachineError
 from vmrig.log import Logger
 from vmrig.machine.config import MachineConfig
@@ -84,6 +85,7 @@ class MachineBase(abc.ABC):
         self._allow_reboot = False  # what the running QEMU was started with
         self._snapshot_final = Path()
         self._restore_pending = False  # restored, its first command not sent yet
+        self._fixup: FrameDecoder | None = None  # a restore's fix-up, sent and not yet answered
         self._command_lock = threading.RLock()
         self._in_callbacks = False
         # Backdoor connections so far: one per boot of the guest.

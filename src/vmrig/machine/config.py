@@ -83,6 +83,9 @@ class MachineConfig:
     # The image cache: the first start restores this configuration's booted snapshot
     # from there, or saves one once booted (see vmrig.image.snapshot). None: always boot.
     snapshot_root: Path | None = None
+    # A digest of the nodes reachable on its vlans: part of the booted snapshot's key, since
+    # a snapshot saved after the boot may hold what they told the guest (a router's prefix).
+    neighbours: str = ""
     # A standard VGA display (screenshots, OCR); `kernel` is then a bzImage booted by SeaBIOS.
     display: bool = False
     # Where the display is shown (interactive and debugging runs); None: nowhere (headless).

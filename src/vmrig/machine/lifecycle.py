@@ -24,6 +24,8 @@ from vmrig.machine.systemd import wait_unit_for
 from vmrig.qmp import QMPClient
 from vmrig.ssh import vsock_cid_hint
 
+FIXUP_TIMEOUT = 60.0  # s, for the restored guest's first command (see vmrig.image.snapshot)
+
 
 class Lifecycle(Snapshots, Backdoor):
     """start, connect, shutdown, crash, reboot, release."""
@@ -162,6 +164,9 @@ class Lifecycle(Snapshots, Backdoor):
         self.log(f"QEMU running (pid {self.pid})")
         if restore_from is not None:
             self._load_snapshot(restore_from)
+            # Sent now, the fix-up runs while the driver starts the other machines: a
+            # restored guest's first exec takes most of a second under TCG.
+            self._fixup = self._send_command(snapshot.fixup_command(), timeout=FIXUP_TIMEOUT)
 
     def connect(self) -> None:
         """Starts the machine if needed and waits until its backdoor shell answers."""
@@ -203,6 +208,7 @@ class Lifecycle(Snapshots, Backdoor):
             self.log(f"connected to guest root shell (connecting took {time.monotonic() - started:.2f} seconds)")
             if self._save_to is not None:
                 scratch, self._save_to = self._save_to, None
+                self._settle_for_snapshot()
                 self._save_snapshot(scratch)
                 if self._restore_pending:
                     self._finish_restore(count_boot=False)
@@ -214,7 +220,10 @@ class Lifecycle(Snapshots, Backdoor):
         if count_boot:
             self.boot_count += 1
             self._boot_hooks_due = bool(self.boot_hooks)
-        status, output = self._run(snapshot.fixup_command(), timeout=60)
+        decoder, self._fixup = self._fixup, None
+        if decoder is None:
+            decoder = self._send_command(snapshot.fixup_command(), timeout=FIXUP_TIMEOUT)
+        status, output = self._collect(decoder, "the restored guest's clock and RNG fix-up", FIXUP_TIMEOUT)
         if status != 0:
             failure = output.decode(errors="replace").strip()
             raise self._broken(f"setting the clock and reseeding the restored guest failed: {failure}")
@@ -241,6 +250,7 @@ class Lifecycle(Snapshots, Backdoor):
             if sock is not None:
                 sock.close()
         self._shell = self._data = self._shell_port = self._control = None
+        self._fixup = None
         self._console.join()
         for sidecar in self.config.sidecars:
             sidecar.stop()

@@ -98,6 +98,20 @@ class NetworkPlan:
                 hosts.append((name, ipv4, ipv6))
         self.hosts = tuple(hosts)
 
+    def reachable(self, name: str) -> list[str]:
+        """The other nodes `name` shares a vlan with, directly or through nodes between: sorted names."""
+        seen = {name}
+        vlans = set(self.nodes[name].vlans)
+        grew = True
+        while grew:
+            grew = False
+            for other, node in self.nodes.items():
+                if other not in seen and vlans & set(node.vlans):
+                    seen.add(other)
+                    vlans |= set(node.vlans)
+                    grew = True
+        return sorted(seen - {name})
+
     def _check_unique_addresses(self) -> None:
         owners: dict[tuple[int, str], tuple[str, int]] = {}
         for name, interfaces in self.interfaces.items():
