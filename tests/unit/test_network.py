@@ -100,6 +100,7 @@ def test_reachable_nodes_share_a_vlan_directly_or_through_others() -> None:
     assert plan.reachable("server") == ["client", "router"]
     assert plan.reachable("alone") == []
     assert plan.reachable("offline") == []
+    assert plan.reachable("extra", Node(vlans=[2])) == ["client", "router", "server"]  # create_machine's
 
 
 def test_too_many_nodes() -> None:

@@ -131,9 +131,12 @@ class Assembler:
     def network_of(self, name: str, number: int, node: Node) -> NodeNetwork:
         return self.network_plan.node_network(name, number, node, outside_access=self.interactive)
 
-    def neighbours_digest(self, name: str) -> str:
-        """What the nodes `name` can reach on its vlans are made of, as a digest (see MachineConfig.neighbours)."""
-        parts = [f"{other}={self.spec.nodes[other]!r}" for other in self.network_plan.reachable(name)]
+    def neighbours_digest(self, name: str, node: Node) -> str:
+        """What the nodes machine `name` (`node`) can reach on its vlans are made of, as a digest.
+
+        See MachineConfig.neighbours.
+        """
+        parts = [f"{other}={self.spec.nodes[other]!r}" for other in self.network_plan.reachable(name, node)]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
     def lock_state_dir(self, name: str) -> None:
@@ -209,7 +212,7 @@ class Assembler:
             outside_access=self.interactive,
             timeout_scale=self.timeout_scale,
             snapshot_root=self.images.root if self.snapshots else None,
-            neighbours=self.neighbours_digest(name),
+            neighbours=self.neighbours_digest(name, node),
         )
 
     def extra_machine_config(

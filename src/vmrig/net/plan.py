@@ -98,10 +98,13 @@ class NetworkPlan:
                 hosts.append((name, ipv4, ipv6))
         self.hosts = tuple(hosts)
 
-    def reachable(self, name: str) -> list[str]:
-        """The other nodes `name` shares a vlan with, directly or through nodes between: sorted names."""
+    def reachable(self, name: str, node: Node | None = None) -> list[str]:
+        """The other nodes `name` shares a vlan with, directly or through nodes between: sorted names.
+
+        `node` is the machine's Node when it is not one of the plan's (create_machine).
+        """
         seen = {name}
-        vlans = set(self.nodes[name].vlans)
+        vlans = set((node or self.nodes[name]).vlans)
         grew = True
         while grew:
             grew = False

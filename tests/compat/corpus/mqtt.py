@@ -49,7 +49,7 @@ with subtest("the broker sees the client's connection"):
     client.succeed("(mosquitto_sub -h broker -t test/idle -W 60 >/dev/null 2>&1 &)")
     broker.wait_until_succeeds(
         # over IPv4 or IPv6: /etc/hosts names the broker by both
-        "ss -tnH state established '( sport = :1883 )' | grep -qE '192\\.168\\.1\\.|2001:db8:1::'", timeout=30
+        "ss -tnH state established '( sport = :1883 )' | grep -qE '192[.]168[.]1[.]|2001:db8:1::'", timeout=30
     )
 
 with subtest("a retained message reaches a later subscriber"):
