@@ -201,11 +201,15 @@ class Lifecycle(Snapshots, Backdoor):
             # The backdoor starts with the first units of the boot; a script's first command
             # expects what NixOS's backdoor unit has when it starts: basic.target (sockets
             # such as D-Bus's, local file systems). PID 1 does the waiting (see wait_unit_for).
-            left = max(1, int(deadline - time.monotonic()))
+            answered = time.monotonic()
+            left = max(1, int(deadline - answered))
             status, _ = self._run(f"systemctl start {wait_unit_for('basic.target')}", timeout=left)
             if status != 0:
                 self.log(f"basic.target was not reached (systemctl exit code {status})")
-            self.log(f"connected to guest root shell (connecting took {time.monotonic() - started:.2f} seconds)")
+            self.log(
+                f"connected to guest root shell (connecting took {time.monotonic() - started:.2f} seconds;"
+                f" the shell answered after {answered - started:.2f} s, then basic.target)"
+            )
             if self._save_to is not None:
                 scratch, self._save_to = self._save_to, None
                 self._settle_for_snapshot()

@@ -29,7 +29,7 @@ IGNORE_SHARED = {"capability": "x-ignore-shared", "state": True}
 # used 2 to 12% per half second, a booting one all it can get). A boot still
 # starting after SETTLE_LIMIT s, or still busy QUIET_LIMIT s after that, is
 # saved as it is: any state after basic.target is one a first command may see.
-SETTLE_LIMIT = 90
+SETTLE_LIMIT = 60
 QUIET_LIMIT = 30.0
 QUIET_WINDOW = 0.25
 QUIET_WINDOWS = 4
