@@ -75,6 +75,30 @@ def test_a_guest_is_quiet_after_a_second_of_little_cpu() -> None:
 
 def test_fixup_command_sets_the_clock_and_reseeds() -> None:
     command = snapshot.fixup_command(now=1764500000.25, seed=bytes(range(4)))
-    assert command.startswith("perl -e '") and command.endswith("' 00010203 1764500000 250000000")
+    assert command.startswith("perl -e '") and command.endswith("' 00010203 = 1764500000 250000000")
     assert "0x5207" in command and "syscall(227" in command
     assert snapshot.fixup_command() != snapshot.fixup_command()  # a new seed each time
+
+
+def test_fixup_command_moves_the_clock_on_by_a_shift() -> None:
+    seed = bytes(range(4))
+    assert snapshot.fixup_command(shift=12.5, seed=seed).endswith("' 00010203 + 12 500000000")
+    # A guest ahead of the host goes back: floor, so the nanoseconds stay in [0, 1e9).
+    assert snapshot.fixup_command(shift=-0.25, seed=seed).endswith("' 00010203 + -1 750000000")
+    assert "syscall(228" in snapshot.fixup_command(shift=1.0)
+
+
+def test_fixup_after_shifts_by_the_time_the_guest_stood_still() -> None:
+    # Stopped with its clock at 1000.0, resumed 75.25 s of host time later than that clock.
+    command = snapshots.fixup_after(1000.0, 1075.25)
+    assert " + 75 250000000" in command
+    # No recorded clock (an older save): the host's time is set instead.
+    assert " = " in snapshots.fixup_after(None, 1075.25)
+
+
+def test_the_clock_at_the_stop_is_kept_with_the_snapshot(tmp_path: Path) -> None:
+    assert snapshot.read_clock(tmp_path) is None
+    snapshot.write_clock(tmp_path, 1764500000.123456)
+    assert snapshot.read_clock(tmp_path) == 1764500000.123456
+    (tmp_path / snapshot.CLOCK).write_text("garbage\n")
+    assert snapshot.read_clock(tmp_path) is None

@@ -12,12 +12,16 @@ layer). It holds:
     disk.qcow2   the first boot's overlay, frozen when the guest was stopped;
                  each restore writes to an overlay of its own on top of it
     console.txt  what the console printed during that boot
+    clock        the guest's wall clock when it was stopped for the save
     last-used    for `vmrig gc`
 
-A restored guest is told the host's time and given fresh randomness before
-the script's first command (`fixup_command`): its clock and its random
-number generator would otherwise continue from the moment of the save, the
-same in every restore.
+A restored guest's clock and random number generator would continue from
+the moment of the save, the same in every restore. Before the script's first
+command, `fixup_command` reseeds the generator and moves the clock on by
+the time that passed on the host between the save's stop and the restore's
+resume: the guest's clock stood still in between, so the shift is known on
+the host and does not depend on how long the fix-up itself takes to run
+(about half a second under TCG, whose translated code a restore starts without).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -36,19 +41,25 @@ RAM = "ram"
 STATE = "state"
 DISK = "disk.qcow2"
 CONSOLE = "console.txt"
+CLOCK = "clock"
 LAST_USED = "last-used"
 PREFIX = "snapshot-"
 # Bumped when what a snapshot holds or how it is restored changes.
-FORMAT = 2
+FORMAT = 3
 
 # One perl (Essential in Debian) for both fix-ups: under emulation every exec
 # costs about 60 ms. The seed is written to /dev/urandom and RNDRESEEDCRNG
 # (0x5207) makes the kernel's generator rekey from it at once (a write alone
-# waits for the next periodic reseed); clock_settime is system call 227 on x86-64.
+# waits for the next periodic reseed). The clock: "+" adds seconds and
+# nanoseconds to the guest's own (clock_gettime, system call 228 on x86-64),
+# "=" sets them (clock_settime, 227).
 _FIXUP = (
     'open(my $r, ">", "/dev/urandom") or die "urandom: $!"; print $r pack("H*", $ARGV[0]); close $r; '
     'open($r, "<", "/dev/urandom") or die; ioctl($r, 0x5207, 0) or die "RNDRESEEDCRNG: $!"; '
-    'syscall(227, 0, pack("qq", $ARGV[1], $ARGV[2])) == 0 or die "clock_settime: $!"'
+    'my ($s, $n) = @ARGV[2, 3]; if ($ARGV[1] eq "+") { my $t = pack("qq", 0, 0); '
+    'syscall(228, 0, $t) == 0 or die "clock_gettime: $!"; my ($gs, $gn) = unpack("qq", $t); $s += $gs; $n += $gn } '
+    "while ($n >= 1000000000) { $n -= 1000000000; $s++ } "
+    'syscall(227, 0, pack("qq", $s, $n)) == 0 or die "clock_settime: $!"'
 )
 
 
@@ -100,13 +111,32 @@ def saving(scratch: Path) -> bool:
     return Path(f"/proc/{parts[1]}").exists()
 
 
-def fixup_command(now: float | None = None, seed: bytes | None = None) -> str:
-    """The guest command that sets the wall clock to `now` and reseeds the RNG with `seed`."""
-    now = time.time() if now is None else now
+def fixup_command(*, shift: float | None = None, now: float | None = None, seed: bytes | None = None) -> str:
+    """The guest command that reseeds the RNG with `seed` (64 random bytes if None) and fixes the clock.
+
+    With `shift` (seconds, the host's time between a save's stop and the
+    restore's resume) it moves the guest's wall clock on by that much;
+    without, it sets the clock to `now` (the host's time if None), which
+    leaves the guest behind by however long the command takes to run.
+    """
     seed = secrets.token_bytes(64) if seed is None else seed
-    seconds = int(now)
-    nanoseconds = int((now - seconds) * 1e9)
-    return f"perl -e '{_FIXUP}' {seed.hex()} {seconds} {nanoseconds}"
+    mode, value = ("+", shift) if shift is not None else ("=", time.time() if now is None else now)
+    seconds = math.floor(value)
+    nanoseconds = min(int((value - seconds) * 1e9), 999_999_999)
+    return f"perl -e '{_FIXUP}' {seed.hex()} {mode} {seconds} {nanoseconds}"
+
+
+def write_clock(directory: Path, guest_clock: float) -> None:
+    """Records the guest's wall clock (seconds since the epoch) at the save's stop."""
+    (directory / CLOCK).write_text(f"{guest_clock!r}\n")
+
+
+def read_clock(directory: Path) -> float | None:
+    """The guest's wall clock at the save's stop, if the snapshot recorded it."""
+    try:
+        return float((directory / CLOCK).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def stale(root: Path) -> Iterator[Path]:

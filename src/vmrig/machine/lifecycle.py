@@ -19,12 +19,10 @@ from vmrig.errors import MachineError
 from vmrig.image import snapshot
 from vmrig.machine import qemu
 from vmrig.machine.backdoor import Backdoor
-from vmrig.machine.snapshots import Snapshots
+from vmrig.machine.snapshots import FIXUP_TIMEOUT, Snapshots
 from vmrig.machine.systemd import wait_unit_for
 from vmrig.qmp import QMPClient
 from vmrig.ssh import vsock_cid_hint
-
-FIXUP_TIMEOUT = 60.0  # s, for the restored guest's first command (see vmrig.image.snapshot)
 
 
 class Lifecycle(Snapshots, Backdoor):
@@ -163,10 +161,10 @@ class Lifecycle(Snapshots, Backdoor):
         self.booted = True
         self.log(f"QEMU running (pid {self.pid})")
         if restore_from is not None:
-            self._load_snapshot(restore_from)
+            fixup = self._load_snapshot(restore_from)
             # Sent now, the fix-up runs while the driver starts the other machines: a
             # restored guest's first exec takes most of a second under TCG.
-            self._fixup = self._send_command(snapshot.fixup_command(), timeout=FIXUP_TIMEOUT)
+            self._fixup = self._send_command(fixup, timeout=FIXUP_TIMEOUT)
 
     def connect(self) -> None:
         """Starts the machine if needed and waits until its backdoor shell answers."""

@@ -30,10 +30,22 @@ IGNORE_SHARED = {"capability": "x-ignore-shared", "state": True}
 # starting after SETTLE_LIMIT s, or still busy QUIET_LIMIT s after that, is
 # saved as it is: any state after basic.target is one a first command may see.
 SETTLE_LIMIT = 60
+FIXUP_TIMEOUT = 60.0  # s, for the restored guest's first command (see vmrig.image.snapshot)
 QUIET_LIMIT = 30.0
 QUIET_WINDOW = 0.25
 QUIET_WINDOWS = 4
 QUIET_SHARE = 0.15
+
+
+def fixup_after(guest_clock: float | None, resumed: float) -> str:
+    """The fix-up for a guest whose clock stood at `guest_clock` when it was stopped and that resumed at `resumed`.
+
+    Both in seconds since the epoch; `guest_clock` None (not recorded) sets
+    the guest's clock to the host's instead of moving it on.
+    """
+    if guest_clock is None:
+        return snapshot.fixup_command()
+    return snapshot.fixup_command(shift=resumed - guest_clock)
 
 
 def quiet(cpu_seconds: Sequence[float]) -> bool:
@@ -143,15 +155,20 @@ class Snapshots(Monitor):
             time.sleep(0.01)
         raise self._broken(f"{what} did not finish within 120 s")
 
-    def _load_snapshot(self, directory: Path) -> None:
-        """Loads a booted snapshot into the QEMU just started with `-incoming defer`, and resumes it."""
+    def _load_snapshot(self, directory: Path) -> str:
+        """Loads a booted snapshot into the QEMU just started with `-incoming defer`, and resumes it.
+
+        Returns the fix-up command for the resumed guest (snapshot.fixup_command).
+        """
         started = time.monotonic()
         assert self.qmp is not None
         try:
             self.qmp.execute("migrate-set-capabilities", {"capabilities": [IGNORE_SHARED]})
             self.qmp.execute("migrate-incoming", {"uri": f"exec:cat {shlex.quote(str(directory / snapshot.STATE))}"})
             self._migration_done("restoring the booted snapshot")
+            before = time.time()
             self.qmp.execute("cont")
+            resumed = (before + time.time()) / 2
         except BaseException:
             self.release()
             raise
@@ -160,6 +177,7 @@ class Snapshots(Monitor):
             self._console.prepend((directory / snapshot.CONSOLE).read_text(errors="replace").splitlines())
         self._restore_pending = True
         self.log(f"restored a booted snapshot ({time.monotonic() - started:.2f} s; {directory.name})")
+        return fixup_after(snapshot.read_clock(directory), resumed)
 
     def _save_snapshot(self, scratch: Path) -> None:
         """Saves the booted guest into `scratch`, publishes it and restarts from it.
@@ -169,8 +187,12 @@ class Snapshots(Monitor):
         """
         assert self.qmp is not None and self.process is not None
         started = time.monotonic()
+        offset = self._guest_clock_offset()
         try:
+            before = time.time()
             self.qmp.execute("stop")
+            if offset is not None:
+                snapshot.write_clock(scratch, (before + time.time()) / 2 + offset)
             self.qmp.execute("migrate-set-capabilities", {"capabilities": [IGNORE_SHARED]})
             self.qmp.execute("migrate", {"uri": f"exec:cat > {shlex.quote(str(scratch / snapshot.STATE))}"})
             self._migration_done("saving the booted snapshot")
@@ -207,6 +229,8 @@ class Snapshots(Monitor):
         with self._command_lock, self.nested(f"saving snapshot {name!r}"):
             self.connect()
             self._monitor_ok(f"savevm {name}")
+            # The guest's clock stood still while QEMU saved (a second or more).
+            self._run_fixup(f"moving the clock on after saving snapshot {name!r}")
 
     def restore(self, name: str) -> None:
         """Brings the machine back to the state snapshot(name) saved: memory, devices and disk.
@@ -220,8 +244,38 @@ class Snapshots(Monitor):
             self.connect()
             self._monitor_ok(f"loadvm {name}")
             self._shell_buffer.clear()
-            self._restore_pending = True
-            self._finish_restore(count_boot=False)
+            self._run_fixup(f"setting the clock and reseeding after restoring snapshot {name!r}")
+
+    def _run_fixup(self, what: str) -> None:
+        """Moves the guest's clock to the host's, as measured now, and reseeds its RNG.
+
+        Measured, not computed: after savevm the guest's clock has stood still
+        for the save, after loadvm (measured here, QEMU 10) it has not gone
+        back to the save's time.
+        """
+        offset = self._guest_clock_offset()
+        command = snapshot.fixup_command() if offset is None else snapshot.fixup_command(shift=-offset)
+        status, output = self._run(command, timeout=FIXUP_TIMEOUT)
+        if status != 0:
+            raise self._broken(f"{what} failed: {output.decode(errors='replace').strip()}")
+
+    def _guest_clock_offset(self) -> float | None:
+        """The guest's wall clock minus the host's, in seconds (None if the guest cannot say).
+
+        Read with a builtin (bash's EPOCHREALTIME), so the round trip is a
+        few milliseconds and the error half of it.
+        """
+        sent = time.time()
+        status, output = self._run('echo "${EPOCHREALTIME/[!0-9]/.}"', timeout=30)
+        received = time.time()
+        try:
+            guest = float(output)
+        except ValueError:
+            guest = None
+        if status != 0 or guest is None:
+            self.log(f"cannot read the guest's clock (exit code {status}): it is set, not moved on")
+            return None
+        return guest - (sent + received) / 2
 
     def _check_snapshot_name(self, name: str) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
