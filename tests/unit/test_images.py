@@ -87,7 +87,7 @@ def test_config_layer_contents() -> None:
     assert "config/usr/lib/vmrig/protocol.bash" in entries
     assert "config/etc/systemd/system/sysinit.target.wants/vmrig-backdoor.service" in entries
     setup = entries["setup.sh"][2].decode()
-    assert "useradd" in setup and "--uid 1500" in setup and "--groups adm" in setup
+    assert "useradd" in setup and "--uid 1500" in setup and "usermod --append --groups adm alice" in setup
     assert "chown alice:root /etc/app.conf" in setup
     assert b"ip addr add 192.168.1.2/24 dev eth1" in entries["network.sh"][2]
     # no outside access unless asked for

@@ -162,6 +162,8 @@ def mount_script(mounts: list[Mount]) -> str:
 def setup_script(node: Node) -> str:
     """sh run in the node's root before systemd: users and file owners."""
     lines: list[str] = []
+    # Every user first, then the groups they join: a user may join another
+    # user's own group (alice in group bob), which must not exist before bob.
     for user_name, user in sorted(node.users.items()):
         args = ["useradd", "--shell", user.shell]
         args += ["--home-dir", user.home_directory(user_name), "--create-home"]
@@ -169,16 +171,22 @@ def setup_script(node: Node) -> str:
             args += ["--uid", str(user.uid)]
         if user.system:
             args.append("--system")
-        if user.groups:
-            for group in user.groups:
-                lines.append(f"getent group {shlex.quote(group)} >/dev/null || groupadd {shlex.quote(group)}")
-            args += ["--groups", ",".join(user.groups)]
-        args.append(user_name)
-        lines.append(f"id -u {shlex.quote(user_name)} >/dev/null 2>&1 || {shlex.join(args)}")
+        name = shlex.quote(user_name)
+        # A group of the user's name that the image already has becomes its primary group.
+        useradd = shlex.join(args)
+        lines.append(
+            f"id -u {name} >/dev/null 2>&1 || if getent group {name} >/dev/null;"
+            f" then {useradd} --gid {name} {name}; else {useradd} {name}; fi"
+        )
         if user.password == "":
-            lines.append(f"passwd -d {shlex.quote(user_name)} >/dev/null")
+            lines.append(f"passwd -d {name} >/dev/null")
         elif user.password is not None:
             lines.append(f"echo {shlex.quote(f'{user_name}:{user.password}')} | chpasswd")
+    for group in sorted({group for user in node.users.values() for group in user.groups}):
+        lines.append(f"getent group {shlex.quote(group)} >/dev/null || groupadd {shlex.quote(group)}")
+    for user_name, user in sorted(node.users.items()):
+        if user.groups:
+            lines.append(f"usermod --append --groups {shlex.quote(','.join(user.groups))} {shlex.quote(user_name)}")
     # Files under a user's home were copied in before the user existed, so
     # useradd found the home there, left it to root and copied no skeleton:
     # the home (what is in it too) goes to its user, then files that name an

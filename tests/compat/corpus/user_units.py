@@ -6,7 +6,9 @@ as the first command of the script (before any wait), then
 `systemctl --user` as alice), `systemctl(..., user="alice")` and
 `get_unit_property(..., user=)`, starting a second user unit on demand, the
 user manager surviving without a login session, and a user's home and the
-files in it belonging to the user (`users.users.alice.createHome`).
+files in it belonging to the user (`users.users.alice.createHome`), and a
+user in another user's group (`extraGroups = [ "bob" ]`, bob being a user
+declared after her).
 
 Debian packages standing in: none beyond the base image (systemd, dbus and
 libpam-systemd; logind and D-Bus start on demand when loginctl asks). The
@@ -46,7 +48,7 @@ ExecStart=/bin/sh -c 'echo greeted > /tmp/greeter-%u'
 
 nodes = {
     "machine": Node(
-        users={"alice": User()},
+        users={"alice": User(groups=["bob"]), "bob": User()},
         files={
             "/home/alice/.config/systemd/user/hello.service": File(content=HELLO, owner="alice", group="alice"),
             "/home/alice/.config/systemd/user/greeter.service": File(content=GREETER, owner="alice", group="alice"),
@@ -90,4 +92,9 @@ with subtest("the user manager stops when lingering ends"):
 with subtest("alice owns her home and the files in it"):
     for path in ["/home/alice", "/home/alice/.config", "/home/alice/.config/systemd/user/hello.service"]:
         t.assertEqual(machine.succeed(f"stat -c %U {path}").strip(), "alice", path)
+
+with subtest("alice is in bob's group, and bob is a user of his own"):
+    machine.succeed("id bob")
+    assert "bob" in machine.succeed("id -nG alice").split()
+    t.assertEqual(machine.succeed("id -ng bob").strip(), "bob")
 """
