@@ -8,19 +8,21 @@ environment, and kill the child if anything goes wrong on our side, so no
 helper survives an exception. A command that fails raises HostCommandFailed,
 which carries its argv, exit status and the tail of its stderr. Long-lived
 children are also started with a parent-death signal: they die with the
-driver even when it is SIGKILLed.
+driver even when it is SIGKILLed, whichever thread started them.
 
 Other modules do not import `subprocess`: the constants they need are here.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import os
 import shlex
 import shutil
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -245,20 +247,42 @@ def spawn(
 ) -> Child:
     """Starts a long-lived child that the kernel kills when this process dies.
 
-    The parent-death signal fires when the *thread* that started the child
-    ends, so call this from a thread that lives as long as the child should.
     The child has a process group of its own: Ctrl-C at the driver's prompt
-    interrupts the driver, not its machines and switches.
+    interrupts the driver, not its machines and switches. Callable from any
+    thread (a script may run machine commands in threads of its own).
     """
     setpriv = require_tool("setpriv")
-    return _start(
-        [str(part) for part in cmd],
-        prefix=(setpriv, "--pdeathsig", "KILL", "--"),
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        pass_fds=pass_fds,
-        env=env,
-        cwd=cwd,
-        own_group=True,
-    )
+
+    def start() -> Child:
+        return _start(
+            [str(part) for part in cmd],
+            prefix=(setpriv, "--pdeathsig", "KILL", "--"),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            pass_fds=pass_fds,
+            env=env,
+            cwd=cwd,
+            own_group=True,
+        )
+
+    # The parent-death signal fires when the *thread* that forked the child
+    # ends, not the process: a QEMU started from a script's short-lived thread
+    # was killed as that thread returned. The main thread and the spawner
+    # thread live as long as the process.
+    if threading.current_thread() is threading.main_thread():
+        return start()
+    return _spawner().submit(start).result()
+
+
+_SPAWNER: concurrent.futures.ThreadPoolExecutor | None = None
+_SPAWNER_LOCK = threading.Lock()
+
+
+def _spawner() -> concurrent.futures.ThreadPoolExecutor:
+    """One thread, started on first use, that forks long-lived children for the other threads."""
+    global _SPAWNER
+    with _SPAWNER_LOCK:
+        if _SPAWNER is None:
+            _SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vmrig-spawn")
+        return _SPAWNER

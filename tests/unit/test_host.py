@@ -74,12 +74,26 @@ def test_spawned_child_dies_with_its_parent(tmp_path: Path) -> None:
     assert parent.stdout is not None
     child_pid = int(parent.stdout.readline())
     assert Path(f"/proc/{child_pid}").exists()
-    parent.kill()
-    parent.wait()
-    deadline = time.monotonic() + 5
-    while alive(child_pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not alive(child_pid)
+    assert_dies_with(parent, child_pid)
+
+
+def test_a_child_spawned_from_a_thread_outlives_the_thread_and_dies_with_the_process(tmp_path: Path) -> None:
+    # A script may run a machine's first command (which starts QEMU) in a thread of its own.
+    script = (
+        "import threading, time\n"
+        "from vmrig import proc\n"
+        "children = []\n"
+        "thread = threading.Thread(target=lambda: children.append(proc.spawn(['sleep', '300'])))\n"
+        "thread.start(); thread.join(); time.sleep(0.5)\n"
+        "print(children[0].pid, children[0].poll(), flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    pid, status = parent.stdout.readline().split()
+    child_pid = int(pid)
+    assert status == "None" and alive(child_pid)  # the thread that started it has ended
+    assert_dies_with(parent, child_pid)
 
 
 def test_stop_kills_a_child_that_ignores_sigterm() -> None:
@@ -132,6 +146,16 @@ def test_cpu_seconds_counts_what_the_child_used() -> None:
         child.stop()
         child.wait()
     assert child.cpu_seconds() == 0.0  # reaped: nothing left to read
+
+
+def assert_dies_with(parent: subprocess.Popen[str], child_pid: int) -> None:
+    """SIGKILLs `parent` and expects its spawned child to be gone within 5 s."""
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while alive(child_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(child_pid)
 
 
 def alive(pid: int) -> bool:

@@ -1,6 +1,8 @@
 """Redis: a server and a client on another node.
 
-NixOS behaviours exercised: `wait_for_unit("redis-server")` (NixOS's unit for
+NixOS behaviours exercised: machines started by their first command in
+threads of the script's own (each thread waits for its machine's
+multi-user.target), `wait_for_unit("redis-server")` (NixOS's unit for
 the default instance is `redis.service`; Debian's is `redis-server.service`),
 `wait_for_open_port(6379)`, `redis-cli set/get` locally and from another node,
 `wait_until_succeeds` on a key that expires, a Unix socket checked with
@@ -34,7 +36,13 @@ nodes = {
 }
 
 test_script = """
-start_all()
+import threading
+
+booting = [threading.Thread(target=m.wait_for_unit, args=("multi-user.target",)) for m in (server, client)]
+for thread in booting:
+    thread.start()
+for thread in booting:
+    thread.join()
 server.wait_for_unit("network.target")
 server.wait_for_unit("redis-server")
 server.wait_for_open_port(6379)
