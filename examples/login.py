@@ -22,6 +22,7 @@ machine.wait_for_unit("multi-user.target")
 
 with subtest("a login prompt on tty1"):
     machine.wait_for_unit("getty@tty1.service")
+    machine.wait_until_succeeds("pgrep -f 'agetty.*tty1'")
     machine.wait_until_tty_matches("1", "login: ")
 
 with subtest("alice logs in on tty1"):
@@ -36,6 +37,7 @@ with subtest("Alt-F2 switches to tty2 and its own login prompt"):
     machine.send_key("alt-f2")
     machine.wait_until_succeeds("grep -qx tty2 /sys/class/tty/tty0/active")
     machine.wait_for_unit("getty@tty2.service")
+    machine.wait_until_succeeds("pgrep -f 'agetty.*tty2'")
     machine.wait_until_tty_matches("2", "login: ")
 
 with subtest("root logs in on tty2"):

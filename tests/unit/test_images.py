@@ -86,6 +86,8 @@ def test_config_layer_contents() -> None:
     # the backdoor always comes with the config layer
     assert "config/usr/lib/vmrig/protocol.bash" in entries
     assert "config/etc/systemd/system/sysinit.target.wants/vmrig-backdoor.service" in entries
+    # agetty is told its terminal's name, as NixOS's getty is
+    assert b"--noclear %I " in entries["config/etc/systemd/system/getty@.service.d/50-vmrig.conf"][2]
     setup = entries["setup.sh"][2].decode()
     assert "useradd" in setup and "--uid 1500" in setup and "usermod --append --groups adm alice" in setup
     assert "chown alice:root /etc/app.conf" in setup

@@ -18,9 +18,9 @@ from vmrig.spec import Node
 
 
 def test_wait_unit_instance_names() -> None:
-    assert wait_unit_for("multi-user.target") == "vmrig-wait@multi-user.target.service"
-    assert wait_unit_for("nginx") == "vmrig-wait@nginx.service.service"
-    assert wait_unit_for("user@1000.service") == "vmrig-wait@user@1000.service.service"
+    assert wait_unit_for("multi-user.target") == "vmrig-wait@multi-user.target.target"
+    assert wait_unit_for("nginx") == "vmrig-wait@nginx.service.target"
+    assert wait_unit_for("user@1000.service") == "vmrig-wait@user@1000.service.target"
 
 
 def test_a_failing_qemu_img_says_which_command_failed_and_why(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

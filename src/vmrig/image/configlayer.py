@@ -21,7 +21,7 @@ from vmrig.netcard import interface_name
 from vmrig.spec import Node
 
 BACKDOOR_UNIT = "vmrig-backdoor.service"
-WAIT_UNIT = "vmrig-wait@.service"
+WAIT_UNIT = "vmrig-wait@.target"
 NETWORK_TARGETS = ("network.target", "network-online.target")
 
 USER_NET_ADDRESS = "10.0.2.15/24"
@@ -254,6 +254,7 @@ def config_layer(
     # Nothing else pulls these targets in here; NixOS test VMs reach both.
     for target in NETWORK_TARGETS:
         link(f"/etc/systemd/system/multi-user.target.wants/{target}", f"/usr/lib/systemd/system/{target}")
+    put("/etc/systemd/system/getty@.service.d/50-vmrig.conf", (GUEST_DIR / "getty.conf").read_bytes())
     put("/etc/hostname", f"{name}\n".encode())
     put("/etc/machine-id", f"{machine_id(name)}\n".encode(), 0o444)
     put("/etc/hosts", hosts_file(name, network).encode())

@@ -26,14 +26,14 @@ UNIT_SUFFIXES = (
 
 
 def wait_unit_for(unit: str) -> str:
-    """The instance of vmrig-wait@.service that waits for `unit`.
+    """The instance of vmrig-wait@.target that waits for `unit`.
 
     Any unit name is a valid instance name, so it goes in as it is; a name
     without a suffix means a service, as for systemctl.
     """
     if not unit.endswith(UNIT_SUFFIXES):
         unit += ".service"
-    return f"vmrig-wait@{unit}.service"
+    return f"vmrig-wait@{unit}.target"
 
 
 class Systemd(Commands):
@@ -120,7 +120,7 @@ class Systemd(Commands):
     def _await_unit_job(self, unit: str, deadline: float) -> None:
         """Blocks until the job queued for `unit` (if any) has finished.
 
-        Starting vmrig-wait@<unit>.service, a no-op ordered after `unit`, lets
+        Starting vmrig-wait@<unit>.target, a target ordered after `unit`, lets
         PID 1 do the waiting: under emulation each `systemctl` call of a
         polling loop costs the booting guest about 0.2 s of its CPU.
         """
