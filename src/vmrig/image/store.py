@@ -63,6 +63,33 @@ BASE_PACKAGES = (
     "libpam-systemd",
     "procps",
     "kmod",
+    # What every NixOS machine has without asking, so that scripts calling
+    # curl, ping, getfacl, sudo or fgconsole run unchanged: NixOS's core and
+    # default packages (environment.corePackages, defaultPackages) where
+    # minbase lacks them, its network tools, the ssh client, sudo (enabled
+    # by default) and kbd (the console's tools).
+    "acl",
+    "attr",
+    "bzip2",
+    "cpio",
+    "curl",
+    "gawk",
+    "patch",
+    "xz-utils",
+    "less",
+    "libcap2-bin",
+    "whois",
+    "time",
+    "zstd",
+    "perl",
+    "rsync",
+    "strace",
+    "iputils-ping",
+    "net-tools",
+    "bind9-host",
+    "openssh-client",
+    "sudo",
+    "kbd",
 )
 # Documentation and translations: never needed by a test, slow to unpack.
 DPKG_EXCLUDES = ("/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*", "/usr/share/info/*")
