@@ -19,6 +19,8 @@ install -D -m 0644 "$guest/system.conf" "$root/etc/systemd/system.conf.d/50-vmri
 #   initramfs (networkd), /tmp lives on the root disk (tmp.mount), the journal
 #   in memory (journal-flush), first-boot, TPM, pstore, binfmt, hwdb, catalog,
 #   utmp and random-seed services, and some kernel file systems.
+# kmod-static-nodes stays: it makes /dev/net/tun, /dev/loop-control,
+# /dev/snd/timer... before their modules load, as Debian and NixOS have them.
 for unit in serial-getty@hvc0.service serial-getty@ttyS0.service \
         apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer \
         e2scrub_reap.service fstrim.timer systemd-timesyncd.service \
@@ -29,7 +31,7 @@ for unit in serial-getty@hvc0.service serial-getty@ttyS0.service \
         systemd-machine-id-commit.service systemd-firstboot.service systemd-pstore.service \
         systemd-random-seed.service systemd-update-utmp.service systemd-update-utmp-runlevel.service \
         systemd-tpm2-setup-early.service systemd-tpm2-setup.service tmp.mount \
-        kmod-static-nodes.service systemd-udev-load-credentials.service \
+        systemd-udev-load-credentials.service \
         modprobe@drm.service modprobe@efi_pstore.service modprobe@fuse.service \
         sys-kernel-debug.mount sys-kernel-tracing.mount dev-hugepages.mount \
         modprobe@configfs.service sys-kernel-config.mount systemd-sysusers.service; do

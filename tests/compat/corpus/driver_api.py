@@ -9,7 +9,9 @@ and `wait_for_unit("multi-user.target")`; `get_unit_info` and
 (newest NixOS driver); `subtest`; `wait_for_open_unix_socket` on a socket
 unit; `copy_from_vm` and its newer name `copy_from_machine`, then reading the
 copy under `os.environ["out"]` with `pathlib`; `execute` with
-`check_return=False`; `succeed` of several commands at once; `machines`.
+`check_return=False`; `succeed` of several commands at once; `machines`;
+commands every NixOS machine has (getfacl, ping, sudo, strace, rsync,
+mkpasswd, GNU awk, fgconsole) and its static device nodes (/dev/net/tun).
 
 Debian packages standing in: `python3` (a web server as a Service),
 `curl`; the socket unit is plain systemd (Accept=yes with a template
@@ -124,4 +126,11 @@ with subtest("files copied out of a machine land in the output directory"):
     web_1.copy_from_machine("/tmp/results", "from-web-1")
     answer = Path(os.environ.get("out", ".")) / "from-web-1" / "results" / "answer"
     t.assertEqual(answer.read_text().strip(), "42")
+
+with subtest("what a NixOS machine has without asking"):
+    # Tools of NixOS's core and default packages, nothing in the node's packages.
+    web_1.succeed("getfacl / && ping -c 1 -W 5 client_a && sudo -u nobody true && strace -V && rsync --version")
+    web_1.succeed("echo secret | mkpasswd -s && awk --version | grep -q GNU && fgconsole")
+    # Static device nodes, made before their modules load.
+    web_1.succeed("test -c /dev/net/tun && test -c /dev/loop-control")
 """
