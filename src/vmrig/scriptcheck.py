@@ -15,7 +15,7 @@ import ast
 import builtins
 import inspect
 import textwrap
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from vmrig.errors import TestFileError, did_you_mean
@@ -50,13 +50,16 @@ def check_script(
     known_names: Iterable[str],
     machine_names: Iterable[str],
     machine_methods: Iterable[str],
+    method_keywords: Mapping[str, frozenset[str] | None] | None = None,
 ) -> None:
     """Raise TestFileError (with the test file's line) for the first problem found in `script`.
 
     `first_line` is the test-file line of a string script's line 1; a
     function's own line numbers are used instead. `known_names` are the
     globals the driver provides, `machine_names` the machine variables and
-    `machine_methods` every attribute a machine has.
+    `machine_methods` every attribute a machine has; `method_keywords` the
+    keyword arguments each machine method accepts (None: any), for a
+    misspelt `timout=` found before the boot rather than after it.
     """
     extra_known: set[str] = set()
     if isinstance(script, str):
@@ -98,6 +101,16 @@ def check_script(
             kind = "method" if use.called else "attribute"
             message = f"{use.owner} has no {kind} {use.attribute!r}{did_you_mean(use.attribute, methods)}"
             problems.append(_Problem(use.line, use.column, message))
+    for call in scan.keyword_calls:
+        accepted = (method_keywords or {}).get(call.attribute)
+        if call.owner not in machines or call.owner in scan.bound or accepted is None:
+            continue
+        for keyword in call.keywords:
+            if keyword not in accepted:
+                message = (
+                    f"{call.owner}.{call.attribute}() has no argument {keyword!r}{did_you_mean(keyword, set(accepted))}"
+                )
+                problems.append(_Problem(call.line, call.column, message))
 
     if problems:
         first = min(problems, key=lambda problem: (problem.line, problem.column))
@@ -114,6 +127,15 @@ class _Problem:
 @dataclass(frozen=True)
 class _Read:
     name: str
+    line: int
+    column: int
+
+
+@dataclass(frozen=True)
+class _KeywordCall:
+    owner: str
+    attribute: str
+    keywords: tuple[str, ...]
     line: int
     column: int
 
@@ -142,6 +164,7 @@ class _Scan(ast.NodeVisitor):
         self.bound: set[str] = set()
         self.reads: list[_Read] = []
         self.attributes: list[_AttributeUse] = []
+        self.keyword_calls: list[_KeywordCall] = []  # `name.method(kw=...)`
         self.star_import = False
         self._called: set[int] = set()  # ids of Attribute nodes that are called
         self._guarded = 0  # depth of `try:` bodies that catch NameError
@@ -224,6 +247,11 @@ class _Scan(ast.NodeVisitor):
     def visit_Call(self, node: ast.Call) -> None:  # noqa: N802
         if isinstance(node.func, ast.Attribute):
             self._called.add(id(node.func))
+            names = tuple(keyword.arg for keyword in node.keywords if keyword.arg is not None)
+            if names and isinstance(node.func.value, ast.Name):
+                self.keyword_calls.append(
+                    _KeywordCall(node.func.value.id, node.func.attr, names, node.lineno, node.col_offset)
+                )
         self.generic_visit(node)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:  # noqa: N802

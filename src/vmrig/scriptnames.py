@@ -8,6 +8,8 @@ is read from the Machine class itself (public_attributes).
 
 from __future__ import annotations
 
+import inspect
+
 __all__ = ["DRIVER_SYMBOLS", "RESERVED_NAMES", "public_attributes"]
 
 # Every script's globals besides its machines and vlans (see Driver.test_symbols).
@@ -53,3 +55,19 @@ def public_attributes(cls: type) -> frozenset[str]:
     for klass in cls.__mro__:
         names.update(vars(klass).get("__annotations__", {}))
     return frozenset(name for name in names if not name.startswith("_"))
+
+
+def method_keywords(cls: type) -> dict[str, frozenset[str] | None]:
+    """Public method name -> the keyword arguments it accepts (None: any, it takes **kwargs)."""
+    keywords: dict[str, frozenset[str] | None] = {}
+    for name in public_attributes(cls):
+        member = getattr(cls, name, None)
+        if not inspect.isfunction(member):
+            continue
+        parameters = inspect.signature(member).parameters.values()
+        if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters):
+            keywords[name] = None
+            continue
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        keywords[name] = frozenset(parameter.name for parameter in parameters if parameter.kind in named) - {"self"}
+    return keywords

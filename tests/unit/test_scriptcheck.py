@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from vmrig.errors import TestFileError
+from vmrig.machine import Machine
 from vmrig.scriptcheck import check_script
-from vmrig.scriptnames import DRIVER_SYMBOLS
+from vmrig.scriptnames import DRIVER_SYMBOLS, method_keywords
 from vmrig.testfile import load_test_file
 
 DRIVER_NAMES = [*DRIVER_SYMBOLS, "vlan1"]
@@ -41,8 +42,11 @@ MACHINE_METHODS = [
     "block",
     "unblock",
     "require_unit_state",
+    "nested",
+    "log",
 ]
 MACHINES = ["node1", "node2"]
+KEYWORDS = method_keywords(Machine)
 
 FILE = "/tests/example.py"
 
@@ -55,6 +59,7 @@ def check(script: str | Callable[..., object], *, first_line: int = 1, machines:
         known_names=[*DRIVER_NAMES, *machines],
         machine_names=machines,
         machine_methods=MACHINE_METHODS,
+        method_keywords=KEYWORDS,
     )
 
 
@@ -419,3 +424,40 @@ def test_closure_variables_are_known() -> None:
         return test_script
 
     check(make())
+
+
+def test_a_misspelt_keyword_of_a_machine_method_is_found_before_the_boot() -> None:
+    error = check_error(
+        """
+        node1.wait_for_unit("sshd", timeout=30)
+        node1.wait_for_open_port(22,
+                                 timout=30)
+        """
+    )
+    assert error.line == 3
+    assert "node1.wait_for_open_port() has no argument 'timout'; did you mean 'timeout'?" in str(error)
+
+
+def test_nixos_keywords_of_machine_methods_pass() -> None:
+    check(
+        """
+        node1.execute("true", check_return=False, check_output=False, timeout=None)
+        node1.wait_for_unit(unit="default.target", user="alice", timeout=60)
+        node1.copy_from_vm(source="/etc/hostname", target_dir="out")
+        node1.send_key("ctrl-alt-delete", delay=0.1, log=False)
+        node1.start(allow_reboot=True)
+        with node1.nested("a block", attrs={"k": "v"}):
+            node1.log(msg="inside")
+        opts = {"timeout": 5}
+        node1.wait_for_file("/tmp/x", **opts)
+        """
+    )
+
+
+def test_keywords_are_not_checked_on_a_rebound_name_or_an_unknown_method() -> None:
+    check(
+        """
+        node2 = object()
+        node2.wait_for_unit("x", timout=1)
+        """
+    )

@@ -35,7 +35,7 @@ from vmrig.machine import Machine
 from vmrig.net.faults import Network
 from vmrig.net.vlan import VLan
 from vmrig.runenv import RunEnvironment
-from vmrig.scriptnames import DRIVER_SYMBOLS, public_attributes
+from vmrig.scriptnames import DRIVER_SYMBOLS, method_keywords, public_attributes
 from vmrig.spec import Node, python_name
 from vmrig.testfile import TestSpec
 from vmrig.timeouts import Duration, TimeoutScale
@@ -149,6 +149,7 @@ class Driver:
             known_names=[*self.script_names(), *self.spec.module_globals],
             machine_names=machine_vars,
             machine_methods=public_attributes(Machine),
+            method_keywords=method_keywords(Machine),
         )
 
     def uses_exchange_dir(self) -> bool:

@@ -104,11 +104,12 @@ class MachineBase(abc.ABC):
 
     # -- logging ---------------------------------------------------------------
 
-    def log(self, message: str) -> None:
-        self.logger.log(message, {"machine": self.name})
+    # NixOS's parameter names (msg, attrs), which scripts may pass as keywords.
+    def log(self, msg: str) -> None:
+        self.logger.log(msg, {"machine": self.name})
 
-    def nested(self, message: str) -> contextlib.AbstractContextManager[None]:
-        return self.logger.nested(message, {"machine": self.name})
+    def nested(self, msg: str, attrs: dict[str, str] | None = None) -> contextlib.AbstractContextManager[None]:
+        return self.logger.nested(msg, {**(attrs or {}), "machine": self.name})
 
     def console_tail(self, lines: int = CONSOLE_TAIL) -> str:
         return self._console.tail(self.name, lines)
