@@ -18,7 +18,10 @@
     │                               (raised by proc.run; exit 2); carries the
     │                               argv, the exit status and its stderr's tail
     ├── ImageBuildError             mmdebstrap, apt or a node's build commands
-    │                               failed; carries their message
+    │   │                           failed; carries their message
+    │   └── UnknownPackageError     apt has no such package; the driver
+    │                               reports it as a TestFileError at the
+    │                               package's line (exit 2)
     └── MachineError                a VM broke: QEMU died, the backdoor never
         │                           came up, QMP failed; names the node
         └── QMPError                QEMU refused a QMP command
@@ -110,6 +113,14 @@ class ImageBuildError(VmrigError):
     The HostCommandFailed of mmdebstrap or apt is its cause. A failure of the
     host tools around them (cp, mkfs.ext4, qemu-img) stays a HostCommandFailed.
     """
+
+
+class UnknownPackageError(ImageBuildError):
+    """apt could not find `packages` (names as the node gave them) in the suite."""
+
+    def __init__(self, message: str, packages: list[str]) -> None:
+        super().__init__(message)
+        self.packages = packages
 
 
 class MachineError(VmrigError):

@@ -298,6 +298,16 @@ def _get_nodes(namespace: dict[str, object], path: Path, assignments: _Assignmen
     return dict(nodes)
 
 
+def string_line(path: str | Path, text: str) -> int | None:
+    """The line of the first string literal `text` in the test file at `path` (None if it has none)."""
+    try:
+        tree = ast.parse(Path(path).read_bytes(), str(path))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    lines = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Constant) and node.value == text]
+    return min(lines, default=None)
+
+
 def _dict_key_line(value: ast.expr | None, key: object) -> int | None:
     """The line of `key` in a dict literal, if the expression is one and has it."""
     if not isinstance(value, ast.Dict):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import failing_tools
 
-from vmrig.errors import HostCommandFailed, ImageBuildError
+from vmrig.errors import HostCommandFailed, ImageBuildError, UnknownPackageError
 from vmrig.image import store as store_module
 from vmrig.image.configlayer import Interface, NodeNetwork, config_layer, hosts_file, machine_id, network_script
 from vmrig.image.cpio import CpioWriter
@@ -209,8 +209,9 @@ def test_a_failing_mkfs_says_which_command_failed_and_why(monkeypatch: pytest.Mo
 
 def test_apt_failing_in_the_chroot_is_an_image_build_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     failing_tools(monkeypatch, tmp_path, "unshare", message="E: Unable to locate package no-such-thing")
-    with pytest.raises(ImageBuildError, match=r"^apt could not find package\(s\): no-such-thing\n") as caught:
+    with pytest.raises(UnknownPackageError, match=r"^apt could not find package\(s\): no-such-thing\n") as caught:
         install_in_chroot(tmp_path / "root", ["no-such-thing"], [])
+    assert caught.value.packages == ["no-such-thing"] and isinstance(caught.value, ImageBuildError)
     cause = caught.value.__cause__
     assert isinstance(cause, HostCommandFailed) and cause.status == 1
     assert cause.argv[0] == str(tmp_path / "failing-bin" / "unshare")

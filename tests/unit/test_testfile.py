@@ -10,7 +10,7 @@ import pytest
 
 from vmrig.errors import TestFileError
 from vmrig.spec import Node, Options, SpecError
-from vmrig.testfile import TestSpec, load_test_file
+from vmrig.testfile import TestSpec, load_test_file, string_line
 
 HELLO = '''\
 from vmrig import Node, Service
@@ -664,3 +664,12 @@ def test_a_field_mistake_in_a_call_over_several_lines_points_at_the_field(tmp_pa
     path.write_text(path.read_text().replace("usr=", "user="))
     error = load_error(path)
     assert "Node.packages: invalid Debian package name 'Bad Name'" in str(error) and error.line == 9
+
+
+def test_string_line_finds_a_literal_where_it_is_written(tmp_path: Path) -> None:
+    path = tmp_path / "case.py"
+    path.write_text('nodes = {\n    "a": Node(packages=["curl",\n                        "nginx-ful"]),\n}\n')
+    assert string_line(path, "nginx-ful") == 3
+    assert string_line(path, "curl") == 2
+    assert string_line(path, "absent") is None
+    assert string_line(tmp_path / "missing.py", "curl") is None

@@ -27,7 +27,7 @@ from vmrig.debug import Debugger
 from vmrig.driver import namespace, polling, report
 from vmrig.driver.assemble import Assembler, with_ssh_backdoor
 from vmrig.driver.polling import PollingCondition
-from vmrig.errors import UsageError
+from vmrig.errors import TestFileError, UnknownPackageError, UsageError
 from vmrig.image.configlayer import NodeNetwork
 from vmrig.image.store import ImageStore, NodeImage
 from vmrig.log import Logger
@@ -37,7 +37,7 @@ from vmrig.net.vlan import VLan
 from vmrig.runenv import RunEnvironment
 from vmrig.scriptnames import DRIVER_SYMBOLS, method_keywords, public_attributes
 from vmrig.spec import Node, python_name
-from vmrig.testfile import TestSpec
+from vmrig.testfile import TestSpec, string_line
 from vmrig.timeouts import Duration, TimeoutScale
 from vmrig.timer import PausableTimer
 
@@ -165,7 +165,16 @@ class Driver:
             for name in self.machine_names():
                 node = self.spec.nodes[name]
                 with self.logger.nested(f"image for {name}"):
-                    self.node_images[name] = self.images.node_image(node, options.suite, options.mirror)
+                    try:
+                        self.node_images[name] = self.images.node_image(node, options.suite, options.mirror)
+                    except UnknownPackageError as error:
+                        package = error.packages[0]
+                        raise TestFileError(
+                            f"nodes[{name!r}]: Debian {options.suite} has no package {package!r}"
+                            f" (apt could not find {', '.join(error.packages)})",
+                            self.spec.path,
+                            string_line(self.spec.path, package),
+                        ) from error
         return self.node_images
 
     def network_of(self, name: str, number: int, node: Node) -> NodeNetwork:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vmrig import proc
 from vmrig.contract import GUEST_DIR
-from vmrig.errors import HostCommandFailed, ImageBuildError
+from vmrig.errors import HostCommandFailed, ImageBuildError, UnknownPackageError
 from vmrig.image.cpio import CpioWriter
 
 # Modules the initramfs loads: the root disk and the network cards (their
@@ -116,7 +116,7 @@ def install_in_chroot(tree: Path, packages: list[str], commands: list[str]) -> N
         missing = re.findall(r"E: Unable to locate package (\S+)", output.decode(errors="replace"))
         if missing:
             found = ", ".join(missing)
-            raise ImageBuildError(f"apt could not find package(s): {found}\n{apt_tail(output)}") from error
+            raise UnknownPackageError(f"apt could not find package(s): {found}\n{apt_tail(output)}", missing) from error
         raise ImageBuildError(
             f"building the package layer failed (exit status {error.status}):\n{apt_tail(output, 40)}"
         ) from error
