@@ -94,6 +94,10 @@ def test_execute_status_and_fresh_shell_each_time(node: Machine) -> None:
     assert node.execute("x", check_return=False)[0] == -1
     assert node.execute("true", check_output=False) == (-2, "")
     assert node.succeed("echo after an unread command") == "after an unread command\n"
+    # bash's own words for a missing command, as under NixOS's `bash -c` (no vmrig file in them)
+    as_nixos = node.execute("bash -c vmrig-no-such-command 2>&1")
+    assert as_nixos[1].startswith("bash: line 1: vmrig-no-such-command")
+    assert node.execute("vmrig-no-such-command 2>&1") == as_nixos
 
 
 def test_output_edge_cases(node: Machine) -> None:

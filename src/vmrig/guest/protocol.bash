@@ -3,6 +3,15 @@
 # commands, and nothing is executed per command but the command itself.
 unset BASH_ENV
 set -m  # each command its own process group, so a timeout kills it whole
+# Commands are evaluated by __vmrig_eval, from a file sourced by the name
+# "bash": bash starts its error messages with the name of the file a function
+# comes from, so a missing command reads "bash: fgconsole: command not found"
+# as under NixOS's `bash -c`, not "/usr/lib/vmrig/protocol.bash: line 22: ...".
+__vmrig_cwd=$PWD
+cd /usr/lib/vmrig && shopt -u sourcepath && source bash
+shopt -s sourcepath
+cd "$__vmrig_cwd" || cd /
+unset __vmrig_cwd
 exec 8<>/run/vmrig/out 9<>/run/vmrig/watchdog
 # __vmrig_run NONCE TIMEOUT CMD [INPUT_BYTES]
 # Prints "NONCE B", the command's stdout, then "\nNONCE E STATUS", all through
@@ -17,9 +26,9 @@ __vmrig_run() {
     fi
     printf '%s B\n' "$nonce" >&8
     if [[ -n $input ]]; then
-        (set -euo pipefail; eval "$cmd") <"$input" >&8 &
+        (set -euo pipefail; __vmrig_eval "$cmd") <"$input" >&8 &
     else
-        (set -euo pipefail; eval "$cmd") </dev/null >&8 &
+        (set -euo pipefail; __vmrig_eval "$cmd") </dev/null >&8 &
     fi
     pid=$!
     # The watchdog ends the command when its time is up (status 124) or when

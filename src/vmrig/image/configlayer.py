@@ -242,6 +242,7 @@ def config_layer(
     # The driver's end of the guest contract, always the version this driver speaks.
     put("/usr/lib/vmrig/backdoor", (GUEST_DIR / "backdoor").read_bytes(), 0o755)
     put("/usr/lib/vmrig/protocol.bash", (GUEST_DIR / "protocol.bash").read_bytes())
+    put("/usr/lib/vmrig/bash", (GUEST_DIR / "bash").read_bytes())
     # machine.shell_interact()'s guest side; started only when asked for.
     put("/usr/lib/vmrig/shell", (GUEST_DIR / "shell").read_bytes(), 0o755)
     # get_window_names()'s guest side.
