@@ -42,6 +42,7 @@ PUBLIC_NAMES = frozenset(
     {
         "block",
         "boot_count",
+        "channel_free_within",
         # the screen (machine/screen.py)
         "get_screen_text",
         "get_screen_text_variants",

@@ -206,25 +206,45 @@ def test_build_interactive_builds_what_run_interactive_boots(vm_tmp: Path) -> No
     assert "building image" not in second.stderr
 
 
-def test_global_timeout_stops_vms_and_keeps_logs(vm_tmp: Path) -> None:
-    path = write_test_file(
+def slow_node_test(vm_tmp: Path, first: str, second: str) -> Path:
+    """A test file whose one node, `slow`, runs the script lines `first` (file line 4) and `second` (line 5)."""
+    return write_test_file(
         vm_tmp,
         f"""
         from vmrig import Node
         nodes = {{"slow": {PLAIN_NODE}}}
         test_script = '''
-        slow.succeed("echo reached-the-guest > /dev/ttyS0")
-        slow.succeed("sleep 600")
+        {first}
+        {second}
         '''
         """,
     )
+
+
+def test_global_timeout_stops_vms_and_keeps_logs(vm_tmp: Path) -> None:
+    path = slow_node_test(vm_tmp, 'slow.succeed("echo reached-the-guest > /dev/ttyS0")', 'slow.succeed("sleep 600")')
     started = time.monotonic()
     result = run_vmrig("run", path, "--global-timeout", "60", "--junit-xml", "j.xml", tmpdir=vm_tmp)
     assert result.returncode == 1
     assert time.monotonic() - started < 200
     assert "global timeout of 60 seconds reached" in result.stderr
     assert "slow # reached-the-guest" in result.stderr
+    # where the script was, and the machine's last console lines, in the failure report
+    assert re.search(r'!!! the script was at:\n!!!   File ".*case.py", line 5, in <module>', result.stderr)
+    assert '!!!     slow.succeed("sleep 600")' in result.stderr
+    assert "!!! last console lines of slow:" in result.stderr
     assert (vm_tmp / "j.xml").exists()
+    assert qemu_pids_for(str(vm_tmp)) == []
+
+
+def test_global_timeout_saves_the_terminal_of_a_machine_between_commands(vm_tmp: Path) -> None:
+    path = slow_node_test(
+        vm_tmp, 'slow.succeed("echo on-the-terminal > /dev/tty1")', 'slow.wait_until_succeeds("test -e /never")'
+    )
+    result = run_vmrig("run", "--no-serial", path, "--global-timeout", "40", "-o", "out", tmpdir=vm_tmp)
+    assert result.returncode == 1
+    assert "saved for the failure: " in result.stderr, result.stderr[-2000:]
+    assert "on-the-terminal" in (vm_tmp / "out" / "slow-tty.txt").read_text()
     assert qemu_pids_for(str(vm_tmp)) == []
 
 

@@ -110,6 +110,7 @@ class Driver:
         self.timed_out = False
         self._extra_machines: list[Machine] = []
         self._timer: PausableTimer | None = None
+        self._timed_out_at: BaseException | None = None  # what ended the script when the timeout hit
         self._timeout_interrupt_sent = threading.Event()
         self.debug = Debugger(logger, on_failure=debug_on_failure, timer=lambda: self._timer, focus=spec.script_path)
         self._namespace: dict[str, Any] | None = None
@@ -364,12 +365,13 @@ class Driver:
         try:
             passed = self._run_script()
             self._await_timeout_interrupt()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             if not self.timed_out:
                 raise
+            self._timed_out_at = self._timed_out_at or interrupt
             passed = False
         if self.timed_out:
-            self.report_failure(None)
+            self.report_failure(self._timed_out_at)
             return False
         return passed
 
@@ -380,7 +382,8 @@ class Driver:
                 run()
         except Exception as error:  # the script's own errors are test failures
             if self.timed_out:
-                return False  # the timeout stopped the VMs under the script's command
+                self._timed_out_at = error  # the timeout stopped the VMs under the script's command
+                return False
             self.failure = error
             self.report_failure(error)
             self.debug.failure(error)  # --debug-on-failure: a prompt at the failing line
@@ -421,6 +424,8 @@ class Driver:
         """Runs on the timer thread when the global timeout is reached."""
         self.timed_out = True
         self.logger.error("timeout reached; test terminating...")
+        # The script's command may still hold a machine's channel: its terminal is then left out.
+        report.save_evidence(self.logger, self.all_machines(), self.out_dir, wait=2.0)
         for machine in self.all_machines():
             machine.release()
         # A real SIGINT, unlike _thread.interrupt_main(), also ends a sleep or a
@@ -434,7 +439,7 @@ class Driver:
     def report_failure(self, error: BaseException | None) -> None:
         """Logs a failure the way a script author wants to see it."""
         if self.timed_out:
-            report.report_timeout(self.logger, self.global_timeout)
+            report.report_timeout(self.logger, self.global_timeout, error, self.spec.script_path, self.all_machines())
             return
         assert error is not None
         report.report_error(self.logger, error, self.spec.script_path)

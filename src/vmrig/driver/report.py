@@ -12,10 +12,24 @@ from vmrig.machine import Machine
 from vmrig.machine.terminal import decode_vcsa
 
 
-def report_timeout(logger: Logger, global_timeout: float | None) -> None:
-    """Logs that the global timeout ended the test."""
+def report_timeout(
+    logger: Logger, global_timeout: float | None, error: BaseException | None, script_path: str, machines: list[Machine]
+) -> None:
+    """Logs that the global timeout ended the test: where the script was, and each machine's last console lines."""
     message = f"global timeout of {global_timeout:g} seconds reached"
-    logger.log_test_error(message)
+    lines = [message]
+    frames = scripttrace.script_frames(error.__traceback__, script_path) if error is not None else []
+    if frames:
+        lines.append("the script was at:")
+        for frame in frames:
+            lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
+            if frame.line:
+                lines.append(f"    {frame.line}")
+    for machine in machines:
+        if machine.booted or machine.boot_count:
+            lines.append(f"last console lines of {machine.name}:")
+            lines.append(machine.console_tail())
+    logger.log_test_error("\n".join(lines))
     logger.mark_failed(message)
 
 
@@ -42,14 +56,24 @@ def format_error(error: BaseException, script_path: str) -> str:
     return "\n".join(lines)
 
 
-def save_evidence(logger: Logger, machines: list[Machine], out_dir: Path) -> list[Path]:
+def save_evidence(logger: Logger, machines: list[Machine], out_dir: Path, *, wait: float | None = None) -> list[Path]:
     """After a failure: each running machine's active terminal as text, and a screenshot
-    of each one with a display, in `out_dir` named after the machine. Returns the files."""
+    of each one with a display, in `out_dir` named after the machine. Returns the files.
+
+    `wait`: how long (seconds) a machine's command channel may stay busy with
+    another thread's command before its terminal is left out (the global
+    timeout saves evidence while the script's command still runs).
+    """
     saved: list[Path] = []
     for machine in machines:
         if not machine.is_up():
             continue
-        with contextlib.suppress(MachineError, RequestedAssertionFailed, OSError, ValueError):
+        with (
+            machine.channel_free_within(-1 if wait is None else wait) as free,
+            contextlib.suppress(MachineError, RequestedAssertionFailed, OSError, ValueError),
+        ):
+            if not free:
+                raise MachineError(f"{machine.name}: the command channel is busy")
             # tty 0 is the terminal in the foreground (vcs(4))
             status, text = machine.execute("cat /dev/vcsa", timeout=5)
             if status == 0:

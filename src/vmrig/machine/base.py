@@ -13,7 +13,7 @@ import contextlib
 import shutil
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vmrig import proc
@@ -110,6 +110,16 @@ class MachineBase(abc.ABC):
 
     def nested(self, msg: str, attrs: dict[str, str] | None = None) -> contextlib.AbstractContextManager[None]:
         return self.logger.nested(msg, {**(attrs or {}), "machine": self.name})
+
+    @contextlib.contextmanager
+    def channel_free_within(self, seconds: float) -> Iterator[bool]:
+        """Holds the command channel if no other thread's command keeps it for `seconds`; yields whether it does."""
+        held = self._command_lock.acquire(timeout=seconds)
+        try:
+            yield held
+        finally:
+            if held:
+                self._command_lock.release()
 
     def console_tail(self, lines: int = CONSOLE_TAIL) -> str:
         return self._console.tail(self.name, lines)
