@@ -14,6 +14,7 @@ from tests.conftest import failing_tools
 
 from vmrig.errors import HostCommandFailed, ImageBuildError, UnknownPackageError
 from vmrig.image import store as store_module
+from vmrig.image.build import STATIC_NODES_CONF, static_nodes_tmpfiles
 from vmrig.image.configlayer import Interface, NodeNetwork, config_layer, hosts_file, machine_id, network_script
 from vmrig.image.cpio import CpioWriter
 from vmrig.image.store import BaseImage, ImageStore, install_in_chroot, key_of, make_disk
@@ -238,8 +239,13 @@ def test_a_kernel_the_packages_install_is_the_one_the_node_boots(
         (modules / "kernel" / "ext4.ko").write_bytes(b"ext4 module")
         (modules / "kernel" / "jbd2.ko").write_bytes(b"jbd2 module")
         (modules / "modules.dep").write_text("kernel/ext4.ko: kernel/jbd2.ko\nkernel/jbd2.ko:\n")
+        (modules / "modules.devname").write_text("snd_timer snd/timer c116:33\n")
 
-    def disk(_tree: Path, path: Path) -> int:
+    static_nodes: list[str] = []
+
+    def disk(tree: Path, path: Path) -> int:
+        if (tree / STATIC_NODES_CONF).exists():
+            static_nodes.append((tree / STATIC_NODES_CONF).read_text())
         path.write_bytes(b"disk")
         return 1024
 
@@ -253,6 +259,29 @@ def test_a_kernel_the_packages_install_is_the_one_the_node_boots(
     entries = read_newc(generic.initrd.read_bytes())
     assert entries["modules/ext4.ko"][2] == b"ext4 module"
     assert entries["modules.order"][2] == b"jbd2.ko\next4.ko\n"  # dependencies first
+    # The image's static device nodes are its own kernel's.
+    assert static_nodes == ["d /dev/snd 0755 - - -\nc! /dev/snd/timer 0600 - - - 116:33\n"]
 
     cloud = store.node_image(Node(packages=["curl"]), "trixie")
     assert (cloud.kernel, cloud.initrd) == (base.path / "vmlinuz", base.initrd)
+
+
+def test_static_device_nodes_as_kmod_lists_them() -> None:
+    devname = (
+        "# Device nodes to trigger on-demand module loading.\n"
+        "tun net/tun c10:200\n"
+        "loop loop-control c10:237\n"
+        "snd_seq snd/seq c116:1\n"
+        "snd_timer snd/timer c116:33\n"
+        "\n"
+    )
+    assert static_nodes_tmpfiles(devname) == (
+        "d /dev/net 0755 - - -\n"
+        "c! /dev/net/tun 0600 - - - 10:200\n"
+        "c! /dev/loop-control 0600 - - - 10:237\n"
+        "d /dev/snd 0755 - - -\n"  # each directory once
+        "c! /dev/snd/seq 0600 - - - 116:1\n"
+        "c! /dev/snd/timer 0600 - - - 116:33\n"
+    )
+    with pytest.raises(ImageBuildError, match="modules.devname line 2"):
+        static_nodes_tmpfiles("tun net/tun c10:200\ntun net/tun 10:200\n")

@@ -19,8 +19,15 @@ install -D -m 0644 "$guest/system.conf" "$root/etc/systemd/system.conf.d/50-vmri
 #   initramfs (networkd), /tmp lives on the root disk (tmp.mount), the journal
 #   in memory (journal-flush), first-boot, TPM, pstore, binfmt, hwdb, catalog,
 #   utmp and random-seed services, and some kernel file systems.
-# kmod-static-nodes stays: it makes /dev/net/tun, /dev/loop-control,
-# /dev/snd/timer... before their modules load, as Debian and NixOS have them.
+# - work done once when the image is built instead of at every boot: the
+#   static device nodes (/dev/net/tun, /dev/loop-control...: the image keeps
+#   their list in /usr/lib/tmpfiles.d/static-nodes.conf), /dev's second
+#   tmpfiles pass where systemd has an early one (they differ only for users
+#   that sysusers would make, and the image has them all), the root file
+#   system's remount (the initramfs mounts it rw already), and loading the
+#   modules of Debian's empty /etc/modules (modules-load.d's own files still
+#   load). All four ran before sysinit.target on the guest's one CPU:
+#   systemd-analyze blame gave them 1.4, 0.75, 1.7 and 1.5 s under emulation.
 for unit in serial-getty@hvc0.service serial-getty@ttyS0.service \
         apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer \
         e2scrub_reap.service fstrim.timer systemd-timesyncd.service \
@@ -34,9 +41,14 @@ for unit in serial-getty@hvc0.service serial-getty@ttyS0.service \
         systemd-udev-load-credentials.service \
         modprobe@drm.service modprobe@efi_pstore.service modprobe@fuse.service \
         sys-kernel-debug.mount sys-kernel-tracing.mount dev-hugepages.mount \
-        modprobe@configfs.service sys-kernel-config.mount systemd-sysusers.service; do
+        modprobe@configfs.service sys-kernel-config.mount systemd-sysusers.service \
+        kmod-static-nodes.service systemd-remount-fs.service; do
     ln -sf /dev/null "$root/etc/systemd/system/$unit"
 done
+if [ -e "$root/usr/lib/systemd/system/systemd-tmpfiles-setup-dev-early.service" ]; then
+    ln -sf /dev/null "$root/etc/systemd/system/systemd-tmpfiles-setup-dev.service"
+fi
+rm -f "$root/etc/modules-load.d/modules.conf"
 # The getty generator is masked below (it would start serial gettys), so
 # tty1's getty is wanted explicitly, as Debian's own preset does.
 mkdir -p "$root/etc/systemd/system/getty.target.wants" "$root/etc/systemd/system/multi-user.target.wants"

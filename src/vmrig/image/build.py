@@ -183,3 +183,47 @@ def build_initramfs(root: Path, kernel_version: str, modules: tuple[str, ...] = 
     archive.file("modules.order", "".join(f"{name}\n" for name in order).encode())
     archive.close()
     return buffer.getvalue()
+
+
+# Where the static device nodes' tmpfiles entries go. kmod-static-nodes.service
+# writes the same list to /run/tmpfiles.d/static-nodes.conf at every boot, an
+# exec of kmod (it links libcrypto) that took 1.4 s of the emulated boot's
+# path to basic.target; the list only changes with the kernel, so it is written
+# once per image and that unit is masked. (/run's file, should the unit be
+# unmasked, overrides this one: same name.)
+STATIC_NODES_CONF = Path("usr/lib/tmpfiles.d/static-nodes.conf")
+
+
+def static_nodes_tmpfiles(modules_devname: str) -> str:
+    """The tmpfiles.d lines that `kmod static-nodes --format=tmpfiles` gives for `modules_devname`.
+
+    `modules_devname` is a kernel's `modules.devname` ("module devname
+    c|b major:minor" per line). Each node becomes `c! /dev/<name> 0600 - - -
+    major:minor` (udev's `static_node=` rules set their real modes), and
+    each directory above one a `d /dev/<dir> 0755 - - -` line first.
+    Raises ImageBuildError on a line of another shape.
+    """
+    lines: list[str] = []
+    directories: set[str] = set()
+    for number, line in enumerate(modules_devname.splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split()
+        if len(fields) != 3 or fields[2][:1] not in ("c", "b") or not re.fullmatch(r"\d+:\d+", fields[2][1:]):
+            raise ImageBuildError(f"modules.devname line {number} is not `module name c|bMAJOR:MINOR`: {line!r}")
+        _module, name, device = fields
+        parent = os.path.dirname(name)
+        if parent and parent not in directories:
+            directories.add(parent)
+            lines.append(f"d /dev/{parent} 0755 - - -")
+        lines.append(f"{device[0]}! /dev/{name} 0600 - - - {device[1:]}")
+    return "".join(f"{line}\n" for line in lines)
+
+
+def write_static_nodes(root: Path, kernel_version: str) -> None:
+    """Writes the static device nodes of `root`'s kernel `kernel_version` as a tmpfiles.d file in `root`."""
+    devname = root / "lib" / "modules" / kernel_version / "modules.devname"
+    text = static_nodes_tmpfiles(devname.read_text()) if devname.is_file() else ""
+    target = root / STATIC_NODES_CONF
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)

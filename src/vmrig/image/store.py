@@ -46,6 +46,7 @@ from vmrig.image.build import (
     disk_usage,
     install_in_chroot,
     make_disk,
+    write_static_nodes,
 )
 from vmrig.spec import Node
 
@@ -101,8 +102,9 @@ LAST_USED = "last-used"
 ProgressFn = Callable[[str], None]
 
 
-# The base layer's files; bumped when what a base layer holds changes (2: vmlinux).
-BASE_LAYOUT = 2
+# The base layer's files; bumped when what a base layer holds changes (2: vmlinux,
+# 3: the static device nodes' tmpfiles.d list).
+BASE_LAYOUT = 3
 # Guest files that go into the base image; the others travel in the config layer.
 BASE_GUEST_FILES = ("customize.sh", "init", "journald.conf", "system.conf")
 
@@ -144,7 +146,9 @@ def _kernel_versions(root: Path) -> set[str]:
 
 def _write_boot_files(root: Path, version: str, into: Path, modules: tuple[str, ...]) -> None:
     """`root`'s kernel `version` into `into`: vmlinuz, the unpacked PVH vmlinux where it has
-    that entry, and vmrig's initramfs with `modules` (and their dependencies)."""
+    that entry, and vmrig's initramfs with `modules` (and their dependencies); and into
+    `root` the tmpfiles.d list of that kernel's static device nodes."""
+    write_static_nodes(root, version)
     vmlinuz = root / "boot" / f"vmlinuz-{version}"
     shutil.copyfile(vmlinuz, into / "vmlinuz")
     unpacked = bootkernel.pvh_kernel(vmlinuz.read_bytes())
