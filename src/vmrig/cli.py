@@ -76,10 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run NixOS-style integration tests in QEMU virtual machines built from Debian.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every host command vmrig runs")
+    # -v after the command too (`vmrig run -v test.py`); SUPPRESS keeps the
+    # main parser's value when the command's own -v is absent.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log every host command vmrig runs"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
         "run",
+        parents=[verbose],
         help="build the images a test needs, boot its machines and run its script",
         description="Build what is missing, boot the test's machines and run its test script. "
         "Exit status: 0 passed, 1 failed, 2 bad usage or test file.",
@@ -145,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ssh_command = commands.add_parser(
         "ssh",
+        parents=[verbose],
         help="log into a node of a running session that has the SSH backdoor",
         description="Log into NODE of the vmrig session running with Options(ssh_backdoor=True) "
         "(found through $TMPDIR/vm-state-NODE), or run COMMAND there.",
@@ -153,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     ssh_command.add_argument("remote_command", nargs=argparse.REMAINDER, metavar="COMMAND", help="run this instead")
     ssh_command.set_defaults(handler=command_ssh)
 
-    build = commands.add_parser("build", help="only build the images a test needs")
+    build = commands.add_parser("build", parents=[verbose], help="only build the images a test needs")
     build.add_argument("testfile", type=Path, help="the test file")
     build.add_argument(
         "-I",
@@ -163,14 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.set_defaults(handler=command_build, no_interactive_config=False)
 
-    check = commands.add_parser("check", help="check a test file and its script without booting anything")
+    check = commands.add_parser(
+        "check", parents=[verbose], help="check a test file and its script without booting anything"
+    )
     check.add_argument("testfile", type=Path, help="the test file")
     check.add_argument(
         "-I", "--interactive", action="store_true", help="with the test file's interactive overrides merged in"
     )
     check.set_defaults(handler=command_check, no_interactive_config=False)
 
-    gc = commands.add_parser("gc", help="remove cached images that have not been used for a while")
+    gc = commands.add_parser("gc", parents=[verbose], help="remove cached images that have not been used for a while")
     gc.add_argument(
         "--older-than",
         type=float,

@@ -43,3 +43,19 @@ def test_build_with_a_failing_host_command_prints_one_message(monkeypatch: pytes
     assert "error: command failed (exit status 1): " in result.stderr
     assert "mkfs.ext4: No space left on device" in result.stderr
     assert not list(cache.glob("image-*"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "verbose"),
+    [
+        (["-v", "run", "t.py"], True),
+        (["run", "-v", "t.py"], True),
+        (["run", "t.py", "--verbose"], True),
+        (["check", "-v", "t.py"], True),
+        (["gc", "-v"], True),
+        (["run", "t.py"], False),
+        (["build", "t.py"], False),
+    ],
+)
+def test_verbose_is_taken_before_or_after_the_command(argv: list[str], verbose: bool) -> None:
+    assert cli.build_parser().parse_args(argv).verbose is verbose
