@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, VMRIG, run_vmrig, write_test_file
+from vmrig.image.store import BaseImage, ImageStore, host_mirror, key_of
 from vmrig.runenv import cache_dir
+from vmrig.spec import Node
 
 pytestmark = pytest.mark.vm
 
@@ -166,9 +168,15 @@ def test_unknown_package_names_it(vm_tmp: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert f"{path}:2: nodes['a']: Debian " in result.stderr
     assert "has no package 'vmrig-no-such-package'" in result.stderr
-    # nothing that looks finished was left in the cache
+    # Nothing of this image was left in the cache, finished or not (other
+    # tests' builds may have scratch directories there at the same time).
     cache = cache_dir(os.environ)
-    assert not list((cache / "tmp").glob("image-*")) if (cache / "tmp").exists() else True
+    store = ImageStore(cache)
+    base = BaseImage(key_of(store.base_inputs("trixie", host_mirror())), cache / "unused")
+    image = f"image-{key_of(store.image_inputs(base, Node(packages=['curl', 'vmrig-no-such-package'])))}"
+    assert (cache / "tmp").is_dir()  # where the build's scratch directory was
+    assert not (cache / image).exists()
+    assert not list((cache / "tmp").glob(f"{image}.*"))
 
 
 def test_cache_hit_runs_no_mmdebstrap(vm_tmp: Path) -> None:
