@@ -72,23 +72,28 @@ def save_evidence(logger: Logger, machines: list[Machine], out_dir: Path, *, wai
             machine.channel_free_within(-1 if wait is None else wait) as free,
             contextlib.suppress(MachineError, RequestedAssertionFailed, OSError, ValueError),
         ):
-            if not free:
-                raise MachineError(f"{machine.name}: the command channel is busy")
-            # tty 0 is the terminal in the foreground (vcs(4))
-            status, text = machine.execute("cat /dev/vcsa", timeout=5)
-            if status == 0:
-                screen = decode_vcsa(text.encode(errors="surrogateescape")).text.rstrip()
-                if not screen.strip():
-                    # Nothing written yet, or a terminal in graphics mode (X on vt7).
-                    shown = "its screenshot, " if machine.config.display else ""
-                    screen = f"(the active terminal shows no text; see {shown}the console and the journal)"
-                out_dir.mkdir(parents=True, exist_ok=True)
-                path = out_dir / f"{machine.name}-tty.txt"
-                path.write_text(screen + "\n")
-                saved.append(path)
+            if free:  # else another thread's command still holds the channel
+                saved.append(_save_terminal(machine, out_dir))
         if machine.config.display:
             with contextlib.suppress(MachineError, OSError):
                 saved.append(machine.screenshot(str(out_dir / f"{machine.name}-failure.png")))
     if saved:
         logger.log_test_error("saved for the failure: " + ", ".join(str(path) for path in saved))
     return saved
+
+
+def _save_terminal(machine: Machine, out_dir: Path) -> Path:
+    """The machine's active terminal as text in `out_dir`; raises MachineError when it cannot be read."""
+    # tty 0 is the terminal in the foreground (vcs(4))
+    status, text = machine.execute("cat /dev/vcsa", timeout=5)
+    if status != 0:
+        raise MachineError(f"{machine.name}: cannot read /dev/vcsa (exit code {status})")
+    screen = decode_vcsa(text.encode(errors="surrogateescape")).text.rstrip()
+    if not screen.strip():
+        # Nothing written yet, or a terminal in graphics mode (X on vt7).
+        shown = "its screenshot, " if machine.config.display else ""
+        screen = f"(the active terminal shows no text; see {shown}the console and the journal)"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{machine.name}-tty.txt"
+    path.write_text(screen + "\n")
+    return path
