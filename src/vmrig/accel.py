@@ -35,7 +35,7 @@ QEMU_FIX = (
 @functools.cache
 def qemu_version(qemu: str) -> tuple[int, int]:
     """(major, minor) of the QEMU binary `qemu`, from `qemu --version`."""
-    out = proc.run([qemu, "--version"], timeout=30).stdout.decode(errors="replace")
+    out = qemu_argv.version_text(qemu)
     found = re.search(r"version (\d+)\.(\d+)", out)
     if found is None:
         raise UsageError(f"cannot tell the version of {qemu} from: {out.strip()!r}")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from pathlib import Path
 
+from vmrig.contract import GUEST_DIR
 from vmrig.image import snapshot
 from vmrig.machine import snapshots
 
@@ -75,17 +77,15 @@ def test_a_guest_is_quiet_after_a_second_of_little_cpu() -> None:
 
 def test_fixup_command_sets_the_clock_and_reseeds() -> None:
     command = snapshot.fixup_command(now=1764500000.25, seed=bytes(range(4)))
-    assert command.startswith("perl -e '") and command.endswith("' 00010203 = 1764500000 250000000")
-    assert "0x5207" in command and "syscall(227" in command
+    assert command == "__vmrig_fixup 00010203 = 1764500000 250000000"
     assert snapshot.fixup_command() != snapshot.fixup_command()  # a new seed each time
 
 
 def test_fixup_command_moves_the_clock_on_by_a_shift() -> None:
     seed = bytes(range(4))
-    assert snapshot.fixup_command(shift=12.5, seed=seed).endswith("' 00010203 + 12 500000000")
+    assert snapshot.fixup_command(shift=12.5, seed=seed) == "__vmrig_fixup 00010203 + 12 500000000"
     # A guest ahead of the host goes back: floor, so the nanoseconds stay in [0, 1e9).
-    assert snapshot.fixup_command(shift=-0.25, seed=seed).endswith("' 00010203 + -1 750000000")
-    assert "syscall(228" in snapshot.fixup_command(shift=1.0)
+    assert snapshot.fixup_command(shift=-0.25, seed=seed) == "__vmrig_fixup 00010203 + -1 750000000"
 
 
 def test_fixup_after_shifts_by_the_time_the_guest_stood_still() -> None:
@@ -102,3 +102,29 @@ def test_the_clock_at_the_stop_is_kept_with_the_snapshot(tmp_path: Path) -> None
     assert snapshot.read_clock(tmp_path) == 1764500000.123456
     (tmp_path / snapshot.CLOCK).write_text("garbage\n")
     assert snapshot.read_clock(tmp_path) is None
+
+
+FIXUP = GUEST_DIR / "fixup"
+
+
+def test_guest_fixup_refuses_a_bad_request(tmp_path: Path) -> None:
+    # The guest's fix-up run on the host, with requests it refuses before any system call.
+    once = subprocess.run(["perl", FIXUP, "00", "x", "1", "2"], capture_output=True, text=True)
+    assert once.returncode != 0 and "usage: fixup" in once.stderr
+    fifos = [tmp_path / "in", tmp_path / "out"]
+    for fifo in fifos:
+        os.mkfifo(fifo)
+    server = subprocess.Popen(["perl", FIXUP, "--serve", *fifos], stderr=subprocess.PIPE, text=True)
+    try:
+        # Read-write, as the guest's shell opens them: opening a FIFO so never blocks.
+        with os.fdopen(os.open(fifos[1], os.O_RDWR), "rb", buffering=0) as out:
+            requests = os.open(fifos[0], os.O_RDWR)
+            try:
+                assert out.readline().split()[0] == b"ready"
+                os.write(requests, b"0123456789abcdef99 + 1\n")  # no nanoseconds
+                assert out.readline() == b"0123456789abcdef error usage: fixup SEED_HEX +|= SECONDS NANOSECONDS\n"
+            finally:
+                os.close(requests)
+    finally:
+        server.kill()
+        server.wait()

@@ -89,9 +89,21 @@ def test_restores_are_guests_of_their_own(
         # Randomness reseeded: no two restores give the same UUIDs or bytes.
         restores.append(randomness(machine))
         assert machine.boot_count == 1
+        # The fix-up ran in the process started before the save, not as a new program.
+        assert re.fullmatch(r"[0-9a-f]{16} ok\n", machine.succeed("cat /run/vmrig/fixup.log"))
         booted.close()
     assert len({tuple(random1), *map(tuple, restores)}) == 3, (random1, restores)
     assert all(set(a).isdisjoint(b) for a in (random1, *restores) for b in restores if a is not b)
+
+    # A snapshot saved long ago (its recorded clock an hour earlier): the clock moves on
+    # by the hour too, though bash times `read -t` by the wall clock.
+    saved = re.findall(r"restored a booted snapshot \([^;]*; (snapshot-\w+)\)", first.log())[0]
+    clock = first.driver.images.root / saved / "clock"
+    clock.write_text(f"{float(clock.read_text()) - 3600!r}\n")
+    booted = boot(drivers, tmp, nodes)
+    machine = booted.machine("snap")
+    ahead = float(machine.succeed('echo "${EPOCHREALTIME/[!0-9]/.}"')) - time.time()
+    assert 3599 < ahead < 3601, ahead
 
 
 def test_a_changed_node_boots_and_saves_anew(

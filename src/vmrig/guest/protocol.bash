@@ -64,3 +64,46 @@ __vmrig_run() {
     [[ -n $input ]] && : >/run/vmrig/input
     printf '\n%s E %d\n' "$nonce" "$status" >&8
 }
+# __vmrig_fixup SEED_HEX +|= SECONDS NANOSECONDS: a restored guest's fix-up
+# (guest/fixup), handed to the resident one if it runs: a restored guest's first
+# exec costs most of a second under TCG, and a running process only resumes.
+__vmrig_fixup() {
+    local pid= id answer
+    [[ -r /run/vmrig/fixup.pid ]] && read -r pid </run/vmrig/fixup.pid
+    if [[ -z $pid ]] || ! kill -0 "$pid" 2>/dev/null; then
+        perl /usr/lib/vmrig/fixup "$@"
+        return
+    fi
+    # Opened read-write, a FIFO never blocks the opener; the answer carries the
+    # request's id, so a late answer to an earlier request is skipped. No
+    # `read -t`: bash times it by the wall clock, which the fix-up moves on
+    # (hours, for an old snapshot); the command's watchdog bounds the wait.
+    printf '%s\n' "$*" 1<>/run/vmrig/fixup.in
+    while read -r id answer 0<>/run/vmrig/fixup.out; do
+        [[ $id == "${1:0:16}" ]] || continue
+        [[ $answer == ok ]] && return 0
+        printf 'fix-up: %s\n' "${answer#error }" >&2
+        return 1
+    done
+    printf 'fix-up: no answer from the resident fix-up (pid %s)\n' "$pid" >&2
+    return 1
+}
+# __vmrig_fixup_serve: starts the resident fix-up unless it runs (before a
+# snapshot is saved, so that its restores find it running).
+__vmrig_fixup_serve() {
+    local pid= word fifo
+    [[ -r /run/vmrig/fixup.pid ]] && read -r pid </run/vmrig/fixup.pid
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && return 0
+    for fifo in /run/vmrig/fixup.in /run/vmrig/fixup.out; do
+        [[ -p $fifo ]] || mkfifo -m 0600 "$fifo"
+    done
+    # Its own session: the command's process group ends with the command.
+    setsid perl /usr/lib/vmrig/fixup --serve /run/vmrig/fixup.in /run/vmrig/fixup.out \
+        </dev/null >/dev/null 2>/run/vmrig/fixup.log &
+    if read -r -t 30 word pid 0<>/run/vmrig/fixup.out && [[ $word == ready ]]; then
+        printf '%s\n' "$pid" >/run/vmrig/fixup.pid
+        return 0
+    fi
+    printf 'fix-up: the resident fix-up did not start\n' >&2
+    return 1
+}

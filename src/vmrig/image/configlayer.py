@@ -245,6 +245,8 @@ def config_layer(
     put("/usr/lib/vmrig/bash", (GUEST_DIR / "bash").read_bytes())
     # machine.shell_interact()'s guest side; started only when asked for.
     put("/usr/lib/vmrig/shell", (GUEST_DIR / "shell").read_bytes(), 0o755)
+    # A restored guest's clock and RNG fix-up (vmrig.image.snapshot).
+    put("/usr/lib/vmrig/fixup", (GUEST_DIR / "fixup").read_bytes(), 0o755)
     # get_window_names()'s guest side.
     put("/usr/lib/vmrig/window-names", (GUEST_DIR / "window-names").read_bytes(), 0o755)
     put(f"/etc/systemd/system/{BACKDOOR_UNIT}", (GUEST_DIR / BACKDOOR_UNIT).read_bytes())

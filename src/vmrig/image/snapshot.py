@@ -20,8 +20,11 @@ the moment of the save, the same in every restore. Before the script's first
 command, `fixup_command` reseeds the generator and moves the clock on by
 the time that passed on the host between the save's stop and the restore's
 resume: the guest's clock stood still in between, so the shift is known on
-the host and does not depend on how long the fix-up itself takes to run
-(about half a second under TCG, whose translated code a restore starts without).
+the host and does not depend on how long the fix-up itself takes to run.
+The fix-up (guest/fixup) is started before the save and waits in the guest,
+so a restore hands it the request with shell builtins: a restored guest's
+first exec takes most of a second under TCG, whose translated code a restore
+starts without.
 """
 
 from __future__ import annotations
@@ -44,23 +47,11 @@ CONSOLE = "console.txt"
 CLOCK = "clock"
 LAST_USED = "last-used"
 PREFIX = "snapshot-"
+# Starts the resident fix-up in the guest (guest/fixup, guest/protocol.bash),
+# before a save: a restore then hands it the fix-up instead of running perl.
+FIXUP_SERVE = "__vmrig_fixup_serve"
 # Bumped when what a snapshot holds or how it is restored changes.
 FORMAT = 3
-
-# One perl (Essential in Debian) for both fix-ups: under emulation every exec
-# costs about 60 ms. The seed is written to /dev/urandom and RNDRESEEDCRNG
-# (0x5207) makes the kernel's generator rekey from it at once (a write alone
-# waits for the next periodic reseed). The clock: "+" adds seconds and
-# nanoseconds to the guest's own (clock_gettime, system call 228 on x86-64),
-# "=" sets them (clock_settime, 227).
-_FIXUP = (
-    'open(my $r, ">", "/dev/urandom") or die "urandom: $!"; print $r pack("H*", $ARGV[0]); close $r; '
-    'open($r, "<", "/dev/urandom") or die; ioctl($r, 0x5207, 0) or die "RNDRESEEDCRNG: $!"; '
-    'my ($s, $n) = @ARGV[2, 3]; if ($ARGV[1] eq "+") { my $t = pack("qq", 0, 0); '
-    'syscall(228, 0, $t) == 0 or die "clock_gettime: $!"; my ($gs, $gn) = unpack("qq", $t); $s += $gs; $n += $gn } '
-    "while ($n >= 1000000000) { $n -= 1000000000; $s++ } "
-    'syscall(227, 0, pack("qq", $s, $n)) == 0 or die "clock_settime: $!"'
-)
 
 
 def key(parts: Sequence[str]) -> str:
@@ -118,12 +109,14 @@ def fixup_command(*, shift: float | None = None, now: float | None = None, seed:
     restore's resume) it moves the guest's wall clock on by that much;
     without, it sets the clock to `now` (the host's time if None), which
     leaves the guest behind by however long the command takes to run.
+    The guest's `__vmrig_fixup` (guest/protocol.bash) runs it: in the
+    resident fix-up when one runs (FIXUP_SERVE), else with perl.
     """
     seed = secrets.token_bytes(64) if seed is None else seed
     mode, value = ("+", shift) if shift is not None else ("=", time.time() if now is None else now)
     seconds = math.floor(value)
     nanoseconds = min(int((value - seconds) * 1e9), 999_999_999)
-    return f"perl -e '{_FIXUP}' {seed.hex()} {mode} {seconds} {nanoseconds}"
+    return f"__vmrig_fixup {seed.hex()} {mode} {seconds} {nanoseconds}"
 
 
 def write_clock(directory: Path, guest_clock: float) -> None:

@@ -8,6 +8,7 @@ arrive through the config too (the driver reads them).
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from vmrig import proc
@@ -137,6 +138,12 @@ def command(
         cmd.append("-no-reboot")
     cmd += c.qemu_options
     return cmd
+
+
+@functools.cache
+def version_text(qemu: str) -> str:
+    """What `qemu --version` prints, asked once per process (a booted snapshot's key holds it)."""
+    return proc.run([qemu, "--version"], timeout=30).stdout.decode(errors="replace")
 
 
 def user_netdev(config: MachineConfig) -> str:

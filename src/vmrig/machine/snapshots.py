@@ -12,7 +12,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from vmrig import proc
 from vmrig.errors import ArgumentError, MachineError
 from vmrig.image import snapshot
 from vmrig.machine import qemu
@@ -87,7 +86,7 @@ class Snapshots(Monitor):
         state = str(self.state_dir)
         return snapshot.key(
             [
-                proc.run([argv[0], "--version"]).stdout.decode(errors="replace"),
+                qemu.version_text(argv[0]),
                 *(part.replace(state, "STATE") for part in argv[1:]),
                 str(self.config.disk),
                 hashlib.sha256(self.config.config_layer).hexdigest(),
@@ -123,6 +122,7 @@ class Snapshots(Monitor):
         _status, output = self._run(command, timeout=SETTLE_LIMIT + 10)
         state = output.decode(errors="replace").strip() or "still starting"
         jobs_done = time.monotonic()
+        self._serve_fixup()
         quiet = self._wait_quiet()
         self.log(
             f"boot settled for its snapshot: system {state} after {jobs_done - started:.2f} s,"
@@ -152,7 +152,8 @@ class Snapshots(Monitor):
                 return
             if status in ("failed", "cancelled"):
                 raise self._broken(f"{what} failed (QEMU's migration status: {status})")
-            time.sleep(0.01)
+            # A restore's device state loads in about 10 ms: a coarser poll would add to it.
+            time.sleep(0.002)
         raise self._broken(f"{what} did not finish within 120 s")
 
     def _load_snapshot(self, directory: Path) -> str:
@@ -228,6 +229,7 @@ class Snapshots(Monitor):
         self._check_snapshot_name(name)
         with self._command_lock, self.nested(f"saving snapshot {name!r}"):
             self.connect()
+            self._serve_fixup()
             self._monitor_ok(f"savevm {name}")
             # The guest's clock stood still while QEMU saved (a second or more).
             self._run_fixup(f"moving the clock on after saving snapshot {name!r}")
@@ -258,6 +260,13 @@ class Snapshots(Monitor):
         status, output = self._run(command, timeout=FIXUP_TIMEOUT)
         if status != 0:
             raise self._broken(f"{what} failed: {output.decode(errors='replace').strip()}")
+
+    def _serve_fixup(self) -> None:
+        """Starts the guest's resident fix-up before a save, so that its restores need no exec."""
+        status, _output = self._run(snapshot.FIXUP_SERVE, timeout=60)
+        if status != 0:
+            # Restores then run the fix-up as a program: slower, as correct. Why is on the console.
+            self.log(f"the guest's resident fix-up did not start (exit code {status}); restores run it as perl")
 
     def _guest_clock_offset(self) -> float | None:
         """The guest's wall clock minus the host's, in seconds (None if the guest cannot say).
