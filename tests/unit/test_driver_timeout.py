@@ -1,14 +1,17 @@
-"""The global timeout against scripts that end in every way, without VMs."""
+"""The driver without VMs: the global timeout against scripts that end in every way, start_all's threads."""
 
 from __future__ import annotations
 
 import io
+import threading
 import time
 from pathlib import Path
 
+import pytest
 from tests.conftest import write_test_file
 
 from vmrig.driver import Driver
+from vmrig.errors import MachineError
 from vmrig.log import Logger
 from vmrig.testfile import load_test_file
 
@@ -58,3 +61,31 @@ def test_the_timeout_interrupts_a_running_script(tmp_path: Path) -> None:
     assert driver.run_tests() is False
     assert time.monotonic() - started < 10
     assert "global timeout of 0.3 seconds reached" in output.getvalue()
+
+
+class _Starting:
+    """A machine whose start() meets the others' at a barrier: it returns only if they start side by side."""
+
+    def __init__(self, barrier: threading.Barrier, error: Exception | None = None) -> None:
+        self.booted = False
+        self.barrier = barrier
+        self.error = error
+
+    def start(self) -> None:
+        self.barrier.wait(timeout=30)
+        self.booted = True
+        if self.error is not None:
+            raise self.error
+
+
+def test_start_all_starts_the_machines_side_by_side_and_raises_the_first_error(tmp_path: Path) -> None:
+    driver = _driver(tmp_path, SCRIPT_SLEEPING_PAST_THE_TIMEOUT, io.StringIO())
+    barrier = threading.Barrier(3)
+    first, second = MachineError("a: no QEMU"), MachineError("c: no QEMU")
+    machines = [_Starting(barrier, first), _Starting(barrier), _Starting(barrier, second)]
+    driver.machines = machines  # type: ignore[assignment]
+    with pytest.raises(MachineError) as raised:
+        driver.start_all()
+    assert raised.value is first
+    assert all(machine.booted for machine in machines)
+    driver.start_all()  # all booted: nothing to start, nothing raised
