@@ -50,6 +50,8 @@ class SpecError(TestFileError):
 
 SERVICE_TYPES = ("simple", "exec", "forking", "oneshot", "notify", "dbus", "idle")
 RESTART_VALUES = ("no", "on-success", "on-failure", "on-abnormal", "on-watchdog", "on-abort", "always")
+# MiB: Node.disk_size's default, and the least size of an image's file system.
+DEFAULT_DISK_MIB = 4096
 SUITES = ("bookworm", "trixie", "forky", "sid", "testing", "stable", "oldstable", "unstable")
 UNIT_TYPES = (
     "service",
@@ -614,7 +616,7 @@ class Node:
     memory_size: int = 1024
     # None: 1 under TCG; under KVM the host's CPUs shared among the nodes, 1 or 2 each (default_cores).
     cores: int | None = None
-    disk_size: int = 4096
+    disk_size: int = DEFAULT_DISK_MIB
     kernel_params: list[str] = field(default_factory=list)
     qemu_options: list[str] = field(default_factory=list)
     build_commands: list[str] = field(default_factory=list)

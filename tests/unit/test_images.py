@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
+import re
 import stat
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -12,13 +15,13 @@ from pathlib import Path
 import pytest
 from tests.conftest import failing_tools
 
-from vmrig.errors import HostCommandFailed, ImageBuildError, UnknownPackageError
+from vmrig.errors import ArgumentError, HostCommandFailed, ImageBuildError, UnknownPackageError
 from vmrig.image import store as store_module
 from vmrig.image.build import STATIC_NODES_CONF, static_nodes_tmpfiles
 from vmrig.image.configlayer import Interface, NodeNetwork, config_layer, hosts_file, machine_id, network_script
 from vmrig.image.cpio import CpioWriter
-from vmrig.image.store import BaseImage, ImageStore, install_in_chroot, key_of, make_disk
-from vmrig.spec import File, Node, Service, User
+from vmrig.image.store import BaseImage, ImageStore, NodeImage, install_in_chroot, key_of, make_disk
+from vmrig.spec import DEFAULT_DISK_MIB, File, Node, Service, User
 
 
 def read_newc(data: bytes) -> dict[str, tuple[int, int, bytes]]:
@@ -243,11 +246,11 @@ def test_a_kernel_the_packages_install_is_the_one_the_node_boots(
 
     static_nodes: list[str] = []
 
-    def disk(tree: Path, path: Path) -> int:
+    def disk(tree: Path, path: Path) -> tuple[int, int]:
         if (tree / STATIC_NODES_CONF).exists():
             static_nodes.append((tree / STATIC_NODES_CONF).read_text())
         path.write_bytes(b"disk")
-        return 1024
+        return 4096, 1024
 
     monkeypatch.setattr(store_module, "install_in_chroot", install)
     monkeypatch.setattr(store_module, "make_disk", disk)
@@ -285,3 +288,44 @@ def test_static_device_nodes_as_kmod_lists_them() -> None:
     )
     with pytest.raises(ImageBuildError, match="modules.devname line 2"):
         static_nodes_tmpfiles("tun net/tun c10:200\ntun net/tun 10:200\n")
+
+
+def _fs_facts(disk: Path, tmp_path: Path) -> tuple[int, str, str]:
+    """(size in MiB, its /etc/hostname, the block groups' flags) of the ext4 in the qcow2 image `disk`."""
+    raw = tmp_path / "facts.raw"
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", disk, raw], check=True)
+    try:
+        header = subprocess.run(["dumpe2fs", raw], capture_output=True, text=True, check=True).stdout
+        blocks = int(re.search(r"^Block count:\s+(\d+)", header, re.MULTILINE).group(1))  # type: ignore[union-attr]
+        size = int(re.search(r"^Block size:\s+(\d+)", header, re.MULTILINE).group(1))  # type: ignore[union-attr]
+        hostname = subprocess.run(
+            ["debugfs", "-R", "cat /etc/hostname", raw], capture_output=True, text=True, check=True
+        ).stdout
+        return blocks * size >> 20, hostname, header
+    finally:
+        raw.unlink()
+
+
+def test_an_image_disk_has_the_default_size_and_resizes_on_the_host(tmp_path: Path) -> None:
+    # Real mkfs.ext4, resize2fs and qemu-img on a tiny tree: no guest grows its disk at boot.
+    tree = tmp_path / "root"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "hostname").write_text("node\n")
+    disk = tmp_path / "root.qcow2"
+    assert make_disk(tree, disk) == (DEFAULT_DISK_MIB, 1024)
+    size, hostname, groups = _fs_facts(disk, tmp_path)
+    assert (size, hostname) == (DEFAULT_DISK_MIB, "node\n")
+    # Every block group's inode table is written: no ext4lazyinit in the guest.
+    assert groups.count("ITABLE_ZEROED") == len(re.findall(r"^Group \d+:", groups, re.MULTILINE)) > 0
+    assert disk.stat().st_size < 64 << 20  # the zeros are left out of the qcow2 file
+
+    store = ImageStore(tmp_path / "cache", progress=lambda _m: None)
+    image = NodeImage("k", disk, tmp_path / "vmlinux", tmp_path / "initrd", DEFAULT_DISK_MIB, 1024)
+    assert store.disk_of(image, DEFAULT_DISK_MIB) == disk
+    for wanted in (1024, 6144):
+        sized = store.disk_of(image, wanted)
+        assert sized == tmp_path / f"root-{wanted}M.qcow2" and store.disk_of(image, wanted) == sized
+        assert _fs_facts(sized, tmp_path)[:2] == (wanted, "node\n")
+    assert sorted(p.name for p in tmp_path.glob("*.qcow2")) == ["root-1024M.qcow2", "root-6144M.qcow2", "root.qcow2"]
+    with pytest.raises(ArgumentError, match="smaller than its image needs"):
+        store.disk_of(dataclasses.replace(image, min_disk_mib=2048), 1536)

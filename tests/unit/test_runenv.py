@@ -71,7 +71,9 @@ def test_the_driver_hands_the_environment_to_the_image_store_and_the_machines(tm
     assert driver.images.root == tmp_path / "cache" and driver.tmp_dir == tmp_path / "tmp"
     assembler = driver.assembler
     assembler.run_dir, assembler.accel = tmp_path / "run", "tcg"
-    image = NodeImage("key", tmp_path / "disk", tmp_path / "vmlinux", tmp_path / "initrd", fs_size_mib=1024)
+    image = NodeImage(
+        "key", tmp_path / "disk", tmp_path / "vmlinux", tmp_path / "initrd", fs_size_mib=4096, min_disk_mib=1024
+    )
     config = assembler.machine_config("a", 1, spec.nodes["a"], image)
     assert config.qemu_options[-2:] == ["-smbios", "type=1,serial=run 42"]
     assert config.user_net_options == "hostfwd=udp::5353-:53"

@@ -352,7 +352,7 @@ def test_bookworm_suite_with_build_commands_memory_and_cores(vm_tmp: Path) -> No
             )
         }
         test_script = '''
-        old.wait_for_unit("multi-user.target")  # the root file system grows during the boot
+        old.wait_for_unit("multi-user.target")
         assert old.succeed("cut -d. -f1 /etc/debian_version").strip() == "12"
         assert old.succeed("cat /etc/vmrig-built") == "built-at-image-time\\\\n"
         assert old.succeed("nproc").strip() == "2"

@@ -139,6 +139,14 @@ def test_config_layer_files_and_hostname(node: Machine) -> None:
     assert node.succeed("passwd -S root").split()[1] == "NP"  # empty root password
 
 
+def test_the_root_file_system_has_the_disk_size_from_the_start(node: Machine) -> None:
+    # Made at that size on the host: nothing grows it during the boot.
+    disk_kib = int(node.succeed("df --output=size -k / | tail -1"))
+    assert 3_900_000 < disk_kib < 4_200_000, disk_kib
+    assert node.succeed("systemctl show -P InactiveExitTimestampMonotonic systemd-growfs-root.service") == "0\n"
+    assert node.succeed("pgrep -c ext4lazyinit || true") == "0\n"
+
+
 def test_wait_for_unit_and_unit_info(node: Machine) -> None:
     node.wait_for_unit("sleeper")
     node.wait_for_unit("multi-user.target")

@@ -167,9 +167,10 @@ class Assembler:
         self, name: str, number: int, node: Node, image: NodeImage, *, with_ssh: bool = True
     ) -> MachineConfig:
         assert self.run_dir is not None and self.accel is not None
-        if node.disk_size < image.fs_size_mib:
+        if node.disk_size < image.min_disk_mib:
             raise TestFileError(
-                f"node {name}: disk_size {node.disk_size} MiB is smaller than its image ({image.fs_size_mib} MiB)",
+                f"node {name}: disk_size {node.disk_size} MiB is smaller than its image needs"
+                f" ({image.min_disk_mib} MiB)",
                 self.spec.script_path,
             )
         network = self.network_of(name, number, node)
@@ -189,13 +190,11 @@ class Assembler:
             viewer=self.viewer() if display and self.show_screens else None,
             vsock_cid=endpoint.cid if endpoint is not None else None,
             name=name,
-            disk=image.disk,
+            disk=self.images.disk_of(image, node.disk_size),
             kernel=image.bzimage if display and image.bzimage is not None else image.kernel,
             display=display,
             initrd=image.initrd,
-            config_layer=configlayer.config_layer(
-                name, node, network, grow_root=node.disk_size > image.fs_size_mib, mounts=virtiofs.mounts()
-            ),
+            config_layer=configlayer.config_layer(name, node, network, mounts=virtiofs.mounts()),
             memory_mib=node.memory_size,
             cores=node.cores or default_cores(len(self.spec.nodes), os.cpu_count() or 1, self.accel),
             disk_mib=node.disk_size,

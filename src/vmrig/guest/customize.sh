@@ -28,6 +28,9 @@ install -D -m 0644 "$guest/system.conf" "$root/etc/systemd/system.conf.d/50-vmri
 #   modules of Debian's empty /etc/modules (modules-load.d's own files still
 #   load). All four ran before sysinit.target on the guest's one CPU:
 #   systemd-analyze blame gave them 1.4, 0.75, 1.7 and 1.5 s under emulation.
+# - two mounts of little use to a test, each a mount program started before
+#   basic.target: /dev/mqueue (mq_open needs no mount) and /run/lock's own
+#   tmpfs (it stays a directory of /run).
 for unit in serial-getty@hvc0.service serial-getty@ttyS0.service \
         apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer \
         e2scrub_reap.service fstrim.timer systemd-timesyncd.service \
@@ -42,7 +45,7 @@ for unit in serial-getty@hvc0.service serial-getty@ttyS0.service \
         modprobe@drm.service modprobe@efi_pstore.service modprobe@fuse.service \
         sys-kernel-debug.mount sys-kernel-tracing.mount dev-hugepages.mount \
         modprobe@configfs.service sys-kernel-config.mount systemd-sysusers.service \
-        kmod-static-nodes.service systemd-remount-fs.service; do
+        kmod-static-nodes.service systemd-remount-fs.service dev-mqueue.mount run-lock.mount; do
     ln -sf /dev/null "$root/etc/systemd/system/$unit"
 done
 if [ -e "$root/usr/lib/systemd/system/systemd-tmpfiles-setup-dev-early.service" ]; then
@@ -55,7 +58,7 @@ mkdir -p "$root/etc/systemd/system/getty.target.wants" "$root/etc/systemd/system
 ln -sf /usr/lib/systemd/system/getty@.service "$root/etc/systemd/system/getty.target.wants/getty@tty1.service"
 ln -sf /usr/lib/systemd/system/getty.target "$root/etc/systemd/system/multi-user.target.wants/getty.target"
 # Generators run before any unit, each an exec of a large binary (about 0.1 s
-# under emulation). Kept: fstab (the grown root file system), sysv (packages
+# under emulation). Kept: fstab (a node's own /etc/fstab), sysv (packages
 # that still ship only init scripts) and debug (systemd.mask=, systemd.wants=
 # and systemd.debug_shell on the kernel command line).
 mkdir -p "$root/etc/systemd/system-generators"
@@ -80,6 +83,13 @@ cat >"$root/etc/systemd/system/systemd-udev-trigger.service.d/50-vmrig.conf" <<E
 ExecStart=
 ExecStart=-udevadm trigger --type=all --action=add --prioritized-subsystem=module,block,tpmrm,net,tty,input$skip
 EOF
+# While the system starts, udev's coldplug (module loads, rules: 0.85 s of CPU
+# by multi-user.target) gives way to the units a script's first command waits
+# for; after the boot its weight is the default again. Measured with the two
+# mounts above, 4 boots each: the first command 0.4 s sooner, multi-user.target
+# 0.7 s sooner.
+mkdir -p "$root/etc/systemd/system/systemd-udevd.service.d"
+printf '[Service]\nStartupCPUWeight=10\n' >"$root/etc/systemd/system/systemd-udevd.service.d/50-vmrig.conf"
 rm -f "$root/lib/systemd/system/multi-user.target.wants/systemd-ask-password-wall.path"
 chroot "$root" passwd -d root >/dev/null
 rm -f "$root/etc/hostname"

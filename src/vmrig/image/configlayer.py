@@ -217,14 +217,12 @@ def _add_parents(archive: CpioWriter, path: str, seen: set[str]) -> None:
             archive.directory(current)
 
 
-def config_layer(
-    name: str, node: Node, network: NodeNetwork, *, grow_root: bool = False, mounts: list[Mount] | None = None
-) -> bytes:
+def config_layer(name: str, node: Node, network: NodeNetwork, *, mounts: list[Mount] | None = None) -> bytes:
     """The cpio archive that turns an image into node `name` for this run.
 
-    `grow_root`: the node's disk is larger than the image's file system, so
-    systemd grows the file system at boot. `mounts`: virtiofs shares, mounted
-    before systemd starts (the init sources network.sh, which carries them).
+    `mounts`: virtiofs shares, mounted before systemd starts (the init
+    sources network.sh, which carries them). The root file system has the
+    node's disk size already (ImageStore.disk_of).
     """
     buffer = io.BytesIO()
     archive = CpioWriter(buffer)
@@ -261,8 +259,7 @@ def config_layer(
     put("/etc/hostname", f"{name}\n".encode())
     put("/etc/machine-id", f"{machine_id(name)}\n".encode(), 0o444)
     put("/etc/hosts", hosts_file(name, network).encode())
-    fstab = "/dev/vda / ext4 rw,x-systemd.growfs 0 0\n" if grow_root else ""
-    put("/etc/fstab", fstab.encode())
+    put("/etc/fstab", b"")
     if network.outside_access:
         put("/etc/resolv.conf", f"nameserver {USER_NET_DNS}\n".encode())
     for path, entry in sorted(node.file_entries().items()):

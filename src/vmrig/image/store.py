@@ -36,9 +36,10 @@ from pathlib import Path
 
 from vmrig import proc
 from vmrig.contract import GUEST_DIR
-from vmrig.errors import HostCommandFailed, ImageBuildError, UsageError
+from vmrig.errors import ArgumentError, HostCommandFailed, ImageBuildError, UsageError
 from vmrig.image import bootkernel, snapshot
 from vmrig.image.build import (
+    FILE_SYSTEM,
     INITRAMFS_MODULES,
     NODE_KERNEL_MODULES,
     apt_tail,
@@ -46,6 +47,7 @@ from vmrig.image.build import (
     disk_usage,
     install_in_chroot,
     make_disk,
+    resize_disk,
     write_static_nodes,
 )
 from vmrig.spec import Node
@@ -190,7 +192,9 @@ class NodeImage:
     disk: Path
     kernel: Path
     initrd: Path
-    fs_size_mib: int
+    fs_size_mib: int  # of `disk`'s file system
+    # The least disk the image's files fit in (ImageStore.disk_of makes no smaller one).
+    min_disk_mib: int
     # The compressed kernel (vmlinuz): booted through SeaBIOS when the machine has a
     # display, since its PVH entry (`kernel`) gives the kernel no screen to draw on.
     bzimage: Path | None = None
@@ -304,7 +308,12 @@ class ImageStore:
     # -- the package layer ---------------------------------------------------
 
     def image_inputs(self, base: BaseImage, node: Node) -> dict[str, object]:
-        inputs: dict[str, object] = {"layer": "packages", "base": base.key, **node.image_inputs()}
+        inputs: dict[str, object] = {
+            "layer": "packages",
+            "base": base.key,
+            "file_system": FILE_SYSTEM,
+            **node.image_inputs(),
+        }
         if any(package.startswith("linux-image-") for package in node.packages):
             inputs["kernel_modules"] = list(NODE_KERNEL_MODULES)  # the initramfs of the node's own kernel
         return inputs
@@ -328,8 +337,30 @@ class ImageStore:
             kernel=_boot_kernel(boot),
             initrd=boot / "initrd.img",
             fs_size_mib=int(meta["fs_size_mib"]),
+            min_disk_mib=int(meta.get("min_disk_mib", meta["fs_size_mib"])),
             bzimage=boot / "vmlinuz",
         )
+
+    def disk_of(self, image: NodeImage, size_mib: int) -> Path:
+        """`image`'s disk with a file system of `size_mib` MiB: its own, or a copy resized once on the host.
+
+        The copy lives beside the image (`root-<size>M.qcow2`) and goes with
+        it in `vmrig gc`. Raises ArgumentError when the image's files do not
+        fit in `size_mib` (see NodeImage.min_disk_mib).
+        """
+        if size_mib == image.fs_size_mib:
+            return image.disk
+        if size_mib < image.min_disk_mib:
+            raise ArgumentError(f"a disk of {size_mib} MiB is smaller than its image needs ({image.min_disk_mib} MiB)")
+        sized = image.disk.with_name(f"root-{size_mib}M.qcow2")
+        if not sized.exists():
+            with self._locked(f"{image.key}-{size_mib}M"):
+                if not sized.exists():
+                    self._progress(f"resizing the image's file system to {size_mib} MiB")
+                    partial = sized.with_name(f".{sized.name}.{os.getpid()}")
+                    resize_disk(image.disk, partial, size_mib)
+                    os.rename(partial, sized)
+        return sized
 
     def _build_image(self, final: Path, base: BaseImage, node: Node, inputs: dict[str, object]) -> None:
         packages = sorted(node.packages)
@@ -349,7 +380,7 @@ class ImageStore:
                     self._progress(f"the image boots its own kernel {version}")
                     _write_boot_files(tree, version, scratch, NODE_KERNEL_MODULES)
                     meta["kernel"] = version
-            meta["fs_size_mib"] = make_disk(tree, scratch / IMAGE_DISK)
+            meta["fs_size_mib"], meta["min_disk_mib"] = make_disk(tree, scratch / IMAGE_DISK)
             if tree != base.root:
                 shutil.rmtree(tree)
             (scratch / "image.json").write_text(json.dumps(meta) + "\n")
