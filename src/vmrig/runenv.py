@@ -26,6 +26,9 @@ class RunEnvironment:
     qemu_net_options: str = ""  # QEMU_NET_OPTS: added to each machine's -netdev user
     graphical_session: bool = False  # DISPLAY or WAYLAND_DISPLAY: a QEMU window can be shown
     term: str = ""  # TERM: the host terminal's type, for shell_interact() on it
+    # PYTEST_XDIST_WORKER_COUNT: runs on this host at once (pytest-xdist's workers, and the
+    # `vmrig run` their tests start), which share its CPUs among their nodes (spec.default_cores)
+    parallel_runs: int = 1
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> RunEnvironment:
@@ -40,7 +43,16 @@ class RunEnvironment:
             qemu_net_options=environ.get("QEMU_NET_OPTS", ""),
             graphical_session=bool(environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY")),
             term=environ.get("TERM", ""),
+            parallel_runs=_positive(environ.get("PYTEST_XDIST_WORKER_COUNT")),
         )
+
+
+def _positive(value: str | None) -> int:
+    """A count from the environment: a positive integer, else 1."""
+    try:
+        return max(1, int(value or "1"))
+    except ValueError:
+        return 1
 
 
 def cache_dir(environ: Mapping[str, str]) -> Path:

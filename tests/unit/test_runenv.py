@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import os
 from pathlib import Path
 
 from vmrig.driver import Driver
@@ -25,6 +27,7 @@ def test_the_environment_is_read_into_one_value() -> None:
             "QEMU_NET_OPTS": "hostfwd=udp::5353-:53",
             "WAYLAND_DISPLAY": "wayland-0",
             "TERM": "screen-256color",
+            "PYTEST_XDIST_WORKER_COUNT": "2",
         }
     )
     assert environment == RunEnvironment(
@@ -37,10 +40,13 @@ def test_the_environment_is_read_into_one_value() -> None:
         qemu_net_options="hostfwd=udp::5353-:53",
         graphical_session=True,
         term="screen-256color",
+        parallel_runs=2,
     )
     empty = RunEnvironment.from_environ({"HOME": "/home/u", "TMPDIR": "", "DISPLAY": ""})
     assert (empty.tmp_dir, empty.accel, empty.timeout_factor, empty.connect_timeout) == (Path("/tmp"), "", None, "300")
-    assert not empty.graphical_session
+    assert not empty.graphical_session and empty.parallel_runs == 1
+    for odd in ("", "0", "-3", "two"):
+        assert RunEnvironment.from_environ({"PYTEST_XDIST_WORKER_COUNT": odd}).parallel_runs == 1
 
 
 def test_the_cache_is_vmrig_cache_dir_else_under_xdg_cache_home_else_home() -> None:
@@ -80,3 +86,6 @@ def test_the_driver_hands_the_environment_to_the_image_store_and_the_machines(tm
     assert config.connect_timeout == 42.0
     assert config.host_term == "screen"
     assert [card.switch for card in config.vlan_cards] == [tmp_path / "run" / "vde1.ctl"]
+    # The host's CPUs are shared with the runs beside this one (pytest-xdist's workers).
+    crowded = dataclasses.replace(environment, parallel_runs=os.cpu_count() or 1)
+    assert Driver(spec, logger=Logger(io.StringIO()), out_dir=tmp_path, environment=crowded).assembler.host_cpus() == 1

@@ -571,12 +571,8 @@ def test_merge_interactive_bad_values() -> None:
     ("nodes", "host_cpus", "cores"),
     [(1, 2, 2), (1, 1, 1), (2, 2, 1), (3, 2, 1), (3, 8, 2), (4, 8, 2), (5, 8, 1)],
 )
-def test_default_cores_share_the_host_cpus_under_kvm(nodes: int, host_cpus: int, cores: int) -> None:
-    assert default_cores(nodes, host_cpus, "kvm") == cores
-
-
-def test_default_cores_is_one_under_tcg() -> None:
-    assert default_cores(1, 64, "tcg") == 1
+def test_default_cores_share_the_host_cpus(nodes: int, host_cpus: int, cores: int) -> None:
+    assert default_cores(nodes, host_cpus) == cores
 
 
 def test_the_x11_preset_adds_a_display_packages_a_user_and_the_display_manager() -> None:

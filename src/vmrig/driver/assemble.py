@@ -158,6 +158,10 @@ class Assembler:
         lock.flush()
         self._state_locks.append(lock)
 
+    def host_cpus(self) -> int:
+        """The host's CPUs this run's nodes may use: all of them, shared with the other runs at once (xdist)."""
+        return max(1, (os.cpu_count() or 1) // self.environment.parallel_runs)
+
     def release_state_dirs(self) -> None:
         for lock in self._state_locks:
             lock.close()
@@ -196,7 +200,7 @@ class Assembler:
             initrd=image.initrd,
             config_layer=configlayer.config_layer(name, node, network, mounts=virtiofs.mounts()),
             memory_mib=node.memory_size,
-            cores=node.cores or default_cores(len(self.spec.nodes), os.cpu_count() or 1, self.accel),
+            cores=node.cores or default_cores(len(self.spec.nodes), self.host_cpus()),
             disk_mib=node.disk_size,
             kernel_params=kernel_params,
             # The environment's QEMU options come last, after the node's.

@@ -43,9 +43,9 @@ def command(
         "-no-user-config",
         *_viewer_args(c.viewer if c.display else None),
         "-accel",
-        # Several vCPUs on one thread under TCG: on parallel threads a vCPU can run
-        # code another is patching, and the guest kernel dies (see spec.default_cores).
-        f"{c.accel},thread=single" if c.accel == "tcg" and c.cores > 1 else c.accel,
+        # Under TCG, a thread per vCPU (QEMU's default for x86 guests on x86 hosts);
+        # QEMU 7.2's guests died of it, QEMU 10's do not (see spec.default_cores).
+        c.accel,
         # TCG's `max`: everything QEMU emulates (x86-64-v3 and more), which Debian's software
         # uses (haproxy needs cmpxchg16b). QEMU 7.2's TCG corrupted RFLAGS in cmpxchg16b
         # (9 of 15 boots died), hence vmrig's QEMU >= 10 (see accel.check_qemu_version).
