@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import signal
 import threading
 import time
 from pathlib import Path
@@ -89,3 +90,26 @@ def test_start_all_starts_the_machines_side_by_side_and_raises_the_first_error(t
     assert raised.value is first
     assert all(machine.booted for machine in machines)
     driver.start_all()  # all booted: nothing to start, nothing raised
+
+
+class _Interrupting:
+    """A machine whose start() sends the main thread SIGINT (Ctrl-C) and goes on starting."""
+
+    def __init__(self) -> None:
+        self.booted = False
+
+    def start(self) -> None:
+        time.sleep(0.05)
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+        time.sleep(0.3)
+        self.booted = True
+
+
+def test_ctrl_c_in_start_all_waits_for_the_starts_under_way(tmp_path: Path) -> None:
+    driver = _driver(tmp_path, SCRIPT_SLEEPING_PAST_THE_TIMEOUT, io.StringIO())
+    machines = [_Interrupting(), _Interrupting()]
+    driver.machines = machines  # type: ignore[assignment]
+    with pytest.raises(KeyboardInterrupt):
+        driver.start_all()
+    # The cleanup after the interrupt finds every machine that was starting.
+    assert all(machine.booted for machine in machines)

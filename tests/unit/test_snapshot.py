@@ -128,3 +128,46 @@ def test_guest_fixup_refuses_a_bad_request(tmp_path: Path) -> None:
     finally:
         server.kill()
         server.wait()
+
+
+def _fixup_functions(run_dir: Path) -> str:
+    """protocol.bash's fix-up functions, with /run/vmrig in `run_dir` and the guest's fixup from the package."""
+    text = (GUEST_DIR / "protocol.bash").read_text()
+    functions = text[text.index("# __vmrig_fixup_running") :]
+    return functions.replace("/usr/lib/vmrig/fixup", str(FIXUP)).replace("/run/vmrig", str(run_dir))
+
+
+def _in_guest_shell(run_dir: Path, script: str) -> subprocess.CompletedProcess[str]:
+    # As the backdoor runs a command: set -euo pipefail, fds 7, 8 and 9 open.
+    ports = " ".join(f"{fd}<>{run_dir}/fd{fd}" for fd in (7, 8, 9))
+    body = f"set -euo pipefail\nexec {ports}\n{_fixup_functions(run_dir)}\n{script}\n"
+    return subprocess.run(["bash", "-c", body, "bash"], capture_output=True, text=True, timeout=30)
+
+
+def test_guest_fixup_hands_over_to_the_resident_one_or_runs_it(tmp_path: Path) -> None:
+    # Requests the fix-up refuses (no nanoseconds): they show which way each call went, and no clock is set.
+    bad = "0123456789abcdef00 + 1"
+    # No resident fix-up, or an empty or stale pid file: perl runs it.
+    for pid_file in (None, "", f"{os.getpid()}\n"):
+        if pid_file is not None:
+            (tmp_path / "fixup.pid").write_text(pid_file)
+        once = _in_guest_shell(tmp_path, f"__vmrig_fixup {bad}")
+        assert once.returncode != 0 and once.stderr.startswith("usage: fixup"), (pid_file, once)
+    (tmp_path / "fixup.pid").unlink()
+    served = _in_guest_shell(
+        tmp_path,
+        f"""__vmrig_fixup_serve
+        __vmrig_fixup_serve  # running already: nothing more
+        read -r pid <{tmp_path}/fixup.pid
+        ls /proc/$pid/fd | sort -n | tr '\\n' ' '; echo; readlink /proc/$pid/cwd
+        __vmrig_fixup {bad} || echo "status $?"
+        kill $pid""",
+    )
+    fds, cwd, status = served.stdout.splitlines()
+    assert served.returncode == 0, served
+    assert fds.split() == ["0", "1", "2", "3", "4"] and cwd == "/"  # its FIFOs, not the backdoor's ports
+    assert status == "status 1"
+    assert served.stderr == "fix-up: usage: fixup SEED_HEX +|= SECONDS NANOSECONDS\n"  # from the resident one
+    assert (
+        tmp_path / "fixup.log"
+    ).read_text() == "0123456789abcdef error usage: fixup SEED_HEX +|= SECONDS NANOSECONDS\n"

@@ -160,7 +160,7 @@ class Assembler:
 
     def host_cpus(self) -> int:
         """The host's CPUs this run's nodes may use: all of them, shared with the other runs at once (xdist)."""
-        return max(1, (os.cpu_count() or 1) // self.environment.parallel_runs)
+        return max(1, len(os.sched_getaffinity(0)) // self.environment.parallel_runs)
 
     def release_state_dirs(self) -> None:
         for lock in self._state_locks:

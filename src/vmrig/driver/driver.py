@@ -19,7 +19,7 @@ import threading
 import time
 import types
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -256,8 +256,21 @@ class Driver:
                 for machine in waiting:
                     machine.start()
                 return
-            with ThreadPoolExecutor(max_workers=len(waiting), thread_name_prefix="vmrig-start") as pool:
-                started = [pool.submit(machine.start) for machine in waiting]
+            pool = ThreadPoolExecutor(max_workers=len(waiting), thread_name_prefix="vmrig-start")
+            started: list[Future[None]] = []
+            try:
+                for machine in waiting:
+                    started.append(pool.submit(machine.start))
+                wait(started)
+            except BaseException:
+                # Ctrl-C or the global timeout: the starts under way end first, so that
+                # the cleanup that follows finds every QEMU they started.
+                while not all(future.done() for future in started):
+                    with contextlib.suppress(KeyboardInterrupt):
+                        wait(started)
+                raise
+            finally:
+                pool.shutdown(wait=False)
             for future in started:
                 future.result()
 

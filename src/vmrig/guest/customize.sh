@@ -30,7 +30,7 @@ install -D -m 0644 "$guest/system.conf" "$root/etc/systemd/system.conf.d/50-vmri
 #   systemd-analyze blame gave them 1.4, 0.75, 1.7 and 1.5 s under emulation.
 # - two mounts of little use to a test, each a mount program started before
 #   basic.target: /dev/mqueue (mq_open needs no mount) and /run/lock's own
-#   tmpfs (it stays a directory of /run).
+#   tmpfs (it stays a directory of /run; bookworm's PID 1 mounts it itself).
 for unit in serial-getty@hvc0.service serial-getty@ttyS0.service \
         apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer \
         e2scrub_reap.service fstrim.timer systemd-timesyncd.service \

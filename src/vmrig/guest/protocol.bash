@@ -64,13 +64,25 @@ __vmrig_run() {
     [[ -n $input ]] && : >/run/vmrig/input
     printf '\n%s E %d\n' "$nonce" "$status" >&8
 }
+# __vmrig_fixup_running: whether the resident fix-up (guest/fixup --serve) runs;
+# sets the caller's `pid` to its pid. Its command line is checked too: a pid
+# file outlives its process. Builtins only, no $(...): no fork.
+__vmrig_fixup_running() {
+    local args
+    pid=
+    if [[ -r /run/vmrig/fixup.pid ]]; then
+        read -r pid </run/vmrig/fixup.pid || :
+    fi
+    [[ -n $pid && -r /proc/$pid/cmdline ]] || return 1
+    mapfile -d '' args </proc/"$pid"/cmdline 2>/dev/null || return 1
+    [[ ${args[1]-} == /usr/lib/vmrig/fixup && ${args[2]-} == --serve ]]
+}
 # __vmrig_fixup SEED_HEX +|= SECONDS NANOSECONDS: a restored guest's fix-up
 # (guest/fixup), handed to the resident one if it runs: a restored guest's first
 # exec costs most of a second under TCG, and a running process only resumes.
 __vmrig_fixup() {
-    local pid= id answer
-    [[ -r /run/vmrig/fixup.pid ]] && read -r pid </run/vmrig/fixup.pid
-    if [[ -z $pid ]] || ! kill -0 "$pid" 2>/dev/null; then
+    local pid id answer
+    if ! __vmrig_fixup_running; then
         perl /usr/lib/vmrig/fixup "$@"
         return
     fi
@@ -85,21 +97,23 @@ __vmrig_fixup() {
         printf 'fix-up: %s\n' "${answer#error }" >&2
         return 1
     done
-    printf 'fix-up: no answer from the resident fix-up (pid %s)\n' "$pid" >&2
+    printf 'fix-up: cannot read the answer of the resident fix-up (pid %s)\n' "$pid" >&2
     return 1
 }
 # __vmrig_fixup_serve: starts the resident fix-up unless it runs (before a
 # snapshot is saved, so that its restores find it running).
 __vmrig_fixup_serve() {
-    local pid= word fifo
-    [[ -r /run/vmrig/fixup.pid ]] && read -r pid </run/vmrig/fixup.pid
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && return 0
+    local word pid fifo
+    __vmrig_fixup_running && return 0
     for fifo in /run/vmrig/fixup.in /run/vmrig/fixup.out; do
         [[ -p $fifo ]] || mkfifo -m 0600 "$fifo"
     done
-    # Its own session: the command's process group ends with the command.
-    setsid perl /usr/lib/vmrig/fixup --serve /run/vmrig/fixup.in /run/vmrig/fixup.out \
-        </dev/null >/dev/null 2>/run/vmrig/fixup.log &
+    # Its own session (the command's process group ends with the command), in /,
+    # without the backdoor's ports and pipes (fds 7, 8, 9).
+    (
+        cd / && exec setsid perl /usr/lib/vmrig/fixup --serve /run/vmrig/fixup.in /run/vmrig/fixup.out \
+            </dev/null >/dev/null 2>/run/vmrig/fixup.log 7>&- 8>&- 9>&-
+    ) &
     if read -r -t 30 word pid 0<>/run/vmrig/fixup.out && [[ $word == ready ]]; then
         printf '%s\n' "$pid" >/run/vmrig/fixup.pid
         return 0

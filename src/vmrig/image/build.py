@@ -169,7 +169,9 @@ def resize_disk(source: Path, target: Path, size_mib: int) -> None:
         proc.run([qemu_img, "convert", "-q", "-f", "qcow2", "-O", "raw", source, raw])
         if raw.stat().st_size < size:
             os.truncate(raw, size)
-        proc.run([resize2fs, raw, f"{size_mib}M"])
+        # Without it, resize2fs leaves the new groups' inode tables to ext4lazyinit
+        # when the host's kernel has lazy init, and the guest would write them.
+        proc.run([resize2fs, raw, f"{size_mib}M"], env={"RESIZE2FS_FORCE_ITABLE_INIT": "1"})
         os.truncate(raw, size)
         proc.run([qemu_img, "convert", "-q", "-f", "raw", "-O", "qcow2", raw, target])
     except BaseException:

@@ -357,6 +357,8 @@ class ImageStore:
             with self._locked(f"{image.key}-{size_mib}M"):
                 if not sized.exists():
                     self._progress(f"resizing the image's file system to {size_mib} MiB")
+                    for leftover in sized.parent.glob(f".{sized.name}.*"):  # of a killed resize
+                        leftover.unlink(missing_ok=True)
                     partial = sized.with_name(f".{sized.name}.{os.getpid()}")
                     resize_disk(image.disk, partial, size_mib)
                     os.rename(partial, sized)

@@ -141,8 +141,8 @@ class Snapshots(Monitor):
                 return True
         return False
 
-    def _migration_done(self, what: str) -> None:
-        """Waits until QEMU's migration (save or restore) has completed."""
+    def _migration_done(self, what: str, poll: float = 0.05) -> None:
+        """Waits until QEMU's migration (save or restore) has completed, asking every `poll` seconds."""
         if self.qmp is None:
             raise self._broken(f"{what}: QEMU's monitor is not connected")
         deadline = time.monotonic() + 120
@@ -152,8 +152,7 @@ class Snapshots(Monitor):
                 return
             if status in ("failed", "cancelled"):
                 raise self._broken(f"{what} failed (QEMU's migration status: {status})")
-            # A restore's device state loads in about 10 ms: a coarser poll would add to it.
-            time.sleep(0.002)
+            time.sleep(poll)
         raise self._broken(f"{what} did not finish within 120 s")
 
     def _load_snapshot(self, directory: Path) -> str:
@@ -166,7 +165,8 @@ class Snapshots(Monitor):
         try:
             self.qmp.execute("migrate-set-capabilities", {"capabilities": [IGNORE_SHARED]})
             self.qmp.execute("migrate-incoming", {"uri": f"exec:cat {shlex.quote(str(directory / snapshot.STATE))}"})
-            self._migration_done("restoring the booted snapshot")
+            # A restore's device state loads in about 10 ms: a coarser poll would add to it.
+            self._migration_done("restoring the booted snapshot", poll=0.002)
             before = time.time()
             self.qmp.execute("cont")
             resumed = (before + time.time()) / 2
