@@ -148,7 +148,7 @@ def test_guest_fixup_hands_over_to_the_resident_one_or_runs_it(tmp_path: Path) -
     # Requests the fix-up refuses (no nanoseconds): they show which way each call went, and no clock is set.
     bad = "0123456789abcdef00 + 1"
     # No resident fix-up, or an empty or stale pid file: perl runs it.
-    for pid_file in (None, "", f"{os.getpid()}\n"):
+    for pid_file in (None, "", f"{os.getpid()}\n", f"{os.getpid()} 0\n"):
         if pid_file is not None:
             (tmp_path / "fixup.pid").write_text(pid_file)
         once = _in_guest_shell(tmp_path, f"__vmrig_fixup {bad}")
@@ -158,7 +158,7 @@ def test_guest_fixup_hands_over_to_the_resident_one_or_runs_it(tmp_path: Path) -
         tmp_path,
         f"""__vmrig_fixup_serve
         __vmrig_fixup_serve  # running already: nothing more
-        read -r pid <{tmp_path}/fixup.pid
+        read -r pid fd <{tmp_path}/fixup.pid
         ls /proc/$pid/fd | sort -n | tr '\\n' ' '; echo; readlink /proc/$pid/cwd
         __vmrig_fixup {bad} || echo "status $?"
         kill $pid""",

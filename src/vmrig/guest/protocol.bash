@@ -65,17 +65,16 @@ __vmrig_run() {
     printf '\n%s E %d\n' "$nonce" "$status" >&8
 }
 # __vmrig_fixup_running: whether the resident fix-up (guest/fixup --serve) runs;
-# sets the caller's `pid` to its pid. Its command line is checked too: a pid
-# file outlives its process. Builtins only, no $(...): no fork.
+# sets the caller's `pid` to its pid. A pid file outlives its process, so the
+# process must still hold the request FIFO, as the file says (pid, fd).
+# Builtins only: no fork.
 __vmrig_fixup_running() {
-    local args
+    local fd=
     pid=
     if [[ -r /run/vmrig/fixup.pid ]]; then
-        read -r pid </run/vmrig/fixup.pid || :
+        read -r pid fd </run/vmrig/fixup.pid || :
     fi
-    [[ -n $pid && -r /proc/$pid/cmdline ]] || return 1
-    mapfile -d '' args </proc/"$pid"/cmdline 2>/dev/null || return 1
-    [[ ${args[1]-} == /usr/lib/vmrig/fixup && ${args[2]-} == --serve ]]
+    [[ -n $pid && -n $fd && /proc/$pid/fd/$fd -ef /run/vmrig/fixup.in ]]
 }
 # __vmrig_fixup SEED_HEX +|= SECONDS NANOSECONDS: a restored guest's fix-up
 # (guest/fixup), handed to the resident one if it runs: a restored guest's first
@@ -103,7 +102,7 @@ __vmrig_fixup() {
 # __vmrig_fixup_serve: starts the resident fix-up unless it runs (before a
 # snapshot is saved, so that its restores find it running).
 __vmrig_fixup_serve() {
-    local word pid fifo
+    local word pid fd fifo
     __vmrig_fixup_running && return 0
     for fifo in /run/vmrig/fixup.in /run/vmrig/fixup.out; do
         [[ -p $fifo ]] || mkfifo -m 0600 "$fifo"
@@ -114,8 +113,8 @@ __vmrig_fixup_serve() {
         cd / && exec setsid perl /usr/lib/vmrig/fixup --serve /run/vmrig/fixup.in /run/vmrig/fixup.out \
             </dev/null >/dev/null 2>/run/vmrig/fixup.log 7>&- 8>&- 9>&-
     ) &
-    if read -r -t 30 word pid 0<>/run/vmrig/fixup.out && [[ $word == ready ]]; then
-        printf '%s\n' "$pid" >/run/vmrig/fixup.pid
+    if read -r -t 30 word pid fd 0<>/run/vmrig/fixup.out && [[ $word == ready ]]; then
+        printf '%s %s\n' "$pid" "$fd" >/run/vmrig/fixup.pid
         return 0
     fi
     printf 'fix-up: the resident fix-up did not start\n' >&2
