@@ -8,7 +8,6 @@ whether it prints anything. The answer is cached per host; VMRIG_ACCEL=kvm|tcg
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -32,9 +31,8 @@ QEMU_FIX = (
 )
 
 
-@functools.cache
 def qemu_version(qemu: str) -> tuple[int, int]:
-    """(major, minor) of the QEMU binary `qemu`, from `qemu --version`."""
+    """(major, minor) of the QEMU binary `qemu`, from `qemu --version` (asked once per process)."""
     out = qemu_argv.version_text(qemu)
     found = re.search(r"version (\d+)\.(\d+)", out)
     if found is None:

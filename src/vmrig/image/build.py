@@ -137,7 +137,6 @@ def make_disk(tree: Path, disk: Path) -> tuple[int, int]:
     room to write), both in MiB.
     """
     mkfs = proc.require_tool("mkfs.ext4")
-    qemu_img = proc.require_tool("qemu-img")
     used_mib = disk_usage(tree) // (1 << 20)
     least_mib = max(1024, (used_mib * 3 // 2 + 512 + 255) // 256 * 256)
     fs_size_mib = max(least_mib, DEFAULT_DISK_MIB)
@@ -147,10 +146,9 @@ def make_disk(tree: Path, disk: Path) -> tuple[int, int]:
         # guest kernel's ext4lazyinit thread in the background of every boot.
         options = "root_owner=0:0,lazy_itable_init=0"
         proc.run([mkfs, "-q", "-F", "-L", "root", "-E", options, "-d", tree, raw, f"{fs_size_mib}M"])
-        proc.run([qemu_img, "convert", "-q", "-f", "raw", "-O", "qcow2", raw, disk])
+        _publish_raw(raw, disk)
     finally:
         raw.unlink(missing_ok=True)
-    disk.chmod(0o444)
     return fs_size_mib, least_mib
 
 
@@ -173,13 +171,18 @@ def resize_disk(source: Path, target: Path, size_mib: int) -> None:
         # when the host's kernel has lazy init, and the guest would write them.
         proc.run([resize2fs, raw, f"{size_mib}M"], env={"RESIZE2FS_FORCE_ITABLE_INIT": "1"})
         os.truncate(raw, size)
-        proc.run([qemu_img, "convert", "-q", "-f", "raw", "-O", "qcow2", raw, target])
+        _publish_raw(raw, target)
     except BaseException:
         target.unlink(missing_ok=True)
         raise
     finally:
         raw.unlink(missing_ok=True)
-    target.chmod(0o444)
+
+
+def _publish_raw(raw: Path, disk: Path) -> None:
+    """The raw file system `raw` as the read-only qcow2 image `disk` (zero blocks left out)."""
+    proc.run([proc.require_tool("qemu-img"), "convert", "-q", "-f", "raw", "-O", "qcow2", raw, disk])
+    disk.chmod(0o444)
 
 
 def _module_paths(root: Path, kernel_version: str, names: tuple[str, ...]) -> list[Path]:
