@@ -24,7 +24,9 @@
     │                               package's line (exit 2)
     └── MachineError                a VM broke: QEMU died, the backdoor never
         │                           came up, QMP failed; names the node
-        └── QMPError                QEMU refused a QMP command
+        └── QMPError                QEMU refused a QMP command (NixOS's
+                                    QMPAPIError, with class_name and
+                                    description)
 
     RequestedAssertionFailed        (an AssertionError) the test script's
     │                               check failed: succeed(), fail(), every
@@ -33,7 +35,9 @@
     └── PollingConditionError       a polling_condition stopped holding
 
 The names `MachineError` and `RequestedAssertionFailed` match the NixOS test
-driver's, so scripts that catch them keep working. `did_you_mean` is the hint
+driver's, so scripts that catch them keep working; scripts that import them
+from NixOS's modules (`from test_driver.errors import ...`) get these
+(vmrig.driver.nixmodules). `did_you_mean` is the hint
 that errors about an unknown name end with.
 """
 
@@ -128,7 +132,18 @@ class MachineError(VmrigError):
 
 
 class QMPError(MachineError):
-    """QEMU answered a QMP command with an error."""
+    """QEMU answered a QMP command with an error.
+
+    `class_name` and `description` are QEMU's "class" and "desc" (as on
+    NixOS's QMPAPIError, which scripts import under that name);
+    `transaction_id` is the id the script gave, always None: scripts give none.
+    """
+
+    def __init__(self, message: str, class_name: str = "GenericError", description: str = "") -> None:
+        super().__init__(message)
+        self.class_name = class_name
+        self.description = description
+        self.transaction_id: str | None = None
 
 
 class RequestedAssertionFailed(AssertionError):

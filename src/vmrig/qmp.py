@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from vmrig.errors import MachineError, QMPError
@@ -111,7 +111,7 @@ class QMPClient:
                 desc = error.get("desc", "")
             else:
                 error_class, desc = "GenericError", str(error)
-            raise QMPError(f"QMP command '{command}' failed: {error_class}: {desc}")
+            raise QMPError(f"QMP command '{command}' failed: {error_class}: {desc}", error_class, desc)
         return reply["return"]
 
     def human_monitor_command(self, command_line: str) -> str:
@@ -134,6 +134,13 @@ class QMPClient:
                 if remaining <= 0:
                     raise TimeoutError(f"no matching QMP event within {timeout:g} seconds")
                 self._state.wait(remaining)  # woken by each new event and by the close
+
+    def take_events(self) -> list[Message]:
+        """Return (and consume) every queued event, oldest first, without waiting."""
+        with self._state:
+            events = list(self._events)
+            self._events.clear()
+        return events
 
     def close(self) -> None:
         """Close the connection; pending commands and waits end with MachineError."""
@@ -202,3 +209,34 @@ class QMPClient:
                     answer = next(iter(self._pending.values()))
                 if answer is not None and answer.empty():
                     answer.put_nowait(message)
+
+
+class QMPSession:
+    """`machine.qmp_client` as NixOS scripts use it, over a machine's QMPClient.
+
+    NixOS's QMPSession: `send(cmd, args)` returns QEMU's whole answer
+    (`{"return": ...}`) and raises QMPAPIError (here QMPError, with
+    `class_name` and `description`) when QEMU refuses; `wait_for_event` and
+    `events` hand out the events nobody has consumed yet. vmrig's reader
+    thread reads every message as it arrives, so `read_pending_messages`
+    has nothing left to do.
+    """
+
+    def __init__(self, client: QMPClient) -> None:
+        self._client = client
+
+    def send(self, cmd: str, args: dict[str, Any] | None = None) -> Message:
+        """Runs QMP command `cmd` with `args`; returns `{"return": value}`; QMPError if refused."""
+        return {"return": self._client.execute(cmd, args or None)}
+
+    def wait_for_event(self, timeout: float = 10) -> Message:
+        """The oldest event not yet consumed, waiting up to `timeout` seconds (TimeoutError)."""
+        return self._client.wait_for_event(lambda _event: True, timeout)
+
+    def events(self, timeout: float = 10) -> Iterator[Message]:
+        """The events queued now, oldest first (`timeout` is accepted as NixOS does, and not needed)."""
+        del timeout
+        yield from self._client.take_events()
+
+    def read_pending_messages(self) -> None:
+        """Nothing to do: vmrig's reader thread has read every message already."""

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from vmrig.errors import MachineError, QMPError
-from vmrig.qmp import QMPClient
+from vmrig.qmp import QMPClient, QMPSession
 
 Message = dict[str, Any]
 GREETING: Message = {"QMP": {"version": {"qemu": {"major": 8, "minor": 2, "micro": 0}}, "capabilities": []}}
@@ -143,6 +143,34 @@ def test_error_reply_raises_qmp_error(make_pair: Callable[..., tuple[QMPClient, 
     client, _ = make_pair(refuse)
     with pytest.raises(QMPError, match="CommandNotFound: The command nope has not been found"):
         client.execute("nope")
+
+
+def test_session_answers_as_nixos_qmp_client(make_pair: Callable[..., tuple[QMPClient, FakeQemu]]) -> None:
+    # NixOS's machine.qmp_client: the whole answer back, QMPAPIError's fields on a refusal.
+    def status_or_refuse(server: FakeQemu, request: Message) -> None:
+        if request["execute"] == "query-status":
+            server.event("RESUME")
+            server.reply(request, {"status": "running", "running": True})
+        else:
+            error = {"class": "CommandNotFound", "desc": f"The command {request['execute']} has not been found"}
+            server.send({"error": error, "id": request["id"]})
+
+    client, server = make_pair(status_or_refuse)
+    session = QMPSession(client)
+    assert session.send("query-status") == {"return": {"status": "running", "running": True}}
+    assert "arguments" not in server.received[-1]  # NixOS sends no arguments when given none
+    with pytest.raises(QMPError) as refused:
+        session.send("this-command-does-not-exist", {"x": 1})
+    assert refused.value.class_name == "CommandNotFound"
+    assert refused.value.description == "The command this-command-does-not-exist has not been found"
+    assert refused.value.transaction_id is None
+    assert session.wait_for_event(timeout=5)["event"] == "RESUME"
+    server.event("STOP")
+    server.event("RESUME")
+    client.wait_for_event(lambda e: e["event"] == "RESUME", timeout=5)  # both queued now
+    assert [event["event"] for event in session.events()] == ["STOP"]
+    assert list(session.events()) == []  # consumed
+    session.read_pending_messages()
 
 
 def test_events_around_replies_are_routed(make_pair: Callable[..., tuple[QMPClient, FakeQemu]]) -> None:

@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import write_test_file
 
 from vmrig.driver import Driver
-from vmrig.errors import TestFileError
+from vmrig.errors import MachineError, PollingConditionError, QMPError, RequestedAssertionFailed, TestFileError
 from vmrig.log import Logger
 from vmrig.machine import Machine, MachineConfig
 from vmrig.scriptcheck import check_script
@@ -92,3 +92,27 @@ def test_a_node_cannot_hide_a_driver_global() -> None:
     for name in ("log", "network", "start-all"):
         with pytest.raises(SpecError):
             check_node_name(name)
+
+
+def test_scripts_import_nixos_driver_modules_as_vmrigs(tmp_path: Path) -> None:
+    driver = driver_for(tmp_path, "node1.qmp_client.send('query-status')")
+    driver.check_script()  # qmp_client is a machine attribute
+    namespace = driver.test_symbols()
+    exec(  # noqa: S102 (what the driver does with a script)
+        "from test_driver.machine.qmp import QMPAPIError\n"
+        "from test_driver.qmp import QMPAPIError as OldQMPAPIError\n"
+        "from test_driver.errors import RequestedAssertionFailed, MachineError\n"
+        "from test_driver.machine import QemuMachine, BaseMachine, retry as module_retry\n"
+        "import test_driver.polling_condition\n"
+        "from test_driver.driver import Driver\n",
+        namespace,
+    )
+    assert namespace["QMPAPIError"] is namespace["OldQMPAPIError"] is QMPError
+    assert namespace["RequestedAssertionFailed"] is RequestedAssertionFailed
+    assert namespace["MachineError"] is MachineError
+    assert namespace["QemuMachine"] is namespace["BaseMachine"] is Machine
+    assert namespace["module_retry"] is namespace["retry"]  # the run's, scaled like the global
+    assert namespace["test_driver"].polling_condition.PollingConditionError is PollingConditionError
+    assert namespace["Driver"] is Driver
+    with pytest.raises(ImportError, match="NspawnMachine"):
+        exec("from test_driver.machine import NspawnMachine", namespace)  # noqa: S102

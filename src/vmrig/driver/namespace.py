@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vmrig.debug import Debugger
+from vmrig.driver import nixmodules
 from vmrig.errors import RequestedAssertionFailed, UsageError
 from vmrig.log import Logger
 from vmrig.machine import Machine
@@ -113,6 +114,8 @@ class ScriptHost(Protocol):
 
 def script_globals(driver: ScriptHost) -> dict[str, Any]:
     """Every global of the test script, one variable per machine and vlan included; logs the extra names."""
+    script_retry = functools.partial(retry, scale=driver.timeout_scale)
+    nixmodules.install(script_retry, type(driver))  # `from test_driver.errors import ...` and the like
     namespace: dict[str, Any] = {
         "start_all": driver.start_all,
         "join_all": driver.join_all,
@@ -126,7 +129,7 @@ def script_globals(driver: ScriptHost) -> dict[str, Any]:
         "os": os,
         "create_machine": driver.create_machine,
         "subtest": driver.subtest,
-        "retry": functools.partial(retry, scale=driver.timeout_scale),
+        "retry": script_retry,
         "serial_stdout_on": driver.serial_stdout_on,
         "serial_stdout_off": driver.serial_stdout_off,
         "polling_condition": driver.polling_condition,

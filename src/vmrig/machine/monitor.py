@@ -12,6 +12,7 @@ from vmrig.machine import qemu
 from vmrig.machine.base import MachineBase
 from vmrig.machine.keys import CHAR_TO_KEY
 from vmrig.netcard import NetworkCard
+from vmrig.qmp import QMPSession
 from vmrig.timeouts import Duration
 
 
@@ -31,6 +32,11 @@ class Monitor(MachineBase):
         reply = self.send_monitor_command(command).strip()
         if reply:
             raise MachineError(f"{self.name}: {command}: {reply}")
+
+    @property
+    def qmp_client(self) -> QMPSession | None:
+        """NixOS's `machine.qmp_client`: QMP for scripts (`send(cmd, args)`), None while not running."""
+        return None if self.qmp is None else QMPSession(self.qmp)
 
     def wait_for_qmp_event(
         self, event_filter: Callable[[dict[str, Any]], bool], timeout: Duration = 60 * 10

@@ -10,6 +10,8 @@ and `wait_for_unit("multi-user.target")`; `get_unit_info` and
 unit; `copy_from_vm` and its newer name `copy_from_machine`, then reading the
 copy under `os.environ["out"]` with `pathlib`; `execute` with
 `check_return=False`; `succeed` of several commands at once; `machines`;
+QMP through `machine.qmp_client` (`send`, `events`, `wait_for_event`,
+and `QMPAPIError` imported from NixOS's `test_driver.machine.qmp`);
 commands every NixOS machine has (getfacl, ping, sudo, strace, rsync,
 mkpasswd, GNU awk, fgconsole) and its static device nodes (/dev/net/tun).
 
@@ -126,6 +128,26 @@ with subtest("files copied out of a machine land in the output directory"):
     web_1.copy_from_machine("/tmp/results", "from-web-1")
     answer = Path(os.environ.get("out", ".")) / "from-web-1" / "results" / "answer"
     t.assertEqual(answer.read_text().strip(), "42")
+
+with subtest("QMP as NixOS scripts reach it"):
+    from test_driver.machine.qmp import QMPAPIError
+
+    assert web_1.qmp_client is not None
+    t.assertEqual(web_1.qmp_client.send("query-status")["return"]["status"], "running")
+    try:
+        web_1.qmp_client.send("this-command-does-not-exist")
+    except QMPAPIError as error:
+        t.assertEqual(error.class_name, "CommandNotFound")
+    else:
+        raise AssertionError("QEMU accepted a command it does not have")
+    list(web_1.qmp_client.events())
+    web_1.qmp_client.send("stop")
+    web_1.qmp_client.send("cont")
+    seen = []
+    while "RESUME" not in seen:
+        seen.append(web_1.qmp_client.wait_for_event(timeout=30)["event"])
+    t.assertIn("STOP", seen)
+    t.assertEqual(web_1.succeed("echo still here"), "still here\\n")
 
 with subtest("what a NixOS machine has without asking"):
     # Tools of NixOS's core and default packages, nothing in the node's packages.
