@@ -116,3 +116,16 @@ def test_scripts_import_nixos_driver_modules_as_vmrigs(tmp_path: Path) -> None:
     assert namespace["Driver"] is Driver
     with pytest.raises(ImportError, match="NspawnMachine"):
         exec("from test_driver.machine import NspawnMachine", namespace)  # noqa: S102
+
+
+def test_a_script_naming_the_exchange_directory_gets_it_mounted(tmp_path: Path) -> None:
+    # With snapshots on, only such scripts pay for virtiofs (which a snapshot cannot hold).
+    mounted = {
+        script: driver_for(tmp_path, script).uses_exchange_dir()
+        for script in ("node1.succeed('true')", "node1.succeed('ls /tmp/shared')", "print(node1.shared_dir)")
+    }
+    assert mounted == {
+        "node1.succeed('true')": False,
+        "node1.succeed('ls /tmp/shared')": True,
+        "print(node1.shared_dir)": True,
+    }

@@ -109,6 +109,7 @@ def test_exchange_directory_is_the_same_on_every_machine(shared: Shared) -> None
     (shared.exchange / "from-host").write_text("host\n")
     assert shared.two.succeed("cat /tmp/shared/from-host") == "host\n"
     assert stat.S_IMODE(shared.exchange.stat().st_mode) == 0o700
+    assert shared.one.shared_dir == shared.two.shared_dir == shared.exchange  # NixOS's machine.shared_dir
 
 
 def make_tree(root: Path) -> dict[str, tuple[str, int]]:

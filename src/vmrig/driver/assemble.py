@@ -105,11 +105,13 @@ class Assembler:
         """Whether machines mount the run's exchange directory at /tmp/shared.
 
         virtiofs cannot be saved in a snapshot, so with snapshots on, only a
-        script that names /tmp/shared gets it (as every NixOS test machine has).
+        script that names /tmp/shared or a machine's `shared_dir` (its host
+        side) gets it (as every NixOS test machine has).
         """
         if not self.snapshots:
             return True
-        return EXCHANGE_GUEST_PATH in self._script_text()
+        text = self._script_text()
+        return EXCHANGE_GUEST_PATH in text or "shared_dir" in text
 
     def wants_display(self, node: Node) -> bool:
         """Whether `node`'s machine gets a display: Node.graphics, or else whether the script
@@ -208,6 +210,7 @@ class Assembler:
             accel=self.accel,
             vlan_cards=network_cards(network.interfaces, self.run_dir),
             sidecars=[virtiofs] if shares else [],
+            exchange_dir=exchange,
             forwards=forwards,
             user_net_options=self.environment.qemu_net_options,
             connect_timeout=float(self.environment.connect_timeout),

@@ -102,6 +102,12 @@ class MachineBase(abc.ABC):
     def __repr__(self) -> str:
         return f"<Machine '{self.name}'>"
 
+    @property
+    def shared_dir(self) -> Path | None:
+        """NixOS's `machine.shared_dir`: the host directory the guest sees at /tmp/shared (one per run,
+        shared by its machines); None for a machine without it (a create_machine start command)."""
+        return self.config.exchange_dir
+
     # -- logging ---------------------------------------------------------------
 
     # NixOS's parameter names (msg, attrs), which scripts may pass as keywords.

@@ -79,6 +79,8 @@ class MachineConfig:
     start_command: str | None = None  # a user's own QEMU start command (create_machine)
     vsock_cid: int | None = None  # a vhost-vsock device with this guest CID (the SSH backdoor)
     sidecars: list[Sidecar] = field(default_factory=list)  # host helpers and their QEMU arguments
+    # The host directory the guest mounts at /tmp/shared (NixOS's shared_dir); None: not mounted.
+    exchange_dir: Path | None = None
     timeout_scale: TimeoutScale = field(default_factory=TimeoutScale)  # applied to the script's timeouts
     # The image cache: the first start restores this configuration's booted snapshot
     # from there, or saves one once booted (see vmrig.image.snapshot). None: always boot.

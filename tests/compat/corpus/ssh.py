@@ -3,7 +3,8 @@
 NixOS behaviours exercised: `server.wait_for_unit("sshd")`,
 `wait_for_open_port(22)`, `ssh-keygen` in the script, the public key put into
 root's authorized_keys on the server (once through the script's own variables,
-once through the exchange directory /tmp/shared that every machine mounts),
+once through the exchange directory /tmp/shared that every machine mounts, read
+on the host through `machine.shared_dir`),
 `client.succeed("ssh -o StrictHostKeyChecking=no server true")`, commands run
 remotely, a login as an ordinary user, password logins refused.
 
@@ -59,6 +60,7 @@ with subtest("over IPv6 too"):
 with subtest("a key handed over through /tmp/shared logs in as alice"):
     client.succeed("ssh-keygen -t rsa -b 2048 -N '' -f /root/.ssh/id_alice")
     client.succeed("cp /root/.ssh/id_alice.pub /tmp/shared/alice.pub")
+    t.assertTrue((client.shared_dir / "alice.pub").read_text().startswith("ssh-rsa "))  # the host's side
     server.succeed(
         "install -d -m 700 -o alice -g alice /home/alice/.ssh",
         "install -m 600 -o alice -g alice /tmp/shared/alice.pub /home/alice/.ssh/authorized_keys",
