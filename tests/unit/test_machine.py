@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ from tests.conftest import failing_tools
 from vmrig.errors import ArgumentError, HostCommandFailed
 from vmrig.log import Logger
 from vmrig.machine import Machine, MachineConfig, qemu
+from vmrig.machine.console import SerialConsole, search_console
 from vmrig.machine.systemd import wait_unit_for
 from vmrig.net.plan import NetworkPlan, network_cards
 from vmrig.scriptnames import public_attributes
@@ -247,3 +251,68 @@ def test_block_pulls_the_cable_of_the_card_it_names(tmp_path: Path, monkeypatch:
         machine.block(interface="eth4")
     with pytest.raises(ArgumentError, match=r"not on vlan 3; its vlans: \[1, 2, 2\]"):
         machine.block(vlan=3)
+
+
+def _console_fed_by(write_end: int) -> SerialConsole:
+    console = SerialConsole()
+    read_end = os.fdopen(write_end, "rb", buffering=0)
+    console.start(read_end, Logger(io.StringIO(), color=False), "node")
+    return console
+
+
+def _take_within(console: SerialConsole, regex: str, seconds: float = 5.0) -> bool:
+    pattern = re.compile(regex, re.MULTILINE)
+    deadline = time.monotonic() + seconds
+    with console.cond:
+        while not console.take(pattern):
+            if time.monotonic() >= deadline:
+                return False
+            console.cond.wait(0.05)
+    return True
+
+
+def test_console_waits_see_a_prompt_before_its_newline() -> None:
+    read_fd, write_fd = os.pipe()
+    console = _console_fed_by(read_fd)
+    os.write(write_fd, b"boot done\r\nmachine login: ")
+    assert _take_within(console, r"login: ")
+    assert console.text() == "boot done\nmachine login: "
+    assert "machine login: " in console.tail("node")
+    # `$` waits for the end of the line: "vmrig-1" is not yet "vmrig-1$" while "vmrig-12" may follow.
+    os.write(write_fd, b"root\r\nvmrig-1")
+    assert not _take_within(console, r"vmrig-\d$", seconds=0.3)
+    os.write(write_fd, b"2\r\n")
+    assert not _take_within(console, r"vmrig-\d$", seconds=0.3)
+    assert _take_within(console, r"vmrig-\d\d$")
+    # A half-written multi-byte character waits for its other half.
+    os.write(write_fd, b"caf" + "é".encode()[:1])
+    os.write(write_fd, "é".encode()[1:] + b"\n")
+    assert _take_within(console, "café")
+    os.close(write_fd)
+    console.join()
+    assert console.lines == ["boot done", "machine login: root", "vmrig-12", "café"]
+
+
+def test_console_waits_see_through_a_message_that_interrupted_a_line() -> None:
+    read_fd, write_fd = os.pipe()
+    console = _console_fed_by(read_fd)
+    os.write(write_fd, b"Please enter pas")
+    os.write(write_fd, b"[    2.948528] scsi 1:0:0:0: CD-ROM            QEMU     QEMU DVD-ROM     2.5+\r\n")
+    os.write(write_fd, b"sphrase for disk root (cryptroot):\r\n")
+    os.write(write_fd, b"[    3.025994] cdrom: Uniform CD-ROM driver Revision: 3.20\r\nlater line\r\n")
+    assert _take_within(console, r"[Pp]assphrase for disk root")
+    # The match consumed up to the end of its line, as it came: the line after it is next.
+    assert _take_within(console, r"^\[ *\d+\.\d+\] cdrom: ", seconds=1)
+    assert not _take_within(console, "passphrase", seconds=0.2)
+    os.close(write_fd)
+    console.join()
+
+
+def test_search_console_maps_a_match_back_to_the_text_as_it_came() -> None:
+    text = "a pas[    1.000000] kernel says\nsword prompt\nnext"
+    end = search_console(re.compile("password prompt"), text)
+    assert end is not None and text[:end].endswith("sword prompt")
+    assert search_console(re.compile("kernel says"), text) == text.index("\nsword")
+    assert search_console(re.compile("absent"), text) is None
+    # A message at the start of a line interrupts nothing: it stays.
+    assert search_console(re.compile("ab"), "a\n[    1.000000] x\nb") is None

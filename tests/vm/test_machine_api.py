@@ -240,9 +240,19 @@ def test_console(node: Machine) -> None:
     # ... and what a wait consumed is not matched again, as in NixOS.
     with pytest.raises(RequestedAssertionFailed, match="timed out"):
         node.wait_for_console_text("^alpha$", timeout=1)
-    # stderr of commands goes to the console, as in the NixOS driver
+    # stderr of commands goes to the console, as in the NixOS driver, and so does /dev/console
     node.succeed("echo vmrig-stderr-line >&2")
     node.wait_for_console_text("vmrig-stderr-line", timeout=30)
+    node.succeed("echo vmrig-dev-console-line > /dev/console")
+    node.wait_for_console_text("vmrig-dev-console-line", timeout=30)
+    # A prompt matches before its newline, and a kernel message that lands inside
+    # its line (timestamp and all) does not hide it.
+    node.succeed(
+        "(printf 'Enter pass' > /dev/ttyS0; sleep 1; echo '<4>vmrig: interrupting' > /dev/kmsg; sleep 1;"
+        " printf 'phrase for vault: ' > /dev/ttyS0) >/dev/null 2>&1 &"
+    )
+    node.wait_for_console_text("Enter passphrase for vault: ", timeout=60)  # no newline yet
+    assert re.search(r"Enter pass\[ *\d+\.\d+\] vmrig: interrupting", node.get_console_log())
 
 
 def test_send_console_reaches_the_serial_port(node: Machine) -> None:

@@ -1,7 +1,10 @@
-"""The serial console (ttyS0: kernel and journal): QEMU's stdout, read line by line into the log."""
+"""The serial console (ttyS0: kernel and journal): QEMU's stdout, read into lines for the log and the waits."""
 
 from __future__ import annotations
 
+import codecs
+import os
+import re
 import threading
 from collections import deque
 from typing import IO
@@ -9,17 +12,58 @@ from typing import IO
 from vmrig.log import ANSI_ESCAPE, Logger
 
 CONSOLE_TAIL = 20
+# A kernel or journal message printed while a program's line was half written
+# lands inside that line, timestamp first, and ends it: "Please enter
+# pas[    2.948528] scsi 1:0:0:0: CD-ROM ...\nsphrase for disk". A wait that
+# does not match the console as it came tries it again with these taken out.
+INTERRUPTING_MESSAGE = re.compile(r"(?<=[^\n])\[ *\d+\.\d{6}\] [^\n]*\n")
+# Put after a line still being written, so that `$` does not match at its end
+# before the line is complete; a prompt ("login: ") matches before its newline.
+_UNFINISHED = "\x00"
+
+
+def _clean(line: str) -> str:
+    return ANSI_ESCAPE.sub("", line).replace("\r", "")
+
+
+def search_console(pattern: re.Pattern[str], text: str) -> int | None:
+    """Where in `text` the first match of `pattern` ends: in the text as it came, else in the
+    text without the messages that interrupted a line (INTERRUPTING_MESSAGE); None: no match."""
+    found = pattern.search(text)
+    if found is not None:
+        return found.end()
+    # The text without the interruptions, and where each of its pieces starts in `text`.
+    pieces: list[tuple[int, str]] = []
+    start = 0
+    for message in INTERRUPTING_MESSAGE.finditer(text):
+        pieces.append((start, text[start : message.start()]))
+        start = message.end()
+    if not pieces:
+        return None
+    pieces.append((start, text[start:]))
+    found = pattern.search("".join(piece for _, piece in pieces))
+    if found is None:
+        return None
+    offset = found.end()
+    for origin, piece in pieces:
+        if offset <= len(piece):
+            return origin + offset
+        offset -= len(piece)
+    return len(text)
 
 
 class SerialConsole:
     """The console's lines since QEMU started, the recent ones for error messages, and its reader thread.
 
-    `consumed` counts the lines wait_for_console_text has read past; `cond`
-    guards the lines and is notified for each new one and at end of output.
+    `lines` are the complete lines, `unfinished` the line being written (a
+    prompt waiting for input has no newline yet); `consumed` counts the lines
+    wait_for_console_text has read past; `cond` guards them all and is
+    notified for each new piece of output and at its end.
     """
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.unfinished = ""
         self.consumed = 0
         self.recent: deque[str] = deque(maxlen=200)
         self.cond = threading.Condition()
@@ -29,6 +73,7 @@ class SerialConsole:
         """Forgets the last run's lines and reads `stream` on a thread of its own."""
         with self.cond:
             self.lines = []
+            self.unfinished = ""
             self.consumed = 0
             self.recent.clear()
         self.thread = threading.Thread(
@@ -37,15 +82,28 @@ class SerialConsole:
         self.thread.start()
 
     def _read(self, stream: IO[bytes], logger: Logger, name: str) -> None:
-        for raw in iter(stream.readline, b""):
-            line = ANSI_ESCAPE.sub("", raw.decode(errors="replace")).replace("\r", "").rstrip()
+        # Whatever has arrived, not just whole lines: a prompt has no newline until it is answered.
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pending = ""
+        while True:
+            try:
+                chunk = os.read(stream.fileno(), 65536)
+            except OSError:
+                chunk = b""
+            pending += decoder.decode(chunk, final=not chunk)
+            *complete, pending = pending.split("\n")
+            if not chunk and pending:
+                complete, pending = [*complete, pending], ""
+            lines = [_clean(line).rstrip() for line in complete]
             with self.cond:
-                self.lines.append(line)
-                self.recent.append(line)
+                self.lines.extend(lines)
+                self.recent.extend(lines)
+                self.unfinished = _clean(pending)
                 self.cond.notify_all()
-            logger.log_serial(line, name)
-        with self.cond:
-            self.cond.notify_all()
+            for line in lines:
+                logger.log_serial(line, name)
+            if not chunk:
+                return
 
     def join(self) -> None:
         """Waits (a while) for the reader to drain QEMU's output, unless called from the reader."""
@@ -54,12 +112,26 @@ class SerialConsole:
 
     def tail(self, name: str, lines: int = CONSOLE_TAIL) -> str:
         with self.cond:
-            tail = list(self.recent)[-lines:]
+            tail = [*self.recent, self.unfinished][-lines:] if self.unfinished else list(self.recent)[-lines:]
         return "\n".join(f"    {name} # {line}" for line in tail) or "    (the console printed nothing)"
 
     def text(self) -> str:
+        """Every line so far, the one being written included."""
         with self.cond:
-            return "\n".join(self.lines)
+            return "\n".join([*self.lines, self.unfinished] if self.unfinished else self.lines)
+
+    def take(self, pattern: re.Pattern[str]) -> bool:
+        """Whether the text not consumed yet matches `pattern` (search_console); a match consumes
+        the text up to the end of its line. The caller holds `cond`."""
+        pieces = self.lines[self.consumed :]
+        if self.unfinished and self.consumed <= len(self.lines):  # not consumed by an earlier match
+            pieces = [*pieces, self.unfinished + _UNFINISHED]
+        text = "\n".join(pieces)
+        end = search_console(pattern, text)
+        if end is None:
+            return False
+        self.consumed += text.count("\n", 0, end) + 1
+        return True
 
     def prepend(self, lines: list[str]) -> None:
         """Puts a restored snapshot's console lines before this run's."""

@@ -67,7 +67,10 @@ class Waits(Commands):
 
         The regex sees the console's lines as one text joined by newlines, so
         multi-line regexes work; `^` and `$` match at every line (re.MULTILINE),
-        as they did when each line was tried alone. As in NixOS, a wait consumes what it read up
+        as they did when each line was tried alone. Beyond NixOS, the line
+        being written counts too (a prompt matches before its newline), and a
+        kernel or journal message that interrupted a line does not hide the
+        line's text. As in NixOS, a wait consumes what it read up
         to the end of the matching line: a later wait (after a reboot, say)
         never matches the same text again. `timeout` (seconds or a timedelta,
         scaled under emulation) counts from the call; None waits for ever.
@@ -81,10 +84,7 @@ class Waits(Commands):
         console = self._console
         with self.nested(f"waiting for {regex} to appear on console"), console.cond:
             while True:
-                text = "\n".join(console.lines[console.consumed :])
-                found = pattern.search(text)
-                if found is not None:
-                    console.consumed += text.count("\n", 0, found.end()) + 1
+                if console.take(pattern):
                     return
                 if not self._alive() and self.booted:
                     raise self._broken(f"{self._exit_note()} while waiting for {regex!r} on the console")
