@@ -19,7 +19,7 @@ import re
 import signal
 import statistics
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -259,14 +259,34 @@ def test_partition_cuts_both_directions_and_heals(net: Topology) -> None:
     assert reaches(net.beta, "alpha")
 
 
+def within_bound(measure: Callable[[], tuple[bool, object]], tries: int = 3) -> tuple[bool, list[object]]:
+    """Whether one of `tries` measurements kept its upper bound; every measurement, for the message.
+
+    Upper bounds of timings only: on a busy host a guest's timers can fire
+    late for a while (in one suite run that was also saving snapshots, every
+    netem-delayed ping took 2.5 s instead of 0.3 s), while lower bounds hold.
+    """
+    seen: list[object] = []
+    for _ in range(tries):
+        ok, measured = measure()
+        seen.append(measured)
+        if ok:
+            return True, seen
+    return False, seen
+
+
 def test_delay_is_measured_by_ping(net: Topology) -> None:
-    before = ping_times(net.alpha, "beta")
-    assert len(before) == 10
-    with net.network.link(net.alpha, net.beta).set(delay="150ms"):  # each way: +300 ms a round trip
-        delayed = ping_times(net.alpha, "beta")
-    assert len(delayed) == 10
-    assert min(delayed) >= 300, delayed  # netem never delivers early
-    assert statistics.median(delayed) <= statistics.median(before) + 300 + 150, (before, delayed)
+    def delayed_round_trips() -> tuple[bool, object]:
+        before = ping_times(net.alpha, "beta")
+        assert len(before) == 10
+        with net.network.link(net.alpha, net.beta).set(delay="150ms"):  # each way: +300 ms a round trip
+            delayed = ping_times(net.alpha, "beta")
+        assert len(delayed) == 10
+        assert min(delayed) >= 300, delayed  # netem never delivers early
+        return statistics.median(delayed) <= statistics.median(before) + 300 + 150, (before, delayed)
+
+    ok, seen = within_bound(delayed_round_trips)
+    assert ok, seen
     # one way only: +150 ms a round trip
     with net.network.link(net.alpha, net.beta, one_way=True).set(delay="150ms"):
         one_way = ping_times(net.alpha, "beta")
@@ -311,11 +331,16 @@ def test_rate_limit_slows_a_transfer(net: Topology) -> None:
     transfer = (
         "s=$(date +%s%N); head -c 300000 /dev/zero | nc -N -w 30 beta 7001; echo $(( ($(date +%s%N) - s) / 1000000 ))"
     )
-    fast = int(net.alpha.succeed(transfer).split()[-1])
-    with net.network.link(net.alpha).set(rate="1mbit"):  # 2.4 Mbit take at least 2.4 s
-        slow = int(net.alpha.succeed(transfer).split()[-1])
-    assert slow >= 2000, (fast, slow)
-    assert fast < slow / 2, (fast, slow)
+
+    def slowed() -> tuple[bool, object]:
+        fast = int(net.alpha.succeed(transfer).split()[-1])
+        with net.network.link(net.alpha).set(rate="1mbit"):  # 2.4 Mbit take at least 2.4 s
+            slow = int(net.alpha.succeed(transfer).split()[-1])
+        assert slow >= 2000, (fast, slow)
+        return fast < slow / 2, (fast, slow)
+
+    ok, seen = within_bound(slowed)
+    assert ok, seen
 
 
 def test_faults_are_checked_before_they_are_applied(net: Topology) -> None:
