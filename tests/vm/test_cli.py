@@ -246,6 +246,17 @@ def test_global_timeout_stops_vms_and_keeps_logs(vm_tmp: Path) -> None:
     assert qemu_pids_for(str(vm_tmp)) == []
 
 
+def test_global_timeout_covers_the_final_sync(vm_tmp: Path) -> None:
+    # The script ends with its machine paused: the sync after it (as in NixOS's run_tests) must not hang the run.
+    path = slow_node_test(vm_tmp, 'slow.succeed("true")', 'slow.send_monitor_command("stop")')
+    started = time.monotonic()
+    result = run_vmrig("run", "--no-serial", path, "--global-timeout", "30", tmpdir=vm_tmp)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "global timeout of 30 seconds reached" in result.stderr
+    assert time.monotonic() - started < 150
+    assert qemu_pids_for(str(vm_tmp)) == []
+
+
 def test_global_timeout_saves_the_terminal_of_a_machine_between_commands(vm_tmp: Path) -> None:
     path = slow_node_test(
         vm_tmp, 'slow.succeed("echo on-the-terminal > /dev/tty1")', 'slow.wait_until_succeeds("test -e /never")'

@@ -389,8 +389,12 @@ class Driver:
 
     def test_script(self) -> bool:
         """Runs the test script; logs its failure and returns False if it fails."""
+        return self._timed(self._run_script)
+
+    def _timed(self, run: Callable[[], bool]) -> bool:
+        """Runs `run` under the global timeout (if run_tests started it), then stops the timer."""
         try:
-            passed = self._run_script()
+            passed = run()
             self._await_timeout_interrupt()
         except KeyboardInterrupt as interrupt:
             if not self.timed_out:
@@ -439,13 +443,27 @@ class Driver:
             self._timer = PausableTimer(self.global_timeout, self.terminate_test)
             self._timer.start()
         started = time.monotonic()
-        passed = self.test_script()  # stops the timer
-        if passed:
+        passed = self._timed(self._script_then_sync)  # stops the timer
+        self.logger.log(f"test script finished in {time.monotonic() - started:.2f}s")
+        return passed
+
+    def _script_then_sync(self) -> bool:
+        """The script, then `sync` on every machine that is up, as NixOS's run_tests does: both
+        within the global timeout (a machine the script left paused or hung must not hang the run)."""
+        if not self._run_script():
+            return False
+        try:
             for machine in self.machines:
                 if machine.is_up():
                     machine.execute("sync")
-        self.logger.log(f"test script finished in {time.monotonic() - started:.2f}s")
-        return passed
+        except Exception as error:
+            if self.timed_out:
+                self._timed_out_at = error
+                return False
+            self.failure = error
+            self.report_failure(error)
+            return False
+        return True
 
     def terminate_test(self) -> None:
         """Runs on the timer thread when the global timeout is reached."""
