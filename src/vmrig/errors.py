@@ -28,11 +28,13 @@
                                     QMPAPIError, with class_name and
                                     description)
 
-    RequestedAssertionFailed        (an AssertionError) the test script's
-    │                               check failed: succeed(), fail(), every
-    │                               wait_*, t.assert*(); this is a failed
-    │                               test, not a broken tool
-    └── PollingConditionError       a polling_condition stopped holding
+    TestScriptError                 the newest NixOS driver's name for what
+    │                               follows (scripts catch it)
+    └── RequestedAssertionFailed    (an AssertionError) the test script's
+        │                           check failed: succeed(), fail(), every
+        │                           wait_*, t.assert*(); this is a failed
+        │                           test, not a broken tool
+        └── PollingConditionError   a polling_condition stopped holding
 
 The names `MachineError` and `RequestedAssertionFailed` match the NixOS test
 driver's, so scripts that catch them keep working; scripts that import them
@@ -131,11 +133,12 @@ class MachineError(VmrigError):
     """A virtual machine failed (as opposed to a test assertion)."""
 
 
-class QMPError(MachineError):
+class QMPError(MachineError, RuntimeError):
     """QEMU answered a QMP command with an error.
 
     `class_name` and `description` are QEMU's "class" and "desc" (as on
-    NixOS's QMPAPIError, which scripts import under that name);
+    NixOS's QMPAPIError, which scripts import under that name, and which is a
+    RuntimeError too);
     `transaction_id` is the id the script gave, always None: scripts give none.
     """
 
@@ -146,7 +149,13 @@ class QMPError(MachineError):
         self.transaction_id: str | None = None
 
 
-class RequestedAssertionFailed(AssertionError):
+class TestScriptError(Exception):
+    """The newest NixOS driver's base of the script's own failures; scripts may catch it."""
+
+    __test__ = False  # not a pytest test class
+
+
+class RequestedAssertionFailed(TestScriptError, AssertionError):
     """A check in the test script failed."""
 
 

@@ -9,6 +9,7 @@ steal each other's messages.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import queue
@@ -55,6 +56,11 @@ class QMPClient:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @functools.cached_property
+    def session(self) -> QMPSession:
+        """This connection as NixOS scripts use it (machine.qmp_client): one per connection."""
+        return QMPSession(self)
 
     def connect(self, timeout: float = 30.0) -> None:
         """Read QEMU's greeting and leave capabilities negotiation mode."""
@@ -141,6 +147,11 @@ class QMPClient:
             events = list(self._events)
             self._events.clear()
         return events
+
+    def take_event(self) -> Message | None:
+        """Return (and consume) the oldest queued event, None if there is none; never waits."""
+        with self._state:
+            return self._events.popleft() if self._events else None
 
     def close(self) -> None:
         """Close the connection; pending commands and waits end with MachineError."""
@@ -234,9 +245,11 @@ class QMPSession:
         return self._client.wait_for_event(lambda _event: True, timeout)
 
     def events(self, timeout: float = 10) -> Iterator[Message]:
-        """The events queued now, oldest first (`timeout` is accepted as NixOS does, and not needed)."""
+        """The queued events, oldest first, each consumed as it is handed out; ends when none is
+        left (`timeout` is accepted as NixOS does, and not needed)."""
         del timeout
-        yield from self._client.take_events()
+        while (event := self._client.take_event()) is not None:
+            yield event
 
     def read_pending_messages(self) -> None:
         """Nothing to do: vmrig's reader thread has read every message already."""

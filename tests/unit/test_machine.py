@@ -284,13 +284,26 @@ def test_console_waits_see_a_prompt_before_its_newline() -> None:
     os.write(write_fd, b"2\r\n")
     assert not _take_within(console, r"vmrig-\d$", seconds=0.3)
     assert _take_within(console, r"vmrig-\d\d$")
+    # A finished prompt keeps its trailing blank for the waits (NixOS's stripped lines match too).
+    os.write(write_fd, b"Enter code: \r\nOther code: \r\nplain  \r\n")
+    assert _take_within(console, r"Enter code: $")
+    assert _take_within(console, r"Other code: ")
+    assert _take_within(console, r"^plain$")
     # A half-written multi-byte character waits for its other half.
     os.write(write_fd, b"caf" + "é".encode()[:1])
     os.write(write_fd, "é".encode()[1:] + b"\n")
     assert _take_within(console, "café")
     os.close(write_fd)
     console.join()
-    assert console.lines == ["boot done", "machine login: root", "vmrig-12", "café"]
+    assert console.lines == [
+        "boot done",
+        "machine login: root",
+        "vmrig-12",
+        "Enter code:",
+        "Other code:",
+        "plain",
+        "café",
+    ]
 
 
 def test_console_waits_see_through_a_message_that_interrupted_a_line() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from vmrig.errors import MachineError, QMPError
-from vmrig.qmp import QMPClient, QMPSession
+from vmrig.qmp import QMPClient
 
 Message = dict[str, Any]
 GREETING: Message = {"QMP": {"version": {"qemu": {"major": 8, "minor": 2, "micro": 0}}, "capabilities": []}}
@@ -156,7 +156,8 @@ def test_session_answers_as_nixos_qmp_client(make_pair: Callable[..., tuple[QMPC
             server.send({"error": error, "id": request["id"]})
 
     client, server = make_pair(status_or_refuse)
-    session = QMPSession(client)
+    session = client.session
+    assert client.session is session  # machine.qmp_client is one object while QEMU runs
     assert session.send("query-status") == {"return": {"status": "running", "running": True}}
     assert "arguments" not in server.received[-1]  # NixOS sends no arguments when given none
     with pytest.raises(QMPError) as refused:
@@ -164,12 +165,15 @@ def test_session_answers_as_nixos_qmp_client(make_pair: Callable[..., tuple[QMPC
     assert refused.value.class_name == "CommandNotFound"
     assert refused.value.description == "The command this-command-does-not-exist has not been found"
     assert refused.value.transaction_id is None
+    assert isinstance(refused.value, RuntimeError)  # as NixOS's QMPAPIError
     assert session.wait_for_event(timeout=5)["event"] == "RESUME"
     server.event("STOP")
     server.event("RESUME")
-    client.wait_for_event(lambda e: e["event"] == "RESUME", timeout=5)  # both queued now
-    assert [event["event"] for event in session.events()] == ["STOP"]
-    assert list(session.events()) == []  # consumed
+    server.event("MARK")
+    client.wait_for_event(lambda e: e["event"] == "MARK", timeout=5)  # STOP and RESUME are queued now
+    assert next(session.events())["event"] == "STOP"  # each event consumed as it is handed out
+    assert [event["event"] for event in session.events()] == ["RESUME"]
+    assert list(session.events()) == []
     session.read_pending_messages()
 
 

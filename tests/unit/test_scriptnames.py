@@ -101,7 +101,7 @@ def test_scripts_import_nixos_driver_modules_as_vmrigs(tmp_path: Path) -> None:
     exec(  # noqa: S102 (what the driver does with a script)
         "from test_driver.machine.qmp import QMPAPIError\n"
         "from test_driver.qmp import QMPAPIError as OldQMPAPIError\n"
-        "from test_driver.errors import RequestedAssertionFailed, MachineError\n"
+        "from test_driver.errors import RequestedAssertionFailed, MachineError, TestScriptError\n"
         "from test_driver.machine import QemuMachine, BaseMachine, retry as module_retry\n"
         "import test_driver.polling_condition\n"
         "from test_driver.driver import Driver\n",
@@ -110,6 +110,7 @@ def test_scripts_import_nixos_driver_modules_as_vmrigs(tmp_path: Path) -> None:
     assert namespace["QMPAPIError"] is namespace["OldQMPAPIError"] is QMPError
     assert namespace["RequestedAssertionFailed"] is RequestedAssertionFailed
     assert namespace["MachineError"] is MachineError
+    assert issubclass(RequestedAssertionFailed, namespace["TestScriptError"])
     assert namespace["QemuMachine"] is namespace["BaseMachine"] is Machine
     assert namespace["module_retry"] is namespace["retry"]  # the run's, scaled like the global
     assert namespace["test_driver"].polling_condition.PollingConditionError is PollingConditionError

@@ -47,6 +47,15 @@ def test_reboot_shutdown_crash(booted: type[BootedDriver], vm_tmp: Path) -> None
     node.wait_for_shutdown()
     assert not node.is_up()
 
+    # the ACPI power button (QEMU's system_powerdown) powers the guest off, as on Debian
+    node.start()
+    node.wait_until_succeeds("journalctl -b -u systemd-logind | grep -q 'Watching system buttons.*(Power Button)'")
+    node.send_monitor_command("system_powerdown")
+    assert node.process is not None
+    node.process.wait(120)  # raises if the guest did not power off
+    node.wait_for_shutdown()
+    assert not node.is_up()
+
 
 def test_command_on_dead_machine_names_the_node(booted: type[BootedDriver]) -> None:
     run = booted({"node1": Node()})

@@ -16,7 +16,7 @@ import types
 from typing import Any
 
 from vmrig.driver.polling import PollingCondition
-from vmrig.errors import MachineError, PollingConditionError, QMPError, RequestedAssertionFailed
+from vmrig.errors import MachineError, PollingConditionError, QMPError, RequestedAssertionFailed, TestScriptError
 from vmrig.machine import Machine
 from vmrig.machine.keys import CHAR_TO_KEY
 from vmrig.qmp import QMPSession
@@ -27,7 +27,11 @@ ROOT = "test_driver"
 def _modules(retry: Any, driver_class: type) -> dict[str, dict[str, Any]]:
     """Module name -> its names. Both places NixOS has kept qmp.py in (test_driver/, test_driver/machine/)."""
     qmp = {"QMPAPIError": QMPError, "QMPSession": QMPSession}
-    errors = {"MachineError": MachineError, "RequestedAssertionFailed": RequestedAssertionFailed}
+    errors = {
+        "MachineError": MachineError,
+        "RequestedAssertionFailed": RequestedAssertionFailed,
+        "TestScriptError": TestScriptError,
+    }
     return {
         ROOT: {},
         f"{ROOT}.errors": errors,

@@ -16,10 +16,14 @@ from vmrig.image.cpio import CpioWriter
 from vmrig.spec import DEFAULT_DISK_MIB
 
 # Modules the initramfs loads: the root disk and the network cards (their
-# addresses are set before systemd starts).
+# addresses are set before systemd starts), and the ACPI power button's driver
+# with the input event devices logind watches: udev's coldplug skips ACPI
+# objects (customize.sh), which left QEMU's system_powerdown without a driver
+# to hear it, and its deprioritised module loads brought evdev seconds after
+# multi-user.target under TCG.
 # (Built-in drivers have no module file and are skipped: virtio_pci and
 # virtio_console are built into trixie's cloud kernel, modules in bookworm's.)
-INITRAMFS_MODULES = ("virtio_pci", "virtio_console", "virtio_blk", "virtio_net")
+INITRAMFS_MODULES = ("virtio_pci", "virtio_console", "virtio_blk", "virtio_net", "evdev", "button")
 # A kernel from the node's packages (the generic one) may have as modules what the
 # cloud kernel builds in: the root file system and its checksums too. And the DRM
 # driver of QEMU's VGA (bochs): loaded by udev, it came 9 s after basic.target

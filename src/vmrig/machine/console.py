@@ -63,6 +63,9 @@ class SerialConsole:
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        # The same lines with their trailing blanks: NixOS strips them, so `foo$`
+        # matches "foo " there; a wait for the prompt "Password: " matches here too.
+        self._unstripped: list[str] = []
         self.unfinished = ""
         self.consumed = 0
         self.recent: deque[str] = deque(maxlen=200)
@@ -73,6 +76,7 @@ class SerialConsole:
         """Forgets the last run's lines and reads `stream` on a thread of its own."""
         with self.cond:
             self.lines = []
+            self._unstripped = []
             self.unfinished = ""
             self.consumed = 0
             self.recent.clear()
@@ -94,9 +98,11 @@ class SerialConsole:
             *complete, pending = pending.split("\n")
             if not chunk and pending:
                 complete, pending = [*complete, pending], ""
-            lines = [_clean(line).rstrip() for line in complete]
+            unstripped = [_clean(line) for line in complete]
+            lines = [line.rstrip() for line in unstripped]
             with self.cond:
                 self.lines.extend(lines)
+                self._unstripped.extend(unstripped)
                 self.recent.extend(lines)
                 self.unfinished = _clean(pending)
                 self.cond.notify_all()
@@ -121,22 +127,25 @@ class SerialConsole:
             return "\n".join([*self.lines, self.unfinished] if self.unfinished else self.lines)
 
     def take(self, pattern: re.Pattern[str]) -> bool:
-        """Whether the text not consumed yet matches `pattern` (search_console); a match consumes
-        the text up to the end of its line. The caller holds `cond`."""
-        pieces = self.lines[self.consumed :]
-        if self.unfinished and self.consumed <= len(self.lines):  # not consumed by an earlier match
-            pieces = [*pieces, self.unfinished + _UNFINISHED]
-        text = "\n".join(pieces)
-        end = search_console(pattern, text)
-        if end is None:
-            return False
-        self.consumed += text.count("\n", 0, end) + 1
-        return True
+        """Whether the text not consumed yet matches `pattern` (search_console), its lines as NixOS
+        gives them (trailing blanks stripped) or as they came; a match consumes the text up to the
+        end of its line. The caller holds `cond`."""
+        for lines in (self.lines, self._unstripped):
+            pieces = lines[self.consumed :]
+            if self.unfinished and self.consumed <= len(lines):  # not consumed by an earlier match
+                pieces = [*pieces, self.unfinished + _UNFINISHED]
+            text = "\n".join(pieces)
+            end = search_console(pattern, text)
+            if end is not None:
+                self.consumed += text.count("\n", 0, end) + 1
+                return True
+        return False
 
     def prepend(self, lines: list[str]) -> None:
         """Puts a restored snapshot's console lines before this run's."""
         with self.cond:
             self.lines[:0] = lines
+            self._unstripped[:0] = lines
             recent = list(self.recent)
             self.recent.clear()
             self.recent.extend([*lines, *recent])

@@ -36,7 +36,7 @@ class Monitor(MachineBase):
     @property
     def qmp_client(self) -> QMPSession | None:
         """NixOS's `machine.qmp_client`: QMP for scripts (`send(cmd, args)`), None while not running."""
-        return None if self.qmp is None else QMPSession(self.qmp)
+        return None if self.qmp is None else self.qmp.session
 
     def wait_for_qmp_event(
         self, event_filter: Callable[[dict[str, Any]], bool], timeout: Duration = 60 * 10

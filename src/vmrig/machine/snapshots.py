@@ -170,6 +170,7 @@ class Snapshots(Monitor):
             before = time.time()
             self.qmp.execute("cont")
             resumed = (before + time.time()) / 2
+            self.qmp.take_events()  # the restore's own (RESUME): a script sees only what follows
         except BaseException:
             self.release()
             raise

@@ -62,11 +62,12 @@ class Waits(Commands):
         """The whole serial console output since the machine last started."""
         return self._console.text()
 
-    def wait_for_console_text(self, regex: str, timeout: Duration | None = None) -> None:
+    def wait_for_console_text(self, regex: str | re.Pattern[str], timeout: Duration | None = None) -> None:
         """Waits until the console text not consumed yet matches `regex` (re.search).
 
         The regex sees the console's lines as one text joined by newlines, so
-        multi-line regexes work; `^` and `$` match at every line (re.MULTILINE),
+        multi-line regexes work; `^` and `$` match at every line (re.MULTILINE,
+        unless `regex` is compiled already: then its own flags),
         as they did when each line was tried alone. Beyond NixOS, the line
         being written counts too (a prompt matches before its newline), and a
         kernel or journal message that interrupted a line does not hide the
@@ -77,7 +78,7 @@ class Waits(Commands):
         Raises RequestedAssertionFailed on timeout, MachineError if QEMU exits.
         """
         __tracebackhide__ = True
-        pattern = re.compile(regex, re.MULTILINE)
+        pattern = regex if isinstance(regex, re.Pattern) else re.compile(regex, re.MULTILINE)
         started = time.monotonic()
         limit = None if timeout is None else self.config.timeout_scale(timeout)
         limit_note = None if timeout is None else self.config.timeout_scale.note(timeout)
