@@ -253,6 +253,7 @@ def test_global_timeout_covers_the_final_sync(vm_tmp: Path) -> None:
     result = run_vmrig("run", "--no-serial", path, "--global-timeout", "30", tmpdir=vm_tmp)
     assert result.returncode == 1, result.stderr[-2000:]
     assert "global timeout of 30 seconds reached" in result.stderr
+    assert "slow is paused (QEMU's `stop`): its terminal is not saved" in result.stderr
     assert time.monotonic() - started < 150
     assert qemu_pids_for(str(vm_tmp)) == []
 

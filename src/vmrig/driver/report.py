@@ -68,6 +68,9 @@ def save_evidence(logger: Logger, machines: list[Machine], out_dir: Path, *, wai
     for machine in machines:
         if not machine.is_up():
             continue
+        if _paused(machine):  # its guest cannot answer: asking would only wait for the command's timeout
+            logger.log_test_error(f"{machine.name} is paused (QEMU's `stop`): its terminal is not saved")
+            continue
         with (
             machine.channel_free_within(-1 if wait is None else wait) as free,
             contextlib.suppress(MachineError, RequestedAssertionFailed, OSError, ValueError),
@@ -80,6 +83,17 @@ def save_evidence(logger: Logger, machines: list[Machine], out_dir: Path, *, wai
     if saved:
         logger.log_test_error("saved for the failure: " + ", ".join(str(path) for path in saved))
     return saved
+
+
+def _paused(machine: Machine) -> bool:
+    """Whether QEMU says the machine's CPUs are stopped (False when QEMU cannot be asked)."""
+    client = machine.qmp_client
+    if client is None:
+        return False
+    try:
+        return client.send("query-status")["return"].get("running") is False
+    except MachineError:
+        return False
 
 
 def _save_terminal(machine: Machine, out_dir: Path) -> Path:
