@@ -134,14 +134,14 @@ def test_leaving_a_with_block_by_an_exception_stops_the_child() -> None:
 def test_cpu_seconds_counts_what_the_child_used() -> None:
     spin = (
         "import time\n"
-        "end = time.process_time() + 0.4\n"
+        "end = time.process_time() + 0.5\n"
         "while time.process_time() < end: pass\n"
         "print('spun', flush=True)\n"
         "time.sleep(30)\n"
     )
     with proc.spawn([sys.executable, "-c", spin], stdout=proc.PIPE) as child, proc.spawn(["sleep", "30"]) as idle:
         assert child.stdout is not None and child.stdout.readline() == b"spun\n"
-        assert child.cpu_seconds() >= 0.4
+        assert child.cpu_seconds() >= 0.4  # /proc counts whole clock ticks: a tick or two less than spun
         assert idle.cpu_seconds() < 0.05
         child.stop()
         child.wait()
