@@ -11,11 +11,13 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from tests.conftest import failing_tools
 
 from vmrig.errors import ArgumentError, HostCommandFailed, ImageBuildError, UnknownPackageError
+from vmrig.image import snapshot
 from vmrig.image import store as store_module
 from vmrig.image.build import STATIC_NODES_CONF, static_nodes_tmpfiles
 from vmrig.image.configlayer import Interface, NodeNetwork, config_layer, hosts_file, machine_id, network_script
@@ -331,3 +333,39 @@ def test_an_image_disk_has_the_default_size_and_resizes_on_the_host(tmp_path: Pa
     assert sorted(p.name for p in tmp_path.glob("*.qcow2")) == ["root-1024M.qcow2", "root-6144M.qcow2", "root.qcow2"]
     with pytest.raises(ArgumentError, match="smaller than its image needs"):
         store.disk_of(dataclasses.replace(image, min_disk_mib=2048), 1536)
+
+
+class Usage(NamedTuple):
+    total: int
+    used: int
+    free: int
+
+
+def test_make_room_removes_the_least_recently_used_entries_and_their_snapshots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gib = 1024**3
+    now = time.time()
+    for name, used in (("base-a", 100.0), ("image-b", 200.0), ("image-d", now)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "last-used").write_text(f"{used:.0f}\n")
+    (tmp_path / "image-b" / "root.qcow2").write_text("disk")
+    snap = tmp_path / f"{snapshot.PREFIX}c"
+    snap.mkdir()
+    (snap / "last-used").write_text(f"{now:.0f}\n")  # in use lately, but of an image about to go
+    (snap / "backing").write_text(f"{tmp_path / 'image-b' / 'root.qcow2'}\n")
+
+    def disk_usage(_path: object) -> Usage:
+        # each entry left takes 4 GiB of a 20 GiB disk
+        left = sum(1 for entry in tmp_path.iterdir() if entry.name != "locks")
+        return Usage(20 * gib, 4 * gib * left, 20 * gib - 4 * gib * left)
+
+    monkeypatch.setattr(store_module.shutil, "disk_usage", disk_usage)
+    messages: list[str] = []
+    removed = store_module.make_room(tmp_path, messages.append, needed=12 * gib)
+    assert [path.name for path in removed] == ["base-a", "image-b", f"{snapshot.PREFIX}c"]
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["image-d", "locks"]
+    assert messages == ["the disk was nearly full: removed the 3 least recently used cache entries"]
+    # entries used within the last half hour stay, even when that is not enough
+    assert store_module.make_room(tmp_path, messages.append, needed=19 * gib) == []
+    assert (tmp_path / "image-d").is_dir()

@@ -30,7 +30,7 @@ from vmrig.driver.assemble import Assembler, with_ssh_backdoor
 from vmrig.driver.polling import PollingCondition
 from vmrig.errors import TestFileError, UnknownPackageError, UsageError
 from vmrig.image.configlayer import NodeNetwork
-from vmrig.image.store import ImageStore, NodeImage
+from vmrig.image.store import ImageStore, NodeImage, make_room
 from vmrig.log import Logger
 from vmrig.machine import Machine
 from vmrig.net.faults import Network
@@ -186,6 +186,8 @@ class Driver:
         """Builds what is missing, starts the vlans and creates (not boots) the machines."""
         if not self.node_images:
             self.build_images()
+        if self.assembler.snapshots:  # a machine may save a snapshot: a full disk kills QEMU (SIGBUS) on its RAM file
+            make_room(self.images.root, self.logger.log)
         first_image = self.node_images[self.machine_names()[0]]
         accel.check_qemu_version(proc.require_tool("qemu-system-x86_64"))
         self.assembler.accel = accel.choose(self.images.root, first_image.kernel, self.environment.accel)

@@ -104,6 +104,35 @@ LAST_USED = "last-used"
 ProgressFn = Callable[[str], None]
 
 
+# Free space a build or a snapshot save makes sure of first, by removing the
+# least recently used cache entries: a package image's raw file system takes up
+# to 4 GiB before it is converted, and a snapshot's RAM file up to the node's
+# memory. A full disk made QEMU die of SIGBUS on its RAM file mid-boot.
+ROOM_BYTES = 8 * 1024**3
+# Entries used this recently are left alone by that cleanup: a run (or a parallel one) may be using them.
+IN_USE_SECONDS = 30 * 60
+
+
+def make_room(root: Path, progress: ProgressFn, needed: int = ROOM_BYTES) -> list[Path]:
+    """Removes the least recently used layers and snapshots under `root` until its file system has
+    `needed` bytes free (or nothing old enough is left); returns what it removed."""
+    removed: list[Path] = []
+    if not root.exists() or shutil.disk_usage(root).free >= needed:
+        return removed
+    store = ImageStore(root, progress)
+    recent = time.time() - IN_USE_SECONDS
+    for path, last_used, _size in sorted(store.entries(), key=lambda entry: entry[1]):
+        if shutil.disk_usage(root).free >= needed or last_used > recent:
+            break
+        if store.remove(path):
+            removed.append(path)
+    # Snapshots of a removed image: a rebuilt image at the same path would not be the disk they saved.
+    removed += [orphan for orphan in list(snapshot.stale(root)) if store.remove(orphan)]
+    if removed:
+        progress(f"the disk was nearly full: removed the {len(removed)} least recently used cache entries")
+    return removed
+
+
 # The base layer's files; bumped when what a base layer holds changes (2: vmlinux,
 # 3: the static device nodes' tmpfiles.d list).
 BASE_LAYOUT = 3
@@ -221,9 +250,22 @@ class ImageStore:
                 fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
+    def remove(self, path: Path) -> bool:
+        """Removes the cache entry `path` unless another vmrig holds its key's lock (building it)."""
+        key = path.name.split("-", 1)[1]
+        self.root.joinpath("locks").mkdir(parents=True, exist_ok=True)
+        with open(self.root / "locks" / f"{key}.lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            shutil.rmtree(path, ignore_errors=True)
+        return True
+
     @contextlib.contextmanager
     def _building(self, final: Path) -> Iterator[Path]:
         """A scratch directory that becomes `final` only if the block succeeds."""
+        make_room(self.root, self._progress)
         scratch_parent = self.root / "tmp"
         scratch_parent.mkdir(parents=True, exist_ok=True)
         # We hold the key's lock: scratch dirs of this key are leftovers of killed builds.
