@@ -130,3 +130,8 @@ def test_a_script_naming_the_exchange_directory_gets_it_mounted(tmp_path: Path) 
         "node1.succeed('ls /tmp/shared')": True,
         "print(node1.shared_dir)": True,
     }
+
+
+def test_shared_dir_without_the_exchange_directory_says_why(tmp_path: Path) -> None:
+    with pytest.raises(MachineError, match="do not mount /tmp/shared.*--no-snapshots"):
+        print(a_machine(tmp_path).shared_dir)

@@ -103,9 +103,15 @@ class MachineBase(abc.ABC):
         return f"<Machine '{self.name}'>"
 
     @property
-    def shared_dir(self) -> Path | None:
+    def shared_dir(self) -> Path:
         """NixOS's `machine.shared_dir`: the host directory the guest sees at /tmp/shared (one per run,
-        shared by its machines); None for a machine without it (a create_machine start command)."""
+        shared by its machines). MachineError when this run's machines do not mount it."""
+        if self.config.exchange_dir is None:
+            raise MachineError(
+                f"{self.name}: this run's machines do not mount /tmp/shared: with booted snapshots on,"
+                " only a script that names /tmp/shared or shared_dir gets it (name it in the test"
+                " file's script, or run with --no-snapshots)"
+            )
         return self.config.exchange_dir
 
     # -- logging ---------------------------------------------------------------

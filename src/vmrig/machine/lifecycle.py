@@ -190,7 +190,13 @@ class Lifecycle(Snapshots, Backdoor):
                     self.log("guest root shell did not produce any data yet...")
                     next_note = now + 30
                 if not self._receive(1.0, console=True):
-                    raise self._broken(f"{self._exit_note()} before its backdoor shell came up")
+                    note = self._exit_note()
+                    if self.process is not None and self.process.poll() == 0 and not self._allow_reboot:
+                        note += (
+                            " (the guest rebooted or powered off; as in NixOS, a reboot ends QEMU"
+                            " unless the machine was started with start(allow_reboot=True))"
+                        )
+                    raise self._broken(f"{note} before its backdoor shell came up")
             index = self._console_buffer.index(READY_LINE) + len(READY_LINE)
             del self._console_buffer[: index + 1]
             self.connected = True
