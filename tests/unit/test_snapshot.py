@@ -7,6 +7,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from vmrig.contract import GUEST_DIR
 from vmrig.image import snapshot
 from vmrig.machine import snapshots
@@ -171,3 +173,16 @@ def test_guest_fixup_hands_over_to_the_resident_one_or_runs_it(tmp_path: Path) -
     assert (
         tmp_path / "fixup.log"
     ).read_text() == "0123456789abcdef error usage: fixup SEED_HEX +|= SECONDS NANOSECONDS\n"
+
+
+def test_a_discarded_snapshot_is_gone_and_a_flush_needs_its_files(tmp_path: Path) -> None:
+    directory = tmp_path / f"{snapshot.PREFIX}abc"
+    directory.mkdir()
+    for name in (snapshot.RAM, snapshot.STATE, snapshot.DISK):
+        (directory / name).write_bytes(b"x")
+    snapshot.flush(directory)
+    snapshot.discard(directory)
+    assert list(tmp_path.iterdir()) == []
+    snapshot.discard(directory)  # already gone: nothing to do
+    with pytest.raises(OSError):
+        snapshot.flush(directory)

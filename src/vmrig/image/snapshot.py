@@ -85,6 +85,33 @@ def publish(scratch: Path, final: Path) -> bool:
     return True
 
 
+def flush(directory: Path, names: Sequence[str] = (RAM, STATE)) -> None:
+    """Writes the files `names` in `directory` to disk; OSError if the disk could not take them.
+
+    The guest's RAM reaches its file through the page cache: on a full disk the
+    write-back fails where nobody looks, and a snapshot published without this
+    check restored a guest with holes in its memory.
+    """
+    for name in names:
+        fd = os.open(directory / name, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def discard(directory: Path) -> None:
+    """Removes a snapshot that failed to restore, so that the next run boots and saves anew.
+
+    Renamed away first (atomic): a run starting now no longer finds it, one
+    that has it open goes on with its open files.
+    """
+    doomed = directory.with_name(f"{directory.name}.discarded.{secrets.token_hex(4)}")
+    with contextlib.suppress(OSError):
+        os.rename(directory, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+
 def scratch_dir(root: Path, snapshot_key: str) -> Path:
     """A new private directory to build snapshot `snapshot_key` in (beside the image cache's scratch)."""
     parent = root / "tmp"

@@ -233,8 +233,13 @@ class Lifecycle(Snapshots, Backdoor):
             decoder = self._send_command(snapshot.fixup_command(), timeout=FIXUP_TIMEOUT)
         status, output = self._collect(decoder, "the restored guest's clock and RNG fix-up", FIXUP_TIMEOUT)
         if status != 0:
-            failure = output.decode(errors="replace").strip()
-            raise self._broken(f"setting the clock and reseeding the restored guest failed: {failure}")
+            failure = output.decode(errors="replace").strip() or f"exit status {status}"
+            # A booted snapshot that cannot come back must not fail every later run too.
+            snapshot.discard(self._snapshot_final)
+            raise self._broken(
+                f"setting the clock and reseeding the restored guest failed: {failure} (its snapshot"
+                f" {self._snapshot_final.name} is removed: the next run boots and saves a new one)"
+            )
 
     def _run_boot_hooks(self) -> None:
         """Connects, and after a new boot runs the boot hooks (outside the command lock: they send commands)."""

@@ -198,6 +198,10 @@ class Snapshots(Monitor):
             self.qmp.execute("migrate-set-capabilities", {"capabilities": [IGNORE_SHARED]})
             self.qmp.execute("migrate", {"uri": f"exec:cat > {shlex.quote(str(scratch / snapshot.STATE))}"})
             self._migration_done("saving the booted snapshot")
+            try:
+                snapshot.flush(scratch)
+            except OSError as error:
+                raise MachineError(f"writing the snapshot failed: {error}") from None
         except MachineError as error:
             self.log(f"no booted snapshot of this machine: {error}")
             with contextlib.suppress(MachineError):
