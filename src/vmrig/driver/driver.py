@@ -414,14 +414,19 @@ class Driver:
             with self.logger.nested("run the VM test script"), self.debug.hooked():
                 run()
         except Exception as error:  # the script's own errors are test failures
-            if self.timed_out:
-                self._timed_out_at = error  # the timeout stopped the VMs under the script's command
-                return False
-            self.failure = error
-            self.report_failure(error)
-            self.debug.failure(error)  # --debug-on-failure: a prompt at the failing line
-            return False
+            return self._failed(error, prompt=True)
         return True
+
+    def _failed(self, error: Exception, *, prompt: bool) -> bool:
+        """Records and reports a failure of the run (False); `prompt`: --debug-on-failure's prompt at it."""
+        if self.timed_out:
+            self._timed_out_at = error  # the timeout stopped the VMs under the command
+            return False
+        self.failure = error
+        self.report_failure(error)
+        if prompt:
+            self.debug.failure(error)  # --debug-on-failure: a prompt at the failing line
+        return False
 
     def _await_timeout_interrupt(self) -> None:
         """If the global timeout fired, lets its KeyboardInterrupt land here.
@@ -459,12 +464,7 @@ class Driver:
                 if machine.is_up():
                     machine.execute("sync")
         except Exception as error:
-            if self.timed_out:
-                self._timed_out_at = error
-                return False
-            self.failure = error
-            self.report_failure(error)
-            return False
+            return self._failed(error, prompt=False)
         return True
 
     def terminate_test(self) -> None:

@@ -250,16 +250,18 @@ class ImageStore:
                 fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
-    def remove(self, path: Path) -> bool:
-        """Removes the cache entry `path` unless another vmrig holds its key's lock (building it)."""
-        key = path.name.split("-", 1)[1]
+    def remove(self, path: Path, key: str | None = None, *, dry_run: bool = False) -> bool:
+        """Removes the cache entry (or build scratch) `path` unless another vmrig holds the lock of
+        `key` (by default the entry's own), building it; with `dry_run` only says whether it would."""
+        key = key or path.name.split("-", 1)[1]
         self.root.joinpath("locks").mkdir(parents=True, exist_ok=True)
         with open(self.root / "locks" / f"{key}.lock", "a") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return False
-            shutil.rmtree(path, ignore_errors=True)
+            if not dry_run:
+                shutil.rmtree(path, ignore_errors=True)
         return True
 
     @contextlib.contextmanager
@@ -465,13 +467,6 @@ class ImageStore:
             if snapshot.saving(stale):
                 continue  # a running driver is saving a snapshot there
             key = stale.name.split(".", 1)[0].split("-", 1)[-1]
-            lock_path = self.root / "locks" / f"{key}.lock"
-            with open(lock_path, "a") as lock:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # a build is running right now
-                if not dry_run:
-                    shutil.rmtree(stale, ignore_errors=True)
+            if self.remove(stale, key, dry_run=dry_run):  # else a build is running right now
                 removed.append(stale)
         return removed
