@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -64,6 +66,12 @@ def boot(drivers: list[BootedDriver], tmp: Path, nodes: dict[str, Node]) -> Boot
     return booted
 
 
+def restored_from(booted: BootedDriver) -> Path:
+    """The snapshot a run's (only) machine was restored from."""
+    (name,) = set(re.findall(r"restored a booted snapshot \([^;]*; (snapshot-\w+)\)", booted.log()))
+    return booted.driver.images.root / name
+
+
 def test_restores_are_guests_of_their_own(
     drivers: list[BootedDriver], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -73,6 +81,8 @@ def test_restores_are_guests_of_their_own(
     assert SAVED in first.log() and RESTORED in first.log(), first.log()[-3000:]
     m1 = first.machine("snap")
     m1.succeed("echo first > /root/marker")
+    saved_dir = restored_from(first)
+    template = (saved_dir / "overlay.qcow2").read_bytes()
     random1 = randomness(m1)
     first.close()
 
@@ -81,8 +91,19 @@ def test_restores_are_guests_of_their_own(
         booted = boot(drivers, tmp, nodes)
         assert RESTORED in booted.log() and SAVED not in booted.log()
         machine = booted.machine("snap")
-        # Its own overlay: nothing the first run wrote is there.
+        # Its own overlay (a copy of the empty one saved with the snapshot, on the
+        # snapshot's disk): nothing the first run wrote is there.
         machine.fail("test -e /root/marker")
+        overlay = json.loads(
+            subprocess.run(
+                ["qemu-img", "info", "-U", "--output=json", machine.state_dir / "snap.qcow2"],
+                check=True,
+                capture_output=True,
+            ).stdout
+        )
+        assert restored_from(booted) == saved_dir
+        assert overlay["backing-filename"] == str(saved_dir / "disk.qcow2"), overlay
+        assert (saved_dir / "overlay.qcow2").read_bytes() == template
         machine.succeed("echo mine > /root/marker")
         # The host's wall clock, not the save's (nor the save's plus the fix-up's run time).
         assert_clock_right(machine)
@@ -97,8 +118,7 @@ def test_restores_are_guests_of_their_own(
 
     # A snapshot saved long ago (its recorded clock an hour earlier): the clock moves on
     # by the hour too, though bash times `read -t` by the wall clock.
-    saved = re.findall(r"restored a booted snapshot \([^;]*; (snapshot-\w+)\)", first.log())[0]
-    clock = first.driver.images.root / saved / "clock"
+    clock = saved_dir / "clock"
     clock.write_text(f"{float(clock.read_text()) - 3600!r}\n")
     booted = boot(drivers, tmp, nodes)
     machine = booted.machine("snap")

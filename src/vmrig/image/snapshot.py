@@ -11,6 +11,7 @@ layer). It holds:
     state        QEMU's device state (`migrate` with x-ignore-shared: no RAM)
     disk.qcow2   the first boot's overlay, frozen when the guest was stopped;
                  each restore writes to an overlay of its own on top of it
+    overlay.qcow2  an empty overlay on disk.qcow2, which a restore copies
     console.txt  what the console printed during that boot
     clock        the guest's wall clock when it was stopped for the save
     last-used    for `vmrig gc`
@@ -40,10 +41,13 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from vmrig import proc
+
 RAM = "ram"
 STATE = "state"
 DISK = "disk.qcow2"
 CONSOLE = "console.txt"
+OVERLAY = "overlay.qcow2"
 CLOCK = "clock"
 LAST_USED = "last-used"
 PREFIX = "snapshot-"
@@ -52,6 +56,26 @@ PREFIX = "snapshot-"
 FIXUP_SERVE = "__vmrig_fixup_serve"
 # Bumped when what a snapshot holds or how it is restored changes.
 FORMAT = 3
+
+
+def create_overlay(overlay: Path, backing: Path, size_mib: int, *, unsafe: bool = False) -> None:
+    """A qcow2 overlay of `size_mib` MiB on the qcow2 disk `backing`; `unsafe`: `backing` need not exist yet."""
+    proc.run(
+        [
+            proc.require_tool("qemu-img"),
+            "create",
+            "-q",
+            *(["-u"] if unsafe else []),
+            "-f",
+            "qcow2",
+            "-b",
+            backing,
+            "-F",
+            "qcow2",
+            overlay,
+            f"{size_mib}M",
+        ]
+    )
 
 
 def key(parts: Sequence[str]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -32,28 +33,22 @@ class Lifecycle(Snapshots, Backdoor):
         return self.booted and self.connected
 
     def _prepare_state(self, backing: Path | None = None) -> Path:
-        """The state directory, its initrd and the disk overlay (on `backing`, else on the image)."""
+        """The state directory, its initrd and the disk overlay (on `backing`, else on the image).
+
+        A booted snapshot's disk (`backing`) comes with an empty overlay made
+        for it when it was saved (snapshot.OVERLAY): copying it takes a fraction
+        of a millisecond, `qemu-img create` about 8 ms of the restore.
+        """
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
         overlay = self.state_dir / f"{self.name}.qcow2"
         if backing is not None:
             overlay.unlink(missing_ok=True)
+            template = backing.parent / snapshot.OVERLAY
+            if template.exists():
+                shutil.copyfile(template, overlay)
         if not overlay.exists():
-            proc.run(
-                [
-                    proc.require_tool("qemu-img"),
-                    "create",
-                    "-q",
-                    "-f",
-                    "qcow2",
-                    "-b",
-                    backing or self.config.disk,
-                    "-F",
-                    "qcow2",
-                    overlay,
-                    f"{self.config.disk_mib}M",
-                ]
-            )
+            snapshot.create_overlay(overlay, backing or self.config.disk, self.config.disk_mib)
         initrd = self.state_dir / "initrd.img"
         with open(initrd, "wb") as out:
             out.write(self.config.initrd.read_bytes())
