@@ -21,13 +21,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["GUEST_DIR", "READY_LINE", "begin_marker", "end_marker", "end_marker_head"]
+__all__ = ["BASIC_FIFO", "GUEST_DIR", "READY_LINE", "begin_marker", "end_marker", "end_marker_head"]
 
 # The guest files, as shipped in the package: the base layer and every config layer copy them.
 GUEST_DIR = Path(__file__).parent / "guest"
 
 # The backdoor prints this on its console when its shell reads commands (guest/backdoor).
 READY_LINE = b"Spawning backdoor root shell..."
+
+# A FIFO that guest/backdoor makes and vmrig-basic.socket opens once basic.target
+# is reached: opening it for writing waits for basic.target, with builtins only.
+BASIC_FIFO = "/run/vmrig/basic.fifo"
 
 
 def begin_marker(nonce: str) -> bytes:

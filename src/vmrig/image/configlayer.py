@@ -22,6 +22,7 @@ from vmrig.spec import Node
 
 BACKDOOR_UNIT = "vmrig-backdoor.service"
 WAIT_UNIT = "vmrig-wait@.target"
+BASIC_UNITS = ("vmrig-basic.socket", "vmrig-basic.service")
 NETWORK_TARGETS = ("network.target", "network-online.target")
 
 USER_NET_ADDRESS = "10.0.2.15/24"
@@ -249,6 +250,8 @@ def config_layer(name: str, node: Node, network: NodeNetwork, *, mounts: list[Mo
     put("/usr/lib/vmrig/window-names", (GUEST_DIR / "window-names").read_bytes(), 0o755)
     put(f"/etc/systemd/system/{BACKDOOR_UNIT}", (GUEST_DIR / BACKDOOR_UNIT).read_bytes())
     put(f"/etc/systemd/system/{WAIT_UNIT}", (GUEST_DIR / WAIT_UNIT).read_bytes())
+    for unit in BASIC_UNITS:
+        put(f"/etc/systemd/system/{unit}", (GUEST_DIR / unit).read_bytes())
     link(f"/etc/systemd/system/sysinit.target.wants/{BACKDOOR_UNIT}", f"/etc/systemd/system/{BACKDOOR_UNIT}")
     # The initramfs has set every address (without duplicate address detection)
     # before systemd starts, so the network is online from the first unit on.

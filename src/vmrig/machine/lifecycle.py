@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from vmrig import proc
-from vmrig.contract import READY_LINE
+from vmrig.contract import BASIC_FIFO, READY_LINE
 from vmrig.errors import MachineError
 from vmrig.image import snapshot
 from vmrig.machine import qemu
@@ -199,10 +199,12 @@ class Lifecycle(Snapshots, Backdoor):
             self._boot_hooks_due = bool(self.boot_hooks)
             # The backdoor starts with the first units of the boot; a script's first command
             # expects what NixOS's backdoor unit has when it starts: basic.target (sockets
-            # such as D-Bus's, local file systems). PID 1 does the waiting (see wait_unit_for).
+            # such as D-Bus's, local file systems). PID 1 does the waiting: it opens the FIFO
+            # after basic.target (guest/vmrig-basic.socket); systemctl in a guest without it.
             answered = time.monotonic()
             left = max(1, int(deadline - answered))
-            status, _ = self._run(f"systemctl start {wait_unit_for('basic.target')}", timeout=left)
+            wait = f"[[ -p {BASIC_FIFO} ]] && : >{BASIC_FIFO} || systemctl start {wait_unit_for('basic.target')}"
+            status, _ = self._run(wait, timeout=left)
             if status != 0:
                 self.log(f"basic.target was not reached (systemctl exit code {status})")
             self.log(
