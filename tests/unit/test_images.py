@@ -19,7 +19,7 @@ from tests.conftest import failing_tools
 from vmrig.errors import ArgumentError, HostCommandFailed, ImageBuildError, UnknownPackageError
 from vmrig.image import snapshot
 from vmrig.image import store as store_module
-from vmrig.image.build import STATIC_NODES_CONF, static_nodes_tmpfiles
+from vmrig.image.build import BUILD_STEP_FAILED, STATIC_NODES_CONF, install_script, static_nodes_tmpfiles
 from vmrig.image.configlayer import Interface, NodeNetwork, config_layer, hosts_file, machine_id, network_script
 from vmrig.image.cpio import CpioWriter
 from vmrig.image.store import BaseImage, ImageStore, NodeImage, install_in_chroot, key_of, make_disk
@@ -221,6 +221,30 @@ def test_apt_failing_in_the_chroot_is_an_image_build_error(monkeypatch: pytest.M
     cause = caught.value.__cause__
     assert isinstance(cause, HostCommandFailed) and cause.status == 1
     assert cause.argv[0] == str(tmp_path / "failing-bin" / "unshare")
+
+
+def test_a_failing_build_command_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The script as the chroot runs it, with a stand-in apt-get: the second command fails,
+    # the first one's `cd` held for it, and nothing after it ran.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "apt-get").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "apt-get").chmod(0o755)
+    commands = [f"cd {tmp_path}", "echo ran > here; exit 3", "echo never > later"]
+    result = subprocess.run(
+        ["sh", "-c", install_script(["hello"], commands)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+    )
+    assert result.returncode == 3
+    assert result.stderr == f"{BUILD_STEP_FAILED} 1 3\n"
+    assert (tmp_path / "here").read_text() == "ran\n" and not (tmp_path / "later").exists()
+    # What the driver makes of it.
+    failing_tools(monkeypatch, tmp_path, "unshare", message=f"{BUILD_STEP_FAILED} 1 2")
+    message = r"^Node.build_commands\[1\] failed \(exit status 2\) in the image's chroot, run by /bin/sh: 'false'\n"
+    with pytest.raises(ImageBuildError, match=message):
+        install_in_chroot(tmp_path / "root", [], ["true", "false"])
 
 
 def test_a_kernel_the_packages_install_is_the_one_the_node_boots(

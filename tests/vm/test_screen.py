@@ -26,15 +26,20 @@ pytestmark = pytest.mark.vm
 
 
 @pytest.fixture(scope="module")
-def screen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
+def booted_screen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BootedDriver]:
     booted = BootedDriver({"screen": Node(graphics=True)}, short_tmp(tmp_path_factory, "screen"))
     machine = booted.machine("screen")
     machine.start()
     try:
         machine.wait_for_unit("getty@tty1.service")
-        yield machine
+        yield booted
     finally:
         booted.close()
+
+
+@pytest.fixture
+def screen(booted_screen: BootedDriver) -> Machine:
+    return booted_screen.machine("screen")
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -44,8 +49,9 @@ def png_size(path: Path) -> tuple[int, int]:
     return width, height
 
 
-def test_tty1_has_a_login_prompt_read_without_ocr(screen: Machine) -> None:
+def test_tty1_has_a_login_prompt_read_without_ocr(screen: Machine, booted_screen: BootedDriver) -> None:
     screen.wait_until_tty_matches(1, r"screen login: ", timeout=120)
+    assert "screen: waiting for screen login:  to appear on tty 1" in booted_screen.log()  # NixOS's words
     text = screen.get_tty_text(1)
     rows = text.split("\n")
     assert len(rows) == 25 and all(len(row) == 80 for row in rows)  # NixOS's: full-width rows

@@ -86,15 +86,36 @@ exit $status
 """
 
 
-def install_in_chroot(tree: Path, packages: list[str], commands: list[str]) -> None:
-    """apt-get install and build commands inside `tree`, in a private mount namespace."""
-    unshare = proc.require_tool("unshare")
+# What the chroot script prints when one of Node.build_commands fails: "<this> INDEX STATUS".
+BUILD_STEP_FAILED = "vmrig: build command failed:"
+
+
+def install_script(packages: list[str], commands: list[str]) -> str:
+    """The /bin/sh script that installs `packages` and runs `commands` in an image's chroot.
+
+    One script, so that a command's `cd` or variable holds for the next; when
+    one of `commands` fails, its EXIT trap prints BUILD_STEP_FAILED, the
+    command's index and its exit status on stderr.
+    """
     steps = ["apt-get -q update"]
     if packages:
         steps.append("apt-get -q -y --no-install-recommends -o Dpkg::Use-Pty=0 install " + " ".join(packages))
-    steps += commands
-    steps += ["apt-get clean", "rm -rf /var/lib/apt/lists/*"]
-    script = "set -e\n" + "\n".join(steps) + "\n"
+    for index, command in enumerate(commands):
+        steps += [f"vmrig_step={index}", command]
+    steps += ["vmrig_step=", "apt-get clean", "rm -rf /var/lib/apt/lists/*"]
+    report = f'[ $s -eq 0 ] || [ -z "$vmrig_step" ] || echo "{BUILD_STEP_FAILED} $vmrig_step $s" >&2'
+    trap = f"trap 's=$?; {report}' EXIT"
+    return "set -e\nvmrig_step=\n" + trap + "\n" + "\n".join(steps) + "\n"
+
+
+def install_in_chroot(tree: Path, packages: list[str], commands: list[str]) -> None:
+    """apt-get install and build commands inside `tree`, in a private mount namespace.
+
+    Raises UnknownPackageError for a package apt does not know, ImageBuildError
+    naming the failed build command (Node.build_commands[i]) or else apt's output.
+    """
+    unshare = proc.require_tool("unshare")
+    script = install_script(packages, commands)
     try:
         proc.run(
             [
@@ -122,6 +143,13 @@ def install_in_chroot(tree: Path, packages: list[str], commands: list[str]) -> N
         if missing:
             found = ", ".join(missing)
             raise UnknownPackageError(f"apt could not find package(s): {found}\n{apt_tail(output)}", missing) from error
+        failed = re.findall(rf"^{BUILD_STEP_FAILED} (\d+) (\d+)$", output.decode(errors="replace"), re.MULTILINE)
+        if failed:
+            index, status = int(failed[-1][0]), failed[-1][1]
+            raise ImageBuildError(
+                f"Node.build_commands[{index}] failed (exit status {status}) in the image's chroot, run by /bin/sh:"
+                f" {commands[index]!r}\n{apt_tail(output, 40)}"
+            ) from error
         raise ImageBuildError(
             f"building the package layer failed (exit status {error.status}):\n{apt_tail(output, 40)}"
         ) from error

@@ -95,7 +95,8 @@ class Terminal(Commands):
             return pattern.search(last) is not None
 
         try:
-            self._poll(f"{regexp!r} on tty{number}", matches, timeout)
+            with self.nested(f"waiting for {regexp} to appear on tty {number}"):
+                self._poll(f"{regexp!r} on tty{number}", matches, timeout)
         except RequestedAssertionFailed as error:
             raise RequestedAssertionFailed(f"{error}; tty{number} shows:\n{_shown(last)}") from None
 
