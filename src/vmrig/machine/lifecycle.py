@@ -206,7 +206,7 @@ class Lifecycle(Snapshots, Backdoor):
             wait = f"[[ -p {BASIC_FIFO} ]] && : >{BASIC_FIFO} || systemctl start {wait_unit_for('basic.target')}"
             status, _ = self._run(wait, timeout=left)
             if status != 0:
-                self.log(f"basic.target was not reached (systemctl exit code {status})")
+                self.log(f"basic.target was not reached (the wait's exit code: {status})")
             self.log(
                 f"connected to guest root shell (connecting took {time.monotonic() - started:.2f} seconds;"
                 f" the shell answered after {answered - started:.2f} s, then basic.target)"
