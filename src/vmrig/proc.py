@@ -53,6 +53,7 @@ TOOL_PACKAGES: dict[str, str] = {
     "setpriv": "util-linux",
     "zstd": "zstd",
     "lz4": "lz4",
+    "gcc": "gcc",
 }
 
 

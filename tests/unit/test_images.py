@@ -79,7 +79,7 @@ def test_config_layer_contents() -> None:
         },
         users={"alice": User(uid=1500, groups=["adm"])},
     )
-    entries = read_newc(config_layer("server", node, network()))
+    entries = read_newc(config_layer("server", node, network(), fixup=b"the fix-up"))
     assert entries["config/etc/hostname"][2] == b"server\n"
     assert entries["config/etc/machine-id"][2] == f"{machine_id('server')}\n".encode()
     assert entries["config/etc/app.conf"][0] == stat.S_IFREG | 0o600
@@ -91,6 +91,7 @@ def test_config_layer_contents() -> None:
     assert "config/etc/systemd/system/timers.target.wants/raw.timer" in entries
     # the backdoor always comes with the config layer
     assert "config/usr/lib/vmrig/protocol.bash" in entries
+    assert entries["config/usr/lib/vmrig/fixup"][0::2] == (stat.S_IFREG | 0o755, b"the fix-up")
     assert "config/etc/systemd/system/sysinit.target.wants/vmrig-backdoor.service" in entries
     # agetty is told its terminal's name, as NixOS's getty is
     assert b"--noclear %I " in entries["config/etc/systemd/system/getty@.service.d/50-vmrig.conf"][2]
@@ -101,7 +102,7 @@ def test_config_layer_contents() -> None:
     # no outside access unless asked for
     assert "config/etc/resolv.conf" not in entries
     assert b"default via" not in entries["network.sh"][2]
-    assert "config/etc/resolv.conf" in read_newc(config_layer("server", Node(), network(outside=True)))
+    assert "config/etc/resolv.conf" in read_newc(config_layer("server", Node(), network(outside=True), fixup=b""))
 
 
 def test_hosts_and_network_script() -> None:

@@ -130,7 +130,9 @@ def test_mount_script_mounts_parents_first_and_read_only() -> None:
 
 def test_config_layer_carries_the_mounts() -> None:
     plan = NetworkPlan({"a": Node()})
-    layer = config_layer("a", Node(), plan.node_network("a", 1, Node()), mounts=[Mount("xchg", "/tmp/shared")])
+    layer = config_layer(
+        "a", Node(), plan.node_network("a", 1, Node()), fixup=b"fixup", mounts=[Mount("xchg", "/tmp/shared")]
+    )
     assert b"mount -t virtiofs -o rw xchg /newroot/tmp/shared" in layer
 
 

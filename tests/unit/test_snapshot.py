@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import os
 import re
+import select
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from vmrig.contract import GUEST_DIR
-from vmrig.image import snapshot
+from vmrig.image import guestbin, snapshot
 from vmrig.machine import snapshots
+
+USAGE = "usage: fixup SEED_HEX +|= SECONDS NANOSECONDS"
 
 
 def test_key_depends_on_every_part() -> None:
@@ -106,58 +111,99 @@ def test_the_clock_at_the_stop_is_kept_with_the_snapshot(tmp_path: Path) -> None
     assert snapshot.read_clock(tmp_path) is None
 
 
-FIXUP = GUEST_DIR / "fixup"
+@pytest.fixture(scope="module")
+def fixup_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The guest's fix-up, built as a run builds it (into a cache of its own)."""
+    cache = tmp_path_factory.mktemp("cache")
+    program = cache / "fixup"
+    program.write_bytes(guestbin.fixup_program(cache))
+    program.chmod(0o755)
+    assert guestbin.fixup_program(cache) == program.read_bytes()  # built once: the second call reads it
+    assert len(list(cache.glob("fixup-*"))) == 1
+    return program
 
 
-def test_guest_fixup_refuses_a_bad_request(tmp_path: Path) -> None:
-    # The guest's fix-up run on the host, with requests it refuses before any system call.
-    once = subprocess.run(["perl", FIXUP, "00", "x", "1", "2"], capture_output=True, text=True)
-    assert once.returncode != 0 and "usage: fixup" in once.stderr
-    fifos = [tmp_path / "in", tmp_path / "out"]
-    for fifo in fifos:
-        os.mkfifo(fifo)
-    server = subprocess.Popen(["perl", FIXUP, "--serve", *fifos], stderr=subprocess.PIPE, text=True)
-    try:
+# Without privileges a good request gets as far as the first privileged call: the
+# generator refuses to rekey (the seed itself goes into the pool: anyone may write it).
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def _line(fd: int, seconds: float = 10) -> bytes:
+    """One line from `fd`, or AssertionError after `seconds` (a fix-up that died never answers)."""
+    line = b""
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([fd], [], [], seconds)
+        assert ready, f"no answer within {seconds} s, so far {line!r}"
+        line += os.read(fd, 1)
+    return line
+
+
+def test_guest_fixup_refuses_a_bad_request_and_parses_a_good_one(fixup_program: Path) -> None:
+    # The guest's fix-up run on the host: requests it refuses before any system call, and
+    # good ones that nobody may carry out. In a directory anyone may enter, for nobody.
+    with tempfile.TemporaryDirectory(prefix="fixup-", dir="/tmp") as name:
+        place = Path(name)
+        place.chmod(0o755)
+        program = place / "fixup"
+        shutil.copy(fixup_program, program)
+        for bad in (["00", "x", "1", "2"], ["0g", "+", "1", "2"], ["00", "+", "1"], ["00", "+", "1", "2x"]):
+            once = subprocess.run([program, *bad], capture_output=True, text=True)
+            assert once.returncode == 1 and once.stderr == f"{USAGE}\n", (bad, once)
+        once = subprocess.run([*NOBODY, program, "00ff", "+", "-1", "5"], capture_output=True, text=True)
+        assert once.returncode == 1 and once.stderr == "RNDRESEEDCRNG: failed\n", once
+        fifos = [place / "in", place / "out"]
+        for fifo in fifos:
+            os.mkfifo(fifo, 0o666)
+            fifo.chmod(0o666)
+        server = subprocess.Popen([*NOBODY, program, "--serve", *fifos], stderr=subprocess.PIPE)
         # Read-write, as the guest's shell opens them: opening a FIFO so never blocks.
-        with os.fdopen(os.open(fifos[1], os.O_RDWR), "rb", buffering=0) as out:
-            requests = os.open(fifos[0], os.O_RDWR)
-            try:
-                assert out.readline().split()[0] == b"ready"
-                os.write(requests, b"0123456789abcdef99 + 1\n")  # no nanoseconds
-                assert out.readline() == b"0123456789abcdef error usage: fixup SEED_HEX +|= SECONDS NANOSECONDS\n"
-            finally:
-                os.close(requests)
-    finally:
-        server.kill()
-        server.wait()
+        out, requests = os.open(fifos[1], os.O_RDWR), os.open(fifos[0], os.O_RDWR)
+        try:
+            assert _line(out).split()[0] == b"ready"
+            os.write(requests, b"0123456789abcdef99 + 1\n")  # no nanoseconds
+            assert _line(out) == f"0123456789abcdef error {USAGE}\n".encode()
+            # Two requests in one write, the second in two: each answered once whole.
+            os.write(requests, b"aa = x 0\n\nbb +")
+            assert _line(out) == f"aa error {USAGE}\n".encode()
+            assert _line(out) == f"- error {USAGE}\n".encode()
+            os.write(requests, b" 1 2 3\n")
+            assert _line(out) == f"bb error {USAGE}\n".encode()
+            os.write(requests, b"0123456789abcdef0123 = 1764500000 250000000\n")
+            assert _line(out) == b"0123456789abcdef error RNDRESEEDCRNG: failed\n"
+        finally:
+            os.close(requests)
+            os.close(out)
+            server.kill()
+            server.wait()
 
 
-def _fixup_functions(run_dir: Path) -> str:
-    """protocol.bash's fix-up functions, with /run/vmrig in `run_dir` and the guest's fixup from the package."""
+def _fixup_functions(run_dir: Path, program: Path) -> str:
+    """protocol.bash's fix-up functions, with /run/vmrig in `run_dir` and the fix-up `program`."""
     text = (GUEST_DIR / "protocol.bash").read_text()
     functions = text[text.index("# __vmrig_fixup_running") :]
-    return functions.replace("/usr/lib/vmrig/fixup", str(FIXUP)).replace("/run/vmrig", str(run_dir))
+    return functions.replace("/usr/lib/vmrig/fixup", str(program)).replace("/run/vmrig", str(run_dir))
 
 
-def _in_guest_shell(run_dir: Path, script: str) -> subprocess.CompletedProcess[str]:
+def _in_guest_shell(run_dir: Path, program: Path, script: str) -> subprocess.CompletedProcess[str]:
     # As the backdoor runs a command: set -euo pipefail, fds 7, 8 and 9 open.
     ports = " ".join(f"{fd}<>{run_dir}/fd{fd}" for fd in (7, 8, 9))
-    body = f"set -euo pipefail\nexec {ports}\n{_fixup_functions(run_dir)}\n{script}\n"
+    body = f"set -euo pipefail\nexec {ports}\n{_fixup_functions(run_dir, program)}\n{script}\n"
     return subprocess.run(["bash", "-c", body, "bash"], capture_output=True, text=True, timeout=30)
 
 
-def test_guest_fixup_hands_over_to_the_resident_one_or_runs_it(tmp_path: Path) -> None:
+def test_guest_fixup_hands_over_to_the_resident_one_or_runs_it(tmp_path: Path, fixup_program: Path) -> None:
     # Requests the fix-up refuses (no nanoseconds): they show which way each call went, and no clock is set.
     bad = "0123456789abcdef00 + 1"
-    # No resident fix-up, or an empty or stale pid file: perl runs it.
+    # No resident fix-up, or an empty or stale pid file: it runs as a program of its own.
     for pid_file in (None, "", f"{os.getpid()}\n", f"{os.getpid()} 0\n"):
         if pid_file is not None:
             (tmp_path / "fixup.pid").write_text(pid_file)
-        once = _in_guest_shell(tmp_path, f"__vmrig_fixup {bad}")
+        once = _in_guest_shell(tmp_path, fixup_program, f"__vmrig_fixup {bad}")
         assert once.returncode != 0 and once.stderr.startswith("usage: fixup"), (pid_file, once)
     (tmp_path / "fixup.pid").unlink()
     served = _in_guest_shell(
         tmp_path,
+        fixup_program,
         f"""__vmrig_fixup_serve
         __vmrig_fixup_serve  # running already: nothing more
         read -r pid fd <{tmp_path}/fixup.pid

@@ -13,7 +13,7 @@ from typing import TextIO
 
 from vmrig import hostnet, ssh
 from vmrig.errors import TestFileError, UsageError
-from vmrig.image import configlayer
+from vmrig.image import configlayer, guestbin
 from vmrig.image.configlayer import NodeNetwork
 from vmrig.image.store import ImageStore, NodeImage
 from vmrig.log import Logger
@@ -200,7 +200,9 @@ class Assembler:
             kernel=image.bzimage if display and image.bzimage is not None else image.kernel,
             display=display,
             initrd=image.initrd,
-            config_layer=configlayer.config_layer(name, node, network, mounts=virtiofs.mounts()),
+            config_layer=configlayer.config_layer(
+                name, node, network, fixup=guestbin.fixup_program(self.images.root), mounts=virtiofs.mounts()
+            ),
             memory_mib=node.memory_size,
             cores=node.cores or default_cores(len(self.spec.nodes), self.host_cpus()),
             disk_mib=node.disk_size,

@@ -64,7 +64,7 @@ __vmrig_run() {
     [[ -n $input ]] && : >/run/vmrig/input
     printf '\n%s E %d\n' "$nonce" "$status" >&8
 }
-# __vmrig_fixup_running: whether the resident fix-up (guest/fixup --serve) runs;
+# __vmrig_fixup_running: whether the resident fix-up (guest/fixup.c, --serve) runs;
 # sets the caller's `pid` to its pid. A pid file outlives its process, so the
 # process must still hold the request FIFO, as the file says (pid, fd).
 # Builtins only: no fork.
@@ -77,12 +77,12 @@ __vmrig_fixup_running() {
     [[ -n $pid && -n $fd && /proc/$pid/fd/$fd -ef /run/vmrig/fixup.in ]]
 }
 # __vmrig_fixup SEED_HEX +|= SECONDS NANOSECONDS: a restored guest's fix-up
-# (guest/fixup), handed to the resident one if it runs: a restored guest's first
+# (guest/fixup.c), handed to the resident one if it runs: a restored guest's first
 # exec costs most of a second under TCG, and a running process only resumes.
 __vmrig_fixup() {
     local pid id answer
     if ! __vmrig_fixup_running; then
-        perl /usr/lib/vmrig/fixup "$@"
+        /usr/lib/vmrig/fixup "$@"
         return
     fi
     # Opened read-write, a FIFO never blocks the opener; the answer carries the
@@ -110,7 +110,7 @@ __vmrig_fixup_serve() {
     # Its own session (the command's process group ends with the command), in /,
     # without the backdoor's ports and pipes (fds 7, 8, 9).
     (
-        cd / && exec setsid perl /usr/lib/vmrig/fixup --serve /run/vmrig/fixup.in /run/vmrig/fixup.out \
+        cd / && exec setsid /usr/lib/vmrig/fixup --serve /run/vmrig/fixup.in /run/vmrig/fixup.out \
             </dev/null >/dev/null 2>/run/vmrig/fixup.log 7>&- 8>&- 9>&-
     ) &
     if read -r -t 30 word pid fd 0<>/run/vmrig/fixup.out && [[ $word == ready ]]; then

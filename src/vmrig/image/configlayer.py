@@ -218,12 +218,15 @@ def _add_parents(archive: CpioWriter, path: str, seen: set[str]) -> None:
             archive.directory(current)
 
 
-def config_layer(name: str, node: Node, network: NodeNetwork, *, mounts: list[Mount] | None = None) -> bytes:
+def config_layer(
+    name: str, node: Node, network: NodeNetwork, *, fixup: bytes, mounts: list[Mount] | None = None
+) -> bytes:
     """The cpio archive that turns an image into node `name` for this run.
 
-    `mounts`: virtiofs shares, mounted before systemd starts (the init
-    sources network.sh, which carries them). The root file system has the
-    node's disk size already (ImageStore.disk_of).
+    `fixup`: the fix-up program (guestbin.fixup_program). `mounts`: virtiofs
+    shares, mounted before systemd starts (the init sources network.sh, which
+    carries them). The root file system has the node's disk size already
+    (ImageStore.disk_of).
     """
     buffer = io.BytesIO()
     archive = CpioWriter(buffer)
@@ -244,8 +247,8 @@ def config_layer(name: str, node: Node, network: NodeNetwork, *, mounts: list[Mo
     put("/usr/lib/vmrig/bash", (GUEST_DIR / "bash").read_bytes())
     # machine.shell_interact()'s guest side; started only when asked for.
     put("/usr/lib/vmrig/shell", (GUEST_DIR / "shell").read_bytes(), 0o755)
-    # A restored guest's clock and RNG fix-up (vmrig.image.snapshot).
-    put("/usr/lib/vmrig/fixup", (GUEST_DIR / "fixup").read_bytes(), 0o755)
+    # A restored guest's clock and RNG fix-up (vmrig.image.snapshot, guest/fixup.c).
+    put("/usr/lib/vmrig/fixup", fixup, 0o755)
     # get_window_names()'s guest side.
     put("/usr/lib/vmrig/window-names", (GUEST_DIR / "window-names").read_bytes(), 0o755)
     put(f"/etc/systemd/system/{BACKDOOR_UNIT}", (GUEST_DIR / BACKDOOR_UNIT).read_bytes())

@@ -22,7 +22,7 @@ command, `fixup_command` reseeds the generator and moves the clock on by
 the time that passed on the host between the save's stop and the restore's
 resume: the guest's clock stood still in between, so the shift is known on
 the host and does not depend on how long the fix-up itself takes to run.
-The fix-up (guest/fixup) is started before the save and waits in the guest,
+The fix-up (guest/fixup.c) is started before the save and waits in the guest,
 so a restore hands it the request with shell builtins: a restored guest's
 first exec takes most of a second under TCG, whose translated code a restore
 starts without.
@@ -51,8 +51,8 @@ OVERLAY = "overlay.qcow2"
 CLOCK = "clock"
 LAST_USED = "last-used"
 PREFIX = "snapshot-"
-# Starts the resident fix-up in the guest (guest/fixup, guest/protocol.bash),
-# before a save: a restore then hands it the fix-up instead of running perl.
+# Starts the resident fix-up in the guest (guest/fixup.c, guest/protocol.bash),
+# before a save: a restore then hands it the fix-up instead of starting it.
 FIXUP_SERVE = "__vmrig_fixup_serve"
 # Bumped when what a snapshot holds or how it is restored changes.
 FORMAT = 3
@@ -161,7 +161,7 @@ def fixup_command(*, shift: float | None = None, now: float | None = None, seed:
     without, it sets the clock to `now` (the host's time if None), which
     leaves the guest behind by however long the command takes to run.
     The guest's `__vmrig_fixup` (guest/protocol.bash) runs it: in the
-    resident fix-up when one runs (FIXUP_SERVE), else with perl.
+    resident fix-up when one runs (FIXUP_SERVE), else as a program of its own.
     """
     seed = secrets.token_bytes(64) if seed is None else seed
     mode, value = ("+", shift) if shift is not None else ("=", time.time() if now is None else now)

@@ -294,7 +294,7 @@ class Snapshots(Monitor):
         status, _output = self._run(snapshot.FIXUP_SERVE, timeout=60)
         if status != 0:
             # Restores then run the fix-up as a program: slower, as correct. Why is on the console.
-            self.log(f"the guest's resident fix-up did not start (exit code {status}); restores run it as perl")
+            self.log(f"the guest's resident fix-up did not start (exit code {status}); restores start it as a program")
 
     def _guest_clock_offset(self) -> float | None:
         """The guest's wall clock minus the host's, in seconds (None if the guest cannot say).
