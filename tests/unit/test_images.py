@@ -231,7 +231,8 @@ def test_a_failing_build_command_is_named(monkeypatch: pytest.MonkeyPatch, tmp_p
     bin_dir.mkdir()
     (bin_dir / "apt-get").write_text("#!/bin/sh\nexit 0\n")
     (bin_dir / "apt-get").chmod(0o755)
-    commands = [f"cd {tmp_path}", "echo ran > here; exit 3", "echo never > later"]
+    # The first command's last line ends in a backslash; the second fails amid a line of its output.
+    commands = [f"cd {tmp_path} \\", "echo ran > here; printf unended >&2; exit 3", "echo never > later"]
     result = subprocess.run(
         ["sh", "-c", install_script(["hello"], commands)],
         capture_output=True,
@@ -239,7 +240,7 @@ def test_a_failing_build_command_is_named(monkeypatch: pytest.MonkeyPatch, tmp_p
         env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
     )
     assert result.returncode == 3
-    assert result.stderr == f"{BUILD_STEP_FAILED} 1 3\n"
+    assert result.stderr == f"unended\n{BUILD_STEP_FAILED} 1 3\n"
     assert (tmp_path / "here").read_text() == "ran\n" and not (tmp_path / "later").exists()
     # What the driver makes of it.
     failing_tools(monkeypatch, tmp_path, "unshare", message=f"{BUILD_STEP_FAILED} 1 2")

@@ -146,7 +146,8 @@ def test_guest_fixup_refuses_a_bad_request_and_parses_a_good_one(fixup_program: 
         place.chmod(0o755)
         program = place / "fixup"
         shutil.copy(fixup_program, program)
-        for bad in (["00", "x", "1", "2"], ["0g", "+", "1", "2"], ["00", "+", "1"], ["00", "+", "1", "2x"]):
+        bad_requests = (["00", "x", "1", "2"], ["0g", "+", "1", "2"], ["00", "+", "1"], ["00", "+", "1", "2x"])
+        for bad in (*bad_requests, ["00", "=", "1", "1000000000"], ["00", "=", "1", "-1"]):
             once = subprocess.run([program, *bad], capture_output=True, text=True)
             assert once.returncode == 1 and once.stderr == f"{USAGE}\n", (bad, once)
         once = subprocess.run([*NOBODY, program, "00ff", "+", "-1", "5"], capture_output=True, text=True)
@@ -168,8 +169,12 @@ def test_guest_fixup_refuses_a_bad_request_and_parses_a_good_one(fixup_program: 
             assert _line(out) == f"- error {USAGE}\n".encode()
             os.write(requests, b" 1 2 3\n")
             assert _line(out) == f"bb error {USAGE}\n".encode()
-            os.write(requests, b"0123456789abcdef0123 = 1764500000 250000000\n")
+            os.write(requests, b"0123456789abcdef0123 = 1764500000 250000000\r\n")  # CRLF too
             assert _line(out) == b"0123456789abcdef error RNDRESEEDCRNG: failed\n"
+            # A line longer than any request is answered once, as such; the next one as usual.
+            os.write(requests, b"ab" * 5000 + b" + 1 2\ncd + 1 2\n")
+            assert _line(out) == b"- error request too long\n"
+            assert _line(out) == b"cd error RNDRESEEDCRNG: failed\n"
         finally:
             os.close(requests)
             os.close(out)

@@ -116,7 +116,8 @@ static const char *fixup(int argc, char **argv)
 	long fd, result;
 
 	if (argc != 4 || (argv[1][0] != '+' && argv[1][0] != '=') || argv[1][1] ||
-	    !parse_long(argv[2], &seconds) || !parse_long(argv[3], &nanoseconds))
+	    !parse_long(argv[2], &seconds) || !parse_long(argv[3], &nanoseconds) ||
+	    nanoseconds < 0 || nanoseconds >= 1000000000)
 		return USAGE;
 	for (hex = argv[0]; hex[0] && hex[1] && seed_length < sizeof(seed); hex += 2) {
 		int high = hex_digit(hex[0]), low = hex_digit(hex[1]);
@@ -130,8 +131,11 @@ static const char *fixup(int argc, char **argv)
 	if (fd < 0)
 		return "urandom: cannot open";
 	result = syscall3(SYS_write, fd, (long)seed, (long)seed_length);
-	if (result == (long)seed_length)
-		result = syscall3(SYS_ioctl, fd, RNDRESEEDCRNG, 0);
+	if (result != (long)seed_length) {
+		syscall3(SYS_close, fd, 0, 0);
+		return "urandom: cannot write the seed";
+	}
+	result = syscall3(SYS_ioctl, fd, RNDRESEEDCRNG, 0);
 	syscall3(SYS_close, fd, 0, 0);
 	if (result < 0)
 		return "RNDRESEEDCRNG: failed";
@@ -152,19 +156,24 @@ static const char *fixup(int argc, char **argv)
 	return 0;
 }
 
+static int blank(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r';
+}
+
 /* Splits `line` at blanks into at most `max` words; returns how many. */
 static int split(char *line, char **words, int max)
 {
 	int count = 0;
 	while (*line) {
-		while (*line == ' ' || *line == '\t')
+		while (blank(*line))
 			*line++ = 0;
 		if (!*line)
 			break;
 		if (count == max)
 			return max + 1;
 		words[count++] = line;
-		while (*line && *line != ' ' && *line != '\t')
+		while (*line && !blank(*line))
 			line++;
 	}
 	return count;
@@ -192,6 +201,7 @@ static int serve(const char *in_path, const char *out_path)
 	long out = syscall3(SYS_open, (long)out_path, O_RDWR, 0);
 	char buffer[4096], answer[600], number[24];
 	size_t used = 0;
+	int overlong = 0; /* the rest of a line longer than the buffer is being dropped */
 
 	if (in < 0 || out < 0) {
 		put(2, "fixup: cannot open its FIFOs\n");
@@ -219,11 +229,12 @@ static int serve(const char *in_path, const char *out_path)
 			if (buffer[i] != '\n')
 				continue;
 			buffer[i] = 0;
-			count = split(buffer + start, words, 4);
+			count = overlong ? 0 : split(buffer + start, words, 4);
 			for (j = 0; j < 16 && count > 0 && words[0][j]; j++)
 				id[j] = words[0][j];
 			id[count > 0 ? j : 0] = 0;
-			failure = count == 4 ? fixup(count, words) : USAGE;
+			failure = count == 4 ? fixup(count, words) : overlong ? "request too long" : USAGE;
+			overlong = 0;
 			answer[0] = 0;
 			append(answer, sizeof(answer), count > 0 ? id : "-");
 			append(answer, sizeof(answer), failure ? " error " : " ok");
@@ -237,8 +248,10 @@ static int serve(const char *in_path, const char *out_path)
 		for (i = start; i < used; i++)
 			buffer[i - start] = buffer[i];
 		used -= start;
-		if (used == sizeof(buffer) - 1)
-			used = 0; /* a line longer than any request: dropped */
+		if (used == sizeof(buffer) - 1) {
+			used = 0; /* a line longer than any request: dropped, then answered */
+			overlong = 1;
+		}
 	}
 }
 

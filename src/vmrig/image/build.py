@@ -101,9 +101,11 @@ def install_script(packages: list[str], commands: list[str]) -> str:
     if packages:
         steps.append("apt-get -q -y --no-install-recommends -o Dpkg::Use-Pty=0 install " + " ".join(packages))
     for index, command in enumerate(commands):
-        steps += [f"vmrig_step={index}", command]
+        # The empty line ends a command whose last line ends in a backslash.
+        steps += [f"vmrig_step={index}", command, ""]
     steps += ["vmrig_step=", "apt-get clean", "rm -rf /var/lib/apt/lists/*"]
-    report = f'[ $s -eq 0 ] || [ -z "$vmrig_step" ] || echo "{BUILD_STEP_FAILED} $vmrig_step $s" >&2'
+    # On a line of its own, also after output that did not end its line.
+    report = f'[ $s -eq 0 ] || [ -z "$vmrig_step" ] || printf "\\n{BUILD_STEP_FAILED} %s %s\\n" "$vmrig_step" $s >&2'
     trap = f"trap 's=$?; {report}' EXIT"
     return "set -e\nvmrig_step=\n" + trap + "\n" + "\n".join(steps) + "\n"
 

@@ -188,6 +188,8 @@ class Snapshots(Monitor):
             state_file = {"transport": "file", "filename": str(directory / snapshot.STATE), "offset": 0}
             self.qmp.execute("migrate-incoming", {"channels": [{"channel-type": "main", "addr": state_file}]})
             self._incoming_done()
+            # Off again: a later savevm (snapshot()) would queue MIGRATION events for the script.
+            self.qmp.execute("migrate-set-capabilities", {"capabilities": [{**EVENTS, "state": False}]})
             before = time.time()
             self.qmp.execute("cont")
             resumed = (before + time.time()) / 2
