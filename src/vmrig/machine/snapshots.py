@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import hashlib
 import re
-import shlex
 import shutil
 import time
 from collections.abc import Sequence
@@ -143,24 +142,22 @@ class Snapshots(Monitor):
                 return True
         return False
 
-    def _migration_done(self, what: str, poll: float = 0.05) -> None:
-        """Waits until QEMU's migration (save or restore) has completed, asking every `poll` seconds."""
+    def _migrate(self, command: str, state: Path, what: str) -> None:
+        """Runs QMP `command` (migrate or migrate-incoming) without RAM, to or from the file `state`.
+
+        QEMU itself reads and writes the file (`exec:cat` forked the QEMU
+        process, 2-3 ms of a restore here).
+
+        QEMU's MIGRATION event tells the end at once (a restore loads in about
+        10 ms: a poll would add to it); the events are switched off again after,
+        so that a later savevm (snapshot()) queues none for the script.
+        Raises MachineError when it fails or takes over 120 s.
+        """
         if self.qmp is None:
             raise self._broken(f"{what}: QEMU's monitor is not connected")
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            status = self.qmp.execute("query-migrate").get("status", "none")
-            if status == "completed":
-                return
-            if status in ("failed", "cancelled"):
-                raise self._broken(f"{what} failed (QEMU's migration status: {status})")
-            time.sleep(poll)
-        raise self._broken(f"{what} did not finish within 120 s")
-
-    def _incoming_done(self) -> None:
-        """Waits for the MIGRATION event that ends a restore's load (about 10 ms for a booted snapshot)."""
-        assert self.qmp is not None
-        what = "restoring the booted snapshot"
+        self.qmp.execute("migrate-set-capabilities", {"capabilities": [IGNORE_SHARED, EVENTS]})
+        state_file = {"transport": "file", "filename": str(state), "offset": 0}
+        self.qmp.execute(command, {"channels": [{"channel-type": "main", "addr": state_file}]})
         try:
             event = self.qmp.wait_for_event(
                 lambda event: (
@@ -171,6 +168,7 @@ class Snapshots(Monitor):
             )
         except TimeoutError:
             raise self._broken(f"{what} did not finish within 120 s") from None
+        self.qmp.execute("migrate-set-capabilities", {"capabilities": [{**EVENTS, "state": False}]})
         status = event["data"]["status"]
         if status != "completed":
             raise self._broken(f"{what} failed (QEMU's migration status: {status})")
@@ -183,13 +181,7 @@ class Snapshots(Monitor):
         started = time.monotonic()
         assert self.qmp is not None
         try:
-            self.qmp.execute("migrate-set-capabilities", {"capabilities": [IGNORE_SHARED, EVENTS]})
-            # Read by QEMU itself: `exec:cat` forks the QEMU process, which cost 2-3 ms here.
-            state_file = {"transport": "file", "filename": str(directory / snapshot.STATE), "offset": 0}
-            self.qmp.execute("migrate-incoming", {"channels": [{"channel-type": "main", "addr": state_file}]})
-            self._incoming_done()
-            # Off again: a later savevm (snapshot()) would queue MIGRATION events for the script.
-            self.qmp.execute("migrate-set-capabilities", {"capabilities": [{**EVENTS, "state": False}]})
+            self._migrate("migrate-incoming", directory / snapshot.STATE, "restoring the booted snapshot")
             before = time.time()
             self.qmp.execute("cont")
             resumed = (before + time.time()) / 2
@@ -218,9 +210,7 @@ class Snapshots(Monitor):
             self.qmp.execute("stop")
             if offset is not None:
                 snapshot.write_clock(scratch, (before + time.time()) / 2 + offset)
-            self.qmp.execute("migrate-set-capabilities", {"capabilities": [IGNORE_SHARED]})
-            self.qmp.execute("migrate", {"uri": f"exec:cat > {shlex.quote(str(scratch / snapshot.STATE))}"})
-            self._migration_done("saving the booted snapshot")
+            self._migrate("migrate", scratch / snapshot.STATE, "saving the booted snapshot")
             try:
                 snapshot.flush(scratch)
             except OSError as error:
