@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import inspect
 import os
@@ -160,6 +161,11 @@ class Assembler:
         lock.flush()
         self._state_locks.append(lock)
 
+    @functools.cached_property
+    def fixup_program(self) -> bytes:
+        """The guest's fix-up program, read (or built) once per run for every node's config layer."""
+        return guestbin.fixup_program(self.images.root)
+
     def host_cpus(self) -> int:
         """The host's CPUs this run's nodes may use: all of them, shared with the other runs at once (xdist)."""
         return max(1, len(os.sched_getaffinity(0)) // self.environment.parallel_runs)
@@ -201,7 +207,7 @@ class Assembler:
             display=display,
             initrd=image.initrd,
             config_layer=configlayer.config_layer(
-                name, node, network, fixup=guestbin.fixup_program(self.images.root), mounts=virtiofs.mounts()
+                name, node, network, fixup=self.fixup_program, mounts=virtiofs.mounts()
             ),
             memory_mib=node.memory_size,
             cores=node.cores or default_cores(len(self.spec.nodes), self.host_cpus()),
