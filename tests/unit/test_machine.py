@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import failing_tools
 
-from vmrig.errors import ArgumentError, HostCommandFailed
+from vmrig.errors import ArgumentError, HostCommandFailed, MachineError
 from vmrig.log import Logger
 from vmrig.machine import Machine, MachineConfig, qemu
 from vmrig.machine.console import SerialConsole, search_console
@@ -38,6 +38,22 @@ def test_a_failing_qemu_img_says_which_command_failed_and_why(monkeypatch: pytes
     assert error.argv[:2] == [str(tmp_path / "failing-bin" / "qemu-img"), "create"]
     assert str(missing) in error.argv and error.status == 1
     assert str(error).endswith("\nqemu-img: Could not open backing file")
+
+
+def test_newest_nixos_names_for_the_ssh_backdoor_and_the_initrd(tmp_path: Path) -> None:
+    def machine(ssh_command: list[str]) -> Machine:
+        config = MachineConfig(name="node1", disk=tmp_path, kernel=tmp_path, initrd=tmp_path, ssh_command=ssh_command)
+        return Machine(config, state_dir=tmp_path, out_dir=tmp_path, logger=Logger(io.StringIO(), color=False))
+
+    command = ["ssh", "-o", "User=root", "-o", "ProxyCommand=socat - VSOCK-CONNECT:3:22", "vsock/3"]
+    assert (
+        machine(command).ssh_backdoor_command(1)
+        == "ssh -o User=root -o 'ProxyCommand=socat - VSOCK-CONNECT:3:22' vsock/3"
+    )
+    with pytest.raises(MachineError, match=r"node1 has no SSH backdoor: .*vmrig run -I.*ssh_backdoor=True"):
+        machine([]).ssh_backdoor_command()
+    with pytest.raises(MachineError, match=r"no backdoor in the initrd"):
+        machine([]).switch_root()
 
 
 # What a script may use on a machine: the NixOS names plus vmrig's own. Splitting
@@ -74,6 +90,7 @@ PUBLIC_NAMES = frozenset(
         "copy_from_vm",
         "crash",
         "execute",
+        "execute_bytes",
         "fail",
         "forward_port",
         "get_console_log",
@@ -107,11 +124,13 @@ PUBLIC_NAMES = frozenset(
         "shutdown",
         "sleep",
         "snapshot",
+        "ssh_backdoor_command",
         "start",
         "start_job",
         "state_dir",
         "stop_job",
         "succeed",
+        "switch_root",
         "systemctl",
         "unblock",
         "wait_for_closed_port",

@@ -109,17 +109,32 @@ def test_execute_status_and_fresh_shell_each_time(node: Machine) -> None:
     assert node.execute("vmrig-no-such-command 2>&1") == as_nixos
 
 
+def test_background_jobs_end_the_output_as_under_nixos(node: Machine) -> None:
+    # As under `bash -c CMD | base64`, the output ends when nothing holds it: the job's line is
+    # this command's, and none of it reaches the next command.
+    assert node.succeed("(sleep 1; echo late) &") == "late\n"
+    assert node.succeed("sleep 2; echo mine") == "mine\n"
+    # Jobs that do not hold stdout are not waited for (the timeout, 20 s here, would end a wait for them).
+    assert node.succeed("sleep 600 >/dev/null 2>&1 & sleep 601 >&2 & echo started", timeout=20) == "started\n"
+    assert node.succeed("pgrep -fx 'sleep 60[01]' | wc -l") == "2\n"  # they run on
+    node.succeed("pkill -fx 'sleep 60[01]'")
+    # $0 is bash's, as under `bash -c`
+    assert node.succeed("echo $0") == "bash\n"
+
+
 def test_output_edge_cases(node: Machine) -> None:
     assert node.succeed("true") == ""
     assert node.succeed("printf 'no newline'") == "no newline"
     assert node.succeed("printf 'a\\n\\n\\n'") == "a\n\n\n"
-    # binary output, including NUL bytes and invalid UTF-8, comes back intact
-    raw = node.succeed("printf '\\000\\001\\377\\376end'").encode(errors="surrogateescape")
-    assert raw == b"\x00\x01\xff\xfeend"
+    # invalid UTF-8 becomes U+FFFD, as NixOS decodes it
+    text = node.succeed("printf 'ok \\377\\376 end\\n'")
+    assert text == "ok \ufffd\ufffd end\n"
+    assert node.execute("printf '\\377'; false", check_return=False) == (-1, "\ufffd")
+    # execute_bytes: binary output, NUL bytes and invalid UTF-8 included, comes back intact
+    assert node.execute_bytes("printf '\\000\\001\\377\\376end'; exit 3") == (3, b"\x00\x01\xff\xfeend")
     # 10 MB of random data, checked against the guest's own checksum
-    out = node.succeed("head -c 10000000 /dev/urandom > /tmp/big; cat /tmp/big")
-    data = out.encode(errors="surrogateescape")
-    assert len(data) == 10_000_000
+    status, data = node.execute_bytes("head -c 10000000 /dev/urandom > /tmp/big; cat /tmp/big")
+    assert status == 0 and len(data) == 10_000_000
     guest_sum = node.succeed("sha256sum /tmp/big").split()[0]
     assert hashlib.sha256(data).hexdigest() == guest_sum
     # output that looks like the protocol's markers is just output

@@ -201,6 +201,7 @@ class Assembler:
         return MachineConfig(
             viewer=self.viewer() if display and self.show_screens else None,
             vsock_cid=endpoint.cid if endpoint is not None else None,
+            ssh_command=endpoint.command() if endpoint is not None else [],
             name=name,
             disk=self.images.disk_of(image, node.disk_size),
             kernel=image.bzimage if display and image.bzimage is not None else image.kernel,

@@ -99,10 +99,10 @@ def _paused(machine: Machine) -> bool:
 def _save_terminal(machine: Machine, out_dir: Path) -> Path:
     """The machine's active terminal as text in `out_dir`; raises MachineError when it cannot be read."""
     # tty 0 is the terminal in the foreground (vcs(4))
-    status, text = machine.execute("cat /dev/vcsa", timeout=5)
+    status, data = machine.execute_bytes("cat /dev/vcsa", timeout=5)
     if status != 0:
         raise MachineError(f"{machine.name}: cannot read /dev/vcsa (exit code {status})")
-    screen = decode_vcsa(text.encode(errors="surrogateescape")).text.rstrip()
+    screen = decode_vcsa(data).text.rstrip()
     if not screen.strip():
         # Nothing written yet, or a terminal in graphics mode (X on vt7).
         shown = "its screenshot, " if machine.config.display else ""

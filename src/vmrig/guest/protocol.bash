@@ -25,10 +25,11 @@ __vmrig_run() {
         input=/run/vmrig/input
     fi
     printf '%s B\n' "$nonce" >&8
+    # The command: without the backdoor's own descriptors, with $0 "bash" as under `bash -c`.
     if [[ -n $input ]]; then
-        (set -euo pipefail; __vmrig_eval "$cmd") <"$input" >&8 &
+        (exec 7>&- 8>&- 9>&-; BASH_ARGV0=bash; set -euo pipefail; __vmrig_eval "$cmd") <"$input" >&8 &
     else
-        (set -euo pipefail; __vmrig_eval "$cmd") </dev/null >&8 &
+        (exec 7>&- 8>&- 9>&-; BASH_ARGV0=bash; set -euo pipefail; __vmrig_eval "$cmd") </dev/null >&8 &
     fi
     pid=$!
     # The watchdog ends the command when its time is up (status 124) or when
@@ -55,6 +56,7 @@ __vmrig_run() {
     disown "$watchdog"  # so that its death is not reported on the console
     wait "$pid"
     status=$?
+    __vmrig_wait_writers "$pid"
     # KILL: systemd starts services with SIGPIPE ignored, and bash cannot undo
     # that; a watchdog left alive would read (and eat) the next cancellation.
     kill -KILL -- "-$watchdog" 2>/dev/null
@@ -63,6 +65,41 @@ __vmrig_run() {
     [[ $fired == "$nonce" ]] && status=$reason
     [[ -n $input ]] && : >/run/vmrig/input
     printf '\n%s E %d\n' "$nonce" "$status" >&8
+}
+# __vmrig_wait_writers PGID: waits while a process left in the command's process
+# group holds the output pipe. Under NixOS's `bash -c CMD | base64` the output
+# ends only when nothing holds it, so `(sleep 1; echo late) &` gives "late";
+# processes started with `>&2 &`, `>/dev/null &` or systemd-run are not waited
+# for. Builtins only; the /proc scan runs only when the group outlives the command.
+__vmrig_wait_writers() {
+    local pgid=$1 since=$SECONDS noted= writer
+    while kill -0 -- "-$pgid" 2>/dev/null; do
+        __vmrig_writer "$pgid" || return 0
+        if [[ -z $noted ]] && ((SECONDS - since >= 10)); then
+            printf 'vmrig: the command has ended, but its background process %s still holds its output;' "$writer" >&2
+            printf ' as under NixOS, the command lasts until that closes it (start it with ">&2 &" or systemd-run)\n' >&2
+            noted=1
+        fi
+        read -r -t 0.2 <>/run/vmrig/pause || :
+    done
+}
+# __vmrig_writer PGID: sets the caller's `writer` to "PID (NAME)" of a process in
+# group PGID that holds the output pipe (any fd); fails if none does.
+__vmrig_writer() {
+    local pgid=$1 dir stat fields fd
+    for dir in /proc/[0-9]*; do
+        read -r stat 2>/dev/null <"$dir/stat" || continue
+        fields=(${stat##*) })
+        [[ ${fields[2]} == "$pgid" ]] || continue
+        for fd in "$dir"/fd/*; do
+            if [[ $fd -ef /run/vmrig/out ]]; then
+                stat=${stat#* (}
+                writer="${dir#/proc/} (${stat%%) *})"
+                return 0
+            fi
+        done
+    done
+    return 1
 }
 # __vmrig_fixup_running: whether the resident fix-up (guest/fixup.c, --serve) runs;
 # sets the caller's `pid` to its pid. A pid file outlives its process, so the

@@ -41,19 +41,30 @@ class Backdoor(MachineBase):
         limit) counts from when the command starts, after the machine has
         booted, as in NixOS; a command that runs out of time is killed with
         its whole process group and gives status 124.
-        Binary output comes back intact: undecodable bytes are kept as
-        surrogate escapes (`output.encode(errors="surrogateescape")`).
+        stdout is decoded as UTF-8 with undecodable bytes replaced by U+FFFD,
+        as NixOS's driver does (with check_return=False too, where NixOS
+        raises UnicodeDecodeError); execute_bytes() gives the bytes.
+        """
+        status, data = self.execute_bytes(command, timeout=timeout, check_output=check_output)
+        if not check_output:
+            return -2, ""
+        output = data.decode(errors="replace")
+        if not check_return:
+            return -1, output
+        return status, output
+
+    def execute_bytes(
+        self, command: str, timeout: Duration | None = DEFAULT_TIMEOUT, *, check_output: bool = True
+    ) -> tuple[int, bytes]:
+        """execute(), with stdout as the bytes the command wrote (binary data, any encoding).
+
+        vmrig's own; returns (status, stdout), or (-2, b"") without waiting
+        for the command when `check_output` is False.
         """
         self.run_callbacks()
         self._run_boot_hooks()
         limit = None if timeout is None else self.config.timeout_scale(timeout)
-        status, data = self._run(command, timeout=limit, wait=check_output)
-        if not check_output:
-            return -2, ""
-        output = data.decode(errors="surrogateescape")
-        if not check_return:
-            return -1, output
-        return status, output
+        return self._run(command, timeout=limit, wait=check_output)
 
     def _run(
         self, command: str, *, timeout: float | None = DEFAULT_TIMEOUT, stdin: bytes | None = None, wait: bool = True

@@ -198,6 +198,11 @@ class MachineBase(abc.ABC):
     ) -> tuple[int, str]: ...
 
     @abc.abstractmethod
+    def execute_bytes(
+        self, command: str, timeout: Duration | None = DEFAULT_TIMEOUT, *, check_output: bool = True
+    ) -> tuple[int, bytes]: ...
+
+    @abc.abstractmethod
     def _run(
         self, command: str, *, timeout: float | None = DEFAULT_TIMEOUT, stdin: bytes | None = None, wait: bool = True
     ) -> tuple[int, bytes]: ...

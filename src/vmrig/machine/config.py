@@ -78,6 +78,8 @@ class MachineConfig:
     outside_access: bool = False
     start_command: str | None = None  # a user's own QEMU start command (create_machine)
     vsock_cid: int | None = None  # a vhost-vsock device with this guest CID (the SSH backdoor)
+    # The host's ssh command line into the guest's SSH backdoor; empty: the backdoor is off.
+    ssh_command: list[str] = field(default_factory=list)
     sidecars: list[Sidecar] = field(default_factory=list)  # host helpers and their QEMU arguments
     # The host directory the guest mounts at /tmp/shared (NixOS's shared_dir); None: not mounted.
     exchange_dir: Path | None = None

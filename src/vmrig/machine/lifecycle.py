@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import socket
 import time
@@ -31,6 +32,30 @@ class Lifecycle(Snapshots, Backdoor):
 
     def is_up(self) -> bool:
         return self.booted and self.connected
+
+    def ssh_backdoor_command(self, index: int | None = None) -> str:
+        """The host's shell command that logs into this machine over the SSH backdoor.
+
+        The newest NixOS driver prints it for every machine when its SSH
+        backdoor is on; `index` (its vsock offset) is accepted and not needed:
+        the machine knows its own endpoint. MachineError when the backdoor is
+        off (it is on in interactive runs and with Options(ssh_backdoor=True)).
+        """
+        if not self.config.ssh_command:
+            raise MachineError(
+                f"{self.name} has no SSH backdoor: it is on in interactive runs (vmrig run -I)"
+                " and with Options(ssh_backdoor=True) in the test file"
+            )
+        return shlex.join(self.config.ssh_command)
+
+    def switch_root(self) -> None:
+        """NixOS's move from the initrd's backdoor to the booted system; a vmrig guest has no
+        backdoor in its initrd, so this raises MachineError saying so."""
+        raise MachineError(
+            f"{self.name}.switch_root(): vmrig guests have no backdoor in the initrd"
+            " (NixOS's testing.initrdBackdoor); the backdoor starts in the booted system,"
+            " so a script's commands already run there"
+        )
 
     def _prepare_state(self, backing: Path | None = None) -> Path:
         """The state directory, its initrd and the disk overlay (on `backing`, else on the image).

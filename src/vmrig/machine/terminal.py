@@ -65,11 +65,11 @@ class Terminal(Commands):
     def tty_screen(self, tty: int | str) -> Screen:
         """Terminal `tty`'s screen (rows, columns, cursor, text). Raises MachineError if it cannot be read."""
         number = tty_number(tty)
-        status, output = self.execute(f"cat /dev/vcsa{number}")
+        status, output = self.execute_bytes(f"cat /dev/vcsa{number}")
         if status != 0:
             raise MachineError(f"{self.name}: cannot read terminal {number} (/dev/vcsa{number}, exit code {status})")
         try:
-            return decode_vcsa(output.encode(errors="surrogateescape"))
+            return decode_vcsa(output)
         except ValueError as error:
             raise MachineError(f"{self.name}: terminal {number}: {error}") from None
 
