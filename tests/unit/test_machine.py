@@ -19,6 +19,7 @@ from vmrig.machine.systemd import wait_unit_for
 from vmrig.net.plan import NetworkPlan, network_cards
 from vmrig.scriptnames import public_attributes
 from vmrig.spec import Node
+from vmrig.timeouts import TimeoutScale
 
 
 def test_wait_unit_instance_names() -> None:
@@ -54,6 +55,23 @@ def test_newest_nixos_names_for_the_ssh_backdoor_and_the_initrd(tmp_path: Path) 
         machine([]).ssh_backdoor_command()
     with pytest.raises(MachineError, match=r"no backdoor in the initrd"):
         machine([]).switch_root()
+
+
+def test_typing_waits_after_each_key_as_long_as_a_scaled_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = MachineConfig(
+        name="node1", disk=tmp_path, kernel=tmp_path, initrd=tmp_path, timeout_scale=TimeoutScale(5, "TCG")
+    )
+    machine = Machine(config, state_dir=tmp_path, out_dir=tmp_path, logger=Logger(io.StringIO(), color=False))
+    sent: list[str] = []
+    slept: list[float] = []
+    monkeypatch.setattr(machine, "send_monitor_command", sent.append)
+    monkeypatch.setattr(time, "sleep", slept.append)
+    machine.send_chars("Hi\n")
+    machine.send_key("ctrl-c", delay=None)
+    assert sent == ["sendkey shift-h", "sendkey i", "sendkey ret", "sendkey ctrl-c"]
+    assert slept == pytest.approx([0.05, 0.05, 0.05])  # NixOS's 10 ms, x5 under TCG
 
 
 # What a script may use on a machine: the NixOS names plus vmrig's own. Splitting

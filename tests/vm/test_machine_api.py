@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BootedDriver, short_tmp
-from vmrig.errors import RequestedAssertionFailed
+from vmrig.errors import MachineError, RequestedAssertionFailed
 from vmrig.machine import Machine
 from vmrig.spec import File, Node, Service
 from vmrig.timeouts import TimeoutScale
@@ -120,6 +120,11 @@ def test_background_jobs_end_the_output_as_under_nixos(node: Machine) -> None:
     node.succeed("pkill -fx 'sleep 60[01]'")
     # $0 is bash's, as under `bash -c`
     assert node.succeed("echo $0") == "bash\n"
+
+
+def test_useradd_gives_bash_as_on_nixos(node: Machine) -> None:
+    node.succeed("useradd -m carol")
+    assert node.succeed("getent passwd carol").endswith(":/home/carol:/bin/bash\n")
 
 
 def test_output_edge_cases(node: Machine) -> None:
@@ -303,6 +308,13 @@ def test_copy_from_host_and_back(node: Machine, tmp_path: Path) -> None:
 
     single = tmp_path / "single.txt"
     single.write_text("one file\n")
+    # as NixOS's `cp -r`: into an existing directory under the source's name, nested for a directory
+    node.copy_from_host(str(single), "/usr/local/bin/")
+    node.copy_from_host(str(tree), "/root/copied")
+    assert node.succeed("cat /usr/local/bin/single.txt /root/copied/tree/a.txt") == "one file\nalpha\n"
+    with pytest.raises(MachineError, match=r"cannot overwrite non-directory '/root/via-host-file' with directory"):
+        node.copy_from_host(str(single), "/root/via-host-file")
+        node.copy_from_host(str(tree), "/root/via-host-file")
     node.copy_from_host_via_shell(str(single), "/root/via-shell/single.txt")
     assert node.succeed("cat /root/via-shell/single.txt") == "one file\n"
 

@@ -136,7 +136,8 @@ def test_a_failing_screen_test_leaves_its_screen_and_terminal(vm_tmp: Path) -> N
         """,
     )
     out = vm_tmp / "out"
-    result = run_vmrig("run", "--no-serial", "-o", out, path, tmpdir=vm_tmp)
+    # -o relative to the working directory, as a user types it (QEMU itself runs elsewhere)
+    result = run_vmrig("run", "--no-serial", "-o", "out", path, tmpdir=vm_tmp, cwd=vm_tmp)
     assert result.returncode == 1, result.stderr[-3000:]
     assert png_size(out / "before.png") == (720, 400)  # the script's screenshot method gave it a display
     assert png_size(out / "box-failure.png") == (720, 400)

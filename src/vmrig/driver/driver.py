@@ -77,7 +77,7 @@ class Driver:
         self.ssh, spec = with_ssh_backdoor(spec)
         self.spec = spec
         self.logger = logger
-        self.out_dir = out_dir
+        self.out_dir = out_dir.absolute()  # QEMU (screendump) resolves paths from its own directory
         self.keep_vm_state = keep_vm_state
         # Booted snapshots (vmrig.image.snapshot): never with kept state, whose disks outlive a run.
         self.snapshots = snapshots and not keep_vm_state

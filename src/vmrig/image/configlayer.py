@@ -266,6 +266,9 @@ def config_layer(
     put("/etc/machine-id", f"{machine_id(name)}\n".encode(), 0o444)
     put("/etc/hosts", hosts_file(name, network).encode())
     put("/etc/fstab", b"")
+    # useradd's default shell, bash as on NixOS (users.defaultUserShell); Debian's is
+    # /bin/sh, where a script's `useradd -m alice` then waits for alice's bash in vain.
+    put("/etc/default/useradd", b"SHELL=/bin/bash\n")
     if network.outside_access:
         put("/etc/resolv.conf", f"nameserver {USER_NET_DNS}\n".encode())
     for path, entry in sorted(node.file_entries().items()):

@@ -61,7 +61,7 @@ class MachineBase(abc.ABC):
         self.config = config
         self.name = config.name
         self.state_dir = state_dir
-        self.out_dir = out_dir
+        self.out_dir = out_dir.absolute()  # QEMU (screendump) resolves paths from its own directory
         self.logger = logger
         self.keep_vm_state = keep_vm_state
         self.callbacks = callbacks or []

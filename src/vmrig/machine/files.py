@@ -17,22 +17,29 @@ class Files(Commands):
     """copy_from_host, copy_from_vm and their NixOS variants."""
 
     def copy_from_host(self, source: str, target: str) -> None:
-        """Copies a host file or directory to `target` in the guest (modes kept, owned by root)."""
+        """Copies a host file or directory to `target` in the guest (modes kept, owned by root).
+
+        As NixOS's `cp -r SOURCE TARGET`: into an existing directory `target`
+        the copy goes as `target/<source's name>`; otherwise it becomes
+        `target` (its parent made first). MachineError with cp's words on failure.
+        """
         source_path = Path(source)
         if not source_path.exists():
             raise MachineError(f"{self.name}: copy_from_host: {source} does not exist on the host")
+        name = Path(os.path.abspath(source)).name or "root"
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as archive:
-            archive.add(source_path, arcname="item", filter=_root_owned)
+            archive.add(source_path, arcname=name, filter=_root_owned)
         script = (
             f"t={shlex.quote(target)}; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; "
             'tar -x -f - -C "$d" --no-same-owner; mkdir -p "$(dirname "$t")"; '
-            'if [ -d "$d/item" ] && [ -d "$t" ]; then cp -a "$d/item/." "$t"; else cp -a -T "$d/item" "$t"; fi'
+            f'cp -a "$d"/{shlex.quote(name)} "$t" 2>&1'
         )
         with self.nested(f"copying {source} from the host to {target}"):
-            status, _ = self._run(script, stdin=buffer.getvalue())
+            status, output = self._run(script, stdin=buffer.getvalue())
         if status != 0:
-            raise MachineError(f"{self.name}: copying {source} to {target} failed (exit code {status})")
+            reason = output.decode(errors="replace").strip() or f"exit code {status}"
+            raise MachineError(f"{self.name}: copying {source} to {target} failed: {reason}")
 
     def copy_from_host_via_shell(self, source: str, target: str) -> None:
         """Copies one host file through the shell channel, like the NixOS driver."""

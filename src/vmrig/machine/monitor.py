@@ -46,14 +46,22 @@ class Monitor(MachineBase):
         return self.qmp.wait_for_event(event_filter, self.config.timeout_scale(timeout))
 
     def send_key(self, key: str, delay: float | None = 0.01, log: bool = True) -> None:
+        """Presses and releases `key` (QEMU's sendkey names, or a character), then waits `delay` seconds.
+
+        The delay is scaled like a timeout (x5 under TCG): an emulated guest
+        drains the keyboard more slowly, and at NixOS's 10 ms QEMU's PS/2
+        queue overflowed after about 220 typed characters, losing keys (a
+        Shift release among them); at 50 ms, 1,200 came through intact.
+        """
         key = CHAR_TO_KEY.get(key, key)
         context = self.nested(f"sending key {key!r}") if log else contextlib.nullcontext()
         with context:
             self.send_monitor_command(f"sendkey {key}")
             if delay is not None:
-                time.sleep(delay)
+                time.sleep(self.config.timeout_scale(delay))
 
     def send_chars(self, chars: str, delay: float | None = 0.01) -> None:
+        """Types `chars`, each with send_key (and its scaled `delay`)."""
         with self.nested(f"sending keys {chars!r}"):
             for char in chars:
                 self.send_key(char, delay, log=False)
