@@ -180,8 +180,16 @@ class Logger:
                 self._emit(self._prefixed(f"(finished: {message}, in {elapsed:.2f} seconds)", attrs))
 
     @contextmanager
-    def subtest(self, name: str, attrs: dict[str, str] | None = None) -> Iterator[None]:
-        """A nested block that is also a JUnit test case; a failure is logged and re-raised."""
+    def subtest(
+        self,
+        name: str,
+        attrs: dict[str, str] | None = None,
+        describe: Callable[[BaseException], str] | None = None,
+    ) -> Iterator[None]:
+        """A nested block that is also a JUnit test case; a failure is logged and re-raised.
+
+        `describe` gives a failure's details for the JUnit case (default: the whole traceback).
+        """
         with self._lock:
             case = _Case(name, time.monotonic(), top_level=len(self._case_stack) == 1)
             self._cases.append(case)
@@ -194,7 +202,7 @@ class Logger:
                     self.log_test_error(f'Test "{name}" failed with error: "{exc}"')
                     with self._lock:
                         case.failures.append(str(exc) or type(exc).__name__)
-                        case.details.append("".join(traceback.format_exception(exc)))
+                        case.details.append(describe(exc) if describe else "".join(traceback.format_exception(exc)))
                     raise
         finally:
             with self._lock:

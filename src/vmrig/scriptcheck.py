@@ -52,7 +52,8 @@ def check_script(
     machine_methods: Iterable[str],
     method_keywords: Mapping[str, frozenset[str] | None] | None = None,
 ) -> None:
-    """Raise TestFileError (with the test file's line) for the first problem found in `script`.
+    """Raise TestFileError for the problems found in `script`: the first one's line is the
+    error's, and each other one follows on a line of its own ("file:line: message").
 
     `first_line` is the test-file line of a string script's line 1; a
     function's own line numbers are used instead. `known_names` are the
@@ -113,8 +114,10 @@ def check_script(
                 problems.append(_Problem(call.line, call.column, message))
 
     if problems:
-        first = min(problems, key=lambda problem: (problem.line, problem.column))
-        raise TestFileError(first.message, filename, first.line + offset)
+        # All of them at once, the first as the error's own line: one run of `vmrig check` finds every slip.
+        first, *others = sorted(problems, key=lambda problem: (problem.line, problem.column))
+        more = "".join(f"\n{filename}:{problem.line + offset}: {problem.message}" for problem in others)
+        raise TestFileError(first.message + more, filename, first.line + offset)
 
 
 @dataclass(frozen=True)

@@ -252,16 +252,19 @@ def test_star_import_turns_off_the_name_check() -> None:
     check("from os.path import *\nprint(join('a', 'b'), whatever)\n")
 
 
-def test_first_error_in_source_order() -> None:
+def test_every_error_in_source_order_the_first_as_the_errors_line() -> None:
     error = check_error(
         """\
         start_all()
-        node1.wait_for_unti("x")
         undefined_thing()
+        node1.wait_for_unti("x")
         """
     )
-    assert error.message == "node1 has no method 'wait_for_unti'; did you mean 'wait_for_unit'?"
     assert error.line == 2
+    assert error.message.splitlines() == [
+        "name 'undefined_thing' is not defined; machines are: node1, node2",
+        f"{FILE}:3: node1 has no method 'wait_for_unti'; did you mean 'wait_for_unit'?",
+    ]
 
 
 def test_first_error_on_one_line_is_the_leftmost() -> None:

@@ -101,7 +101,11 @@ def test_failing_script_shows_script_line_and_console(vm_tmp: Path) -> None:
     assert "vmrig/machine/" not in err and "vmrig/driver/" not in err
     assert "test FAILED" in err
     cases = {c.get("name"): c for c in ET.parse(vm_tmp / "junit.xml").getroot().iter("testcase")}
-    assert cases["a subtest that fails"].find("failure") is not None
+    failure = cases["a subtest that fails"].find("failure")
+    assert failure is not None and failure.text is not None
+    # the JUnit case shows the script's line and the console, not the driver's frames
+    assert '    server.succeed("echo this fails; exit 7")' in failure.text
+    assert "last console lines of server:" in failure.text and "vmrig/machine/" not in failure.text
 
 
 def test_function_script_and_plain_assert(vm_tmp: Path) -> None:
@@ -231,7 +235,11 @@ def slow_node_test(vm_tmp: Path, first: str, second: str) -> Path:
 
 
 def test_global_timeout_stops_vms_and_keeps_logs(vm_tmp: Path) -> None:
-    path = slow_node_test(vm_tmp, 'slow.succeed("echo reached-the-guest > /dev/ttyS0")', 'slow.succeed("sleep 600")')
+    path = slow_node_test(
+        vm_tmp,
+        'slow.succeed("echo reached-the-guest > /dev/ttyS0")',
+        'with subtest("sleeping"): slow.succeed("sleep 600")',
+    )
     started = time.monotonic()
     result = run_vmrig("run", path, "--global-timeout", "60", "--junit-xml", "j.xml", tmpdir=vm_tmp)
     assert result.returncode == 1
@@ -240,9 +248,13 @@ def test_global_timeout_stops_vms_and_keeps_logs(vm_tmp: Path) -> None:
     assert "slow # reached-the-guest" in result.stderr
     # where the script was, and the machine's last console lines, in the failure report
     assert re.search(r'!!! the script was at:\n!!!   File ".*case.py", line 5, in <module>', result.stderr)
-    assert '!!!     slow.succeed("sleep 600")' in result.stderr
+    assert '!!!     with subtest("sleeping"): slow.succeed("sleep 600")' in result.stderr
     assert "!!! last console lines of slow:" in result.stderr
-    assert (vm_tmp / "j.xml").exists()
+    # the subtest the timeout ended says so (not just that QEMU died)
+    sleeping = next(c for c in ET.parse(vm_tmp / "j.xml").getroot().iter("testcase") if c.get("name") == "sleeping")
+    failure = sleeping.find("failure")
+    assert failure is not None
+    assert "QEMU was stopped because the global timeout of 60 seconds was reached" in failure.get("message", "")
     assert qemu_pids_for(str(vm_tmp)) == []
 
 

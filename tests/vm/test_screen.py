@@ -67,6 +67,12 @@ def test_typing_reaches_the_active_terminal(screen: Machine) -> None:
     screen.wait_until_tty_matches(1, r"root@screen:~# ", timeout=120)
     screen.send_chars("echo typed-$((6 * 7))\n")
     screen.wait_until_tty_matches(1, r"^typed-42", timeout=60)
+    # A long line with Shift on every other key: at NixOS's 10 ms per key an emulated
+    # guest lost keys after about 220 of them (a Shift release among them).
+    line = "Hello-World_" * 25
+    screen.send_chars(f"echo '{line}' > /tmp/typed\n")
+    screen.wait_until_succeeds("test -s /tmp/typed", timeout=60)  # one write(): not empty is whole
+    assert screen.succeed("cat /tmp/typed") == line + "\n"
 
 
 def test_a_tty_wait_that_times_out_shows_the_terminal(screen: Machine) -> None:

@@ -300,7 +300,8 @@ class Driver:
         """NixOS's subtest: a logged block (and JUnit case); its failure is logged and re-raised."""
         started, clock = time.time(), time.monotonic()
         try:
-            with self.logger.subtest(name):
+            # Its JUnit case shows the script's lines and the machine's console, as a failed run does.
+            with self.logger.subtest(name, describe=lambda error: report.format_error(error, self.spec.script_path)):
                 yield
         except Exception as error:
             self._subtest_ended(name, started, time.monotonic() - clock, error)
@@ -474,7 +475,7 @@ class Driver:
         # The script's command may still hold a machine's channel: its terminal is then left out.
         report.save_evidence(self.logger, self.all_machines(), self.out_dir, wait=2.0)
         for machine in self.all_machines():
-            machine.release()
+            machine.release(reason=f"the global timeout of {self.global_timeout:g} seconds was reached")
         # A real SIGINT, unlike _thread.interrupt_main(), also ends a sleep or a
         # blocking read in the script.
         signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)

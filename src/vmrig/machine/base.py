@@ -69,6 +69,8 @@ class MachineBase(abc.ABC):
         self.pid: int | None = None
         self.booted = False
         self.connected = False
+        # Why the driver stopped QEMU (release(reason=...)), for the errors of commands it broke.
+        self._stopped_because: str | None = None
         self.qmp: QMPClient | None = None
         self._shell: socket.socket | None = None
         self._data: socket.socket | None = None
@@ -161,6 +163,8 @@ class MachineBase(abc.ABC):
         return self.process is not None and self.process.poll() is None
 
     def _exit_note(self) -> str:
+        if self._stopped_because is not None:
+            return f"QEMU was stopped because {self._stopped_because}"
         if self.process is None:
             return "QEMU is not running"
         with contextlib.suppress(proc.TimeoutExpired):
@@ -177,7 +181,7 @@ class MachineBase(abc.ABC):
     def connect(self) -> None: ...
 
     @abc.abstractmethod
-    def release(self) -> None: ...
+    def release(self, reason: str | None = None) -> None: ...
 
     @abc.abstractmethod
     def _cleanup_after_exit(self) -> None: ...

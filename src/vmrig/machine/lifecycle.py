@@ -112,6 +112,7 @@ class Lifecycle(Snapshots, Backdoor):
         if self.booted:
             return
         self.log("starting vm")
+        self._stopped_because = None
         self._allow_reboot = allow_reboot
         restore_from, self._save_to = self._snapshot_plan(allow_reboot)
         overlay = self._prepare_state(backing=restore_from / snapshot.DISK if restore_from else None)
@@ -271,8 +272,13 @@ class Lifecycle(Snapshots, Backdoor):
             for hook in self.boot_hooks:
                 hook(self)
 
-    def release(self) -> None:
-        """Kills QEMU and closes everything that belongs to this run of it."""
+    def release(self, reason: str | None = None) -> None:
+        """Kills QEMU and closes everything that belongs to this run of it.
+
+        `reason` (vmrig's own; e.g. the global timeout) is what the errors of
+        commands this breaks give as the cause, until the machine starts again.
+        """
+        self._stopped_because = reason
         self._cleanup_after_exit()
 
     def _cleanup_after_exit(self) -> None:
