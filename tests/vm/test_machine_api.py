@@ -312,6 +312,13 @@ def test_copy_from_host_and_back(node: Machine, tmp_path: Path) -> None:
     node.copy_from_host(str(single), "/usr/local/bin/")
     node.copy_from_host(str(tree), "/root/copied")
     assert node.succeed("cat /usr/local/bin/single.txt /root/copied/tree/a.txt") == "one file\nalpha\n"
+    # as Path(target): no trailing slash; a symlink is copied as what it points to; any bytes in a name
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9"))
+    odd.symlink_to(single)
+    node.copy_from_host(str(odd), "/root/new-file/")
+    assert node.succeed("test ! -L /root/new-file && cat /root/new-file") == "one file\n"
+    node.copy_from_host(str(odd), "/root")
+    assert node.succeed("cat /root/caf$'\\xe9'") == "one file\n"
     with pytest.raises(MachineError, match=r"cannot overwrite non-directory '/root/via-host-file' with directory"):
         node.copy_from_host(str(single), "/root/via-host-file")
         node.copy_from_host(str(tree), "/root/via-host-file")

@@ -70,11 +70,13 @@ __vmrig_run() {
 # group holds the output pipe. Under NixOS's `bash -c CMD | base64` the output
 # ends only when nothing holds it, so `(sleep 1; echo late) &` gives "late";
 # processes started with `>&2 &`, `>/dev/null &` or systemd-run are not waited
-# for. Builtins only; the /proc scan runs only when the group outlives the command.
+# for, nor is output from processes that leave the group (setsid, su -c, timeout).
+# Builtins only; the /proc scan runs only when the group outlives the command.
 __vmrig_wait_writers() {
     local pgid=$1 since=$SECONDS noted= writer
     while kill -0 -- "-$pgid" 2>/dev/null; do
-        __vmrig_writer "$pgid" || return 0
+        # Twice: a writer's child made while the first scan ran is in the second one's list.
+        __vmrig_writer "$pgid" || __vmrig_writer "$pgid" || return 0
         if [[ -z $noted ]] && ((SECONDS - since >= 10)); then
             printf 'vmrig: the command has ended, but its background process %s still holds its output;' "$writer" >&2
             printf ' as under NixOS, the command lasts until that closes it (start it with ">&2 &" or systemd-run)\n' >&2

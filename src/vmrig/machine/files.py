@@ -28,12 +28,16 @@ class Files(Commands):
             raise MachineError(f"{self.name}: copy_from_host: {source} does not exist on the host")
         name = Path(os.path.abspath(source)).name or "root"
         buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as archive:
+        # dereference: a symlink (also one inside a directory) is copied as what it points to, as NixOS does
+        with tarfile.open(fileobj=buffer, mode="w", dereference=True) as archive:
             archive.add(source_path, arcname=name, filter=_root_owned)
+        # The name as bash's $'\xNN' escapes: any bytes a host file name holds, in an ASCII command line.
+        quoted_name = "$'" + "".join(f"\\x{byte:02x}" for byte in os.fsencode(name)) + "'"
+        # A trailing slash is dropped, as NixOS's Path(target) does.
         script = (
-            f"t={shlex.quote(target)}; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; "
+            f"t={shlex.quote(target.rstrip('/') or '/')}; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; "
             'tar -x -f - -C "$d" --no-same-owner; mkdir -p "$(dirname "$t")"; '
-            f'cp -a "$d"/{shlex.quote(name)} "$t" 2>&1'
+            f'cp -a "$d"/{quoted_name} "$t" 2>&1'
         )
         with self.nested(f"copying {source} from the host to {target}"):
             status, output = self._run(script, stdin=buffer.getvalue())
