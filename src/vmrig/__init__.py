@@ -1,5 +1,29 @@
 """vmrig: integration tests in real QEMU virtual machines, NixOS-test style, for Debian."""
 
-from vmrig.spec import X11, File, Interactive, Node, Options, Service, SharedDirectory, SpecError, User
+from vmrig.spec import (
+    X11,
+    File,
+    Firewall,
+    FirewallPorts,
+    Interactive,
+    Node,
+    Options,
+    Service,
+    SharedDirectory,
+    SpecError,
+    User,
+)
 
-__all__ = ["X11", "File", "Interactive", "Node", "Options", "Service", "SharedDirectory", "SpecError", "User"]
+__all__ = [
+    "X11",
+    "File",
+    "Firewall",
+    "FirewallPorts",
+    "Interactive",
+    "Node",
+    "Options",
+    "Service",
+    "SharedDirectory",
+    "SpecError",
+    "User",
+]

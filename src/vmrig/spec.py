@@ -80,6 +80,8 @@ _SECTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9 -]*")
 _UNIT_KEY = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 _SECTION_HEADER = re.compile(r"^\s*\[[^\]\n]+\]\s*$", re.MULTILINE)
 _VLAN_SYMBOL = re.compile(r"vlan[0-9]+")
+# A network interface name (at most 15 bytes, IFNAMSIZ) or a prefix with `*`, as nft's iifname takes it.
+_INTERFACE = re.compile(r"[A-Za-z0-9_.:+-]{1,15}\*?")
 # Where every machine sees the run's exchange directory (as in NixOS tests).
 EXCHANGE_GUEST_PATH = "/tmp/shared"
 # Guest directories a share must not hide: the system itself, and the
@@ -537,6 +539,8 @@ X11_PACKAGES = (
     "fonts-dejavu-core",
 )
 X11_UNIT = "display-manager"
+# What Node.firewall's rules are loaded with.
+FIREWALL_PACKAGE = "nftables"
 
 
 @_spec_class
@@ -569,6 +573,79 @@ class X11:
             wanted_by=["graphical.target"],
             extra={"Unit": {"Conflicts": "getty@tty7.service"}, "Service": {"RestartSec": "1"}},
         )
+
+
+@_spec_class
+class FirewallPorts:
+    """Ports a firewall lets in, NixOS's `networking.firewall.interfaces.<name>`.
+
+    Ranges are `(from, to)` pairs, both ends included.
+    """
+
+    allowed_tcp_ports: list[int] = field(default_factory=list)
+    allowed_udp_ports: list[int] = field(default_factory=list)
+    allowed_tcp_port_ranges: list[tuple[int, int]] = field(default_factory=list)
+    allowed_udp_port_ranges: list[tuple[int, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+        self._check_ports()
+
+    def _check_ports(self) -> None:
+        name = type(self).__name__
+        for protocol in ("tcp", "udp"):
+            for port in getattr(self, f"allowed_{protocol}_ports"):
+                _in_range(port, 1, 65535, f"{name}.allowed_{protocol}_ports")
+            for low, high in getattr(self, f"allowed_{protocol}_port_ranges"):
+                where = f"{name}.allowed_{protocol}_port_ranges"
+                _in_range(low, 1, 65535, where)
+                _in_range(high, low, 65535, f"{where} (the end of {low}-{high})")
+
+
+@_spec_class
+class Firewall(FirewallPorts):
+    """NixOS's default firewall (`networking.firewall`), for `Node(firewall=Firewall(...))`.
+
+    New connections from outside are dropped unless their port is allowed
+    (`allowed_tcp_ports`, ... as in FirewallPorts, for every interface; per
+    interface in `interfaces`); replies, loopback and `trusted_interfaces`
+    always pass, and so do pings (`allow_ping`) and the ICMPv6 that IPv6
+    needs. A refused TCP connection is logged to the console as
+    `refused connection: ...` (`log_refused_connections`); `reject_packets`
+    answers it with a reset (or ICMP port unreachable) instead of silence.
+    `check_reverse_path` drops packets whose source would not be routed back
+    out of the card they came in on (True or "strict"; "loose": out of any
+    card; False: no check). Forwarded packets are not filtered (NixOS's
+    `filterForward` is off by default). The guest gets nftables and
+    `firewall.service`, which loads an nftables table named `nixos-fw` early
+    in the boot (wanted by sysinit.target, before network-pre.target, as on
+    NixOS; a script waits for it with `wait_for_unit`); the ports
+    forwarded from the host (`Node.forward_ports`) are subject to it too, as
+    on NixOS.
+    """
+
+    allow_ping: bool = True
+    reject_packets: bool = False
+    log_refused_connections: bool = True
+    trusted_interfaces: list[str] = field(default_factory=list)
+    check_reverse_path: bool | str = True
+    interfaces: dict[str, FirewallPorts] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+        self._check_ports()
+        if isinstance(self.check_reverse_path, str):
+            _choice(self.check_reverse_path, ("strict", "loose"), "Firewall.check_reverse_path")
+        for where, names in (
+            ("Firewall.trusted_interfaces", self.trusted_interfaces),
+            ("Firewall.interfaces", list(self.interfaces)),
+        ):
+            for name in names:
+                if not _INTERFACE.fullmatch(name):
+                    raise SpecError(
+                        f"{where}: invalid interface name {name!r} "
+                        "(up to 15 letters, digits or '_.:+-', optionally ending in '*')"
+                    )
 
 
 def _interface_address(text: str, where: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
@@ -635,11 +712,15 @@ class Node:
     shared_directories: dict[str, str | SharedDirectory] = field(default_factory=dict)
     # A graphical machine: X, a window manager and a user logged in (see X11).
     x11: X11 | None = None
+    # NixOS's default firewall (networking.firewall); None: no firewall, every port open.
+    firewall: Firewall | None = None
 
     def __post_init__(self) -> None:
         _check_fields(self)
         if self.x11 is not None:
             self._apply_x11(self.x11)
+        if self.firewall is not None and FIREWALL_PACKAGE not in self.packages:
+            self.packages = [*self.packages, FIREWALL_PACKAGE]
         for package in self.packages:
             if not _PACKAGE.fullmatch(package):
                 raise SpecError(

@@ -25,7 +25,8 @@ from vmrig import proc
 from vmrig.errors import UsageError
 from vmrig.hostnet import LOOPBACK, free_port
 from vmrig.log import Logger
-from vmrig.spec import File, Node, Service
+from vmrig.netcard import interface_name
+from vmrig.spec import File, FirewallPorts, Node, Service
 
 VHOST_VSOCK = Path("/dev/vhost-vsock")
 SSH_PACKAGE = "openssh-server"
@@ -146,12 +147,20 @@ def backdoor_node(node: Node, *, vsock: bool) -> Node:
             "vmrig-sshd-vsock.socket": VSOCK_SOCKET_UNIT,
             "vmrig-sshd-vsock@.service": VSOCK_SERVICE_UNIT,
         }
+    firewall = node.firewall
+    if firewall is not None and not vsock:
+        # The host reaches sshd through QEMU's user network (eth0): let that in, and only that.
+        user_net = interface_name(0)
+        ports = firewall.interfaces.get(user_net, FirewallPorts())
+        ports = dataclasses.replace(ports, allowed_tcp_ports=[*ports.allowed_tcp_ports, 22])
+        firewall = dataclasses.replace(firewall, interfaces={**firewall.interfaces, user_net: ports})
     return dataclasses.replace(
         node,
         packages=packages,
         files={**files, **node.files},
         services={**services, **node.services},
         kernel_params=kernel_params,
+        firewall=firewall,
     )
 
 

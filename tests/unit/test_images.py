@@ -22,8 +22,9 @@ from vmrig.image import store as store_module
 from vmrig.image.build import BUILD_STEP_FAILED, STATIC_NODES_CONF, install_script, static_nodes_tmpfiles
 from vmrig.image.configlayer import Interface, NodeNetwork, config_layer, hosts_file, machine_id, network_script
 from vmrig.image.cpio import CpioWriter
+from vmrig.image.firewall import ruleset as firewall_rules
 from vmrig.image.store import BaseImage, ImageStore, NodeImage, install_in_chroot, key_of, make_disk
-from vmrig.spec import DEFAULT_DISK_MIB, File, Node, Service, User
+from vmrig.spec import DEFAULT_DISK_MIB, File, Firewall, FirewallPorts, Node, Service, User
 
 
 def read_newc(data: bytes) -> dict[str, tuple[int, int, bytes]]:
@@ -99,10 +100,46 @@ def test_config_layer_contents() -> None:
     assert "useradd" in setup and "--uid 1500" in setup and "usermod --append --groups adm alice" in setup
     assert "chown alice:root /etc/app.conf" in setup
     assert b"ip addr add 192.168.1.2/24 dev eth1" in entries["network.sh"][2]
+    # NixOS's unit for the card: one `ip -batch` that sets the addresses again; nodad only for IPv6
+    unit = entries["config/etc/systemd/system/network-addresses-eth1.service"][2].decode()
+    assert "StandardInputText=address replace 192.168.1.2/24 dev eth1\n" in unit
+    assert "StandardInputText=address replace 2001:db8:1::2/64 dev eth1 nodad\n" in unit
+    assert "ExecStart=ip -batch -\n" in unit and "Before=network.target" in unit
+    assert "config/etc/systemd/system/network.target.wants/network-addresses-eth1.service" in entries
     # no outside access unless asked for
     assert "config/etc/resolv.conf" not in entries
     assert b"default via" not in entries["network.sh"][2]
     assert "config/etc/resolv.conf" in read_newc(config_layer("server", Node(), network(outside=True), fixup=b""))
+
+
+def test_firewall_in_the_config_layer_and_its_rules() -> None:
+    assert "config/etc/systemd/system/firewall.service" not in read_newc(
+        config_layer("s", Node(), network(), fixup=b"")
+    )
+    node = Node(
+        firewall=Firewall(
+            allowed_tcp_ports=[80, 443],
+            allowed_udp_port_ranges=[(60000, 61000)],
+            trusted_interfaces=["eth2"],
+            interfaces={"eth1": FirewallPorts(allowed_tcp_ports=[22])},
+            allow_ping=False,
+        )
+    )
+    assert node.packages == ["nftables"]
+    entries = read_newc(config_layer("server", node, network(), fixup=b""))
+    unit = entries["config/etc/systemd/system/firewall.service"][2].decode()
+    assert "ExecStart=nft -f /etc/vmrig/firewall.nft" in unit and "Before=network-pre.target" in unit
+    assert "config/etc/systemd/system/sysinit.target.wants/firewall.service" in entries
+    rules = entries["config/etc/vmrig/firewall.nft"][2].decode()
+    assert "policy drop;" in rules and 'iifname { "lo", "eth2" } accept' in rules
+    assert "tcp dport { 80, 443 } accept" in rules and "udp dport { 60000-61000 } accept" in rules
+    assert 'iifname "eth1" tcp dport { 22 } accept' in rules
+    assert "echo-request" not in rules and "fib saddr . mark . iif oif exists accept" in rules
+    assert 'log prefix "refused connection: "' in rules and "reject" not in rules
+    loose = firewall_rules(Firewall(check_reverse_path="loose", reject_packets=True, log_refused_connections=False))
+    assert "fib saddr . mark oif exists accept" in loose and "icmp type echo-request accept" in loose
+    assert "reject with tcp reset" in loose and "refused connection" not in loose
+    assert "rpfilter" not in firewall_rules(Firewall(check_reverse_path=False))
 
 
 def test_hosts_and_network_script() -> None:

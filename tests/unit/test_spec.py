@@ -16,6 +16,8 @@ from vmrig.errors import TestFileError
 from vmrig.spec import (
     X11,
     File,
+    Firewall,
+    FirewallPorts,
     Interactive,
     Node,
     Options,
@@ -272,6 +274,24 @@ def test_defaults() -> None:
         (
             lambda: Interactive(nodes={"node1": {"pakages": ["gdb"]}}),
             "Interactive.nodes['node1']: Node has no field 'pakages'; did you mean 'packages'?",
+        ),
+        (lambda: Firewall(allowed_tcp_ports=[0]), "Firewall.allowed_tcp_ports: must be between 1 and 65535, got 0"),
+        (
+            lambda: FirewallPorts(allowed_udp_port_ranges=[(9000, 8000)]),
+            "FirewallPorts.allowed_udp_port_ranges (the end of 9000-8000): must be between 9000 and 65535, got 8000",
+        ),
+        (
+            lambda: Firewall(check_reverse_path="lax"),
+            "Firewall.check_reverse_path: 'lax' is not one of strict, loose",
+        ),
+        (
+            lambda: Firewall(trusted_interfaces=["eth 1"]),
+            "Firewall.trusted_interfaces: invalid interface name 'eth 1' "
+            "(up to 15 letters, digits or '_.:+-', optionally ending in '*')",
+        ),
+        (
+            lambda: Firewall(allowed_tcp_port=[80]),
+            "Firewall has no field 'allowed_tcp_port'; did you mean 'allowed_tcp_ports'?",
         ),
     ],
 )

@@ -15,7 +15,7 @@ from vmrig import ssh
 from vmrig.errors import UsageError
 from vmrig.log import Logger
 from vmrig.machine import Machine, MachineConfig
-from vmrig.spec import Node
+from vmrig.spec import Firewall, FirewallPorts, Node
 
 
 def test_tcp_endpoint_command_and_config() -> None:
@@ -129,6 +129,16 @@ def test_backdoor_node_adds_sshd_and_its_configuration() -> None:
     assert "ListenStream=vsock::22" in units["vmrig-sshd-vsock.socket"]
     assert "sshd -i" in units["vmrig-sshd-vsock@.service"]
     assert over_vsock.enabled_units() == {"vmrig-sshd-vsock.socket": ["sockets.target"]}
+
+
+def test_backdoor_over_the_user_network_opens_only_sshd_in_a_firewall() -> None:
+    node = Node(firewall=Firewall(allowed_tcp_ports=[80], interfaces={"eth0": FirewallPorts(allowed_tcp_ports=[8000])}))
+    firewall = ssh.backdoor_node(node, vsock=False).firewall
+    assert firewall is not None and firewall.allowed_tcp_ports == [80]
+    assert firewall.interfaces["eth0"].allowed_tcp_ports == [8000, 22]
+    over_vsock = ssh.backdoor_node(node, vsock=True).firewall  # netfilter does not see vsock
+    assert over_vsock is not None and over_vsock.interfaces["eth0"].allowed_tcp_ports == [8000]
+    assert ssh.backdoor_node(Node(), vsock=False).firewall is None
 
 
 def test_vsock_cid_in_use_gets_a_hint() -> None:

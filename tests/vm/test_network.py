@@ -204,6 +204,25 @@ def test_cards_addresses_and_hosts(net: Topology) -> None:
     assert net.gamma.succeed("hostname") == "gamma\n"
 
 
+def test_each_card_has_nixos_address_unit_that_sets_its_addresses_again(net: Topology) -> None:
+    """NixOS scripts wait for network-addresses-eth<N>.service, and a restart sets the card's addresses."""
+    net.gamma.wait_for_unit("network-addresses-eth1.service")
+    net.gamma.wait_for_unit("network-addresses-eth2.service")
+    assert (
+        net.gamma.succeed("systemctl show -P Description network-addresses-eth2") == "Address configuration of eth2\n"
+    )
+    net.beta.wait_for_unit("network-addresses-eth2.service")  # a card without addresses has one too
+    net.alpha.succeed("ip addr flush dev eth2; ip link set eth2 down")
+    try:
+        assert not reaches(net.alpha, "192.168.2.33", count=1, timeout=1)
+    finally:
+        net.alpha.systemctl("restart network-addresses-eth2")
+    addresses = net.alpha.succeed("ip -br addr show eth2")
+    assert re.search(r"eth2 +UP +192\.168\.2\.1/24 2001:db8:2::1/64", addresses), addresses
+    assert reaches(net.alpha, "192.168.2.33")
+    net.alpha.succeed("ip -6 addr show dev eth2 | grep -v tentative | grep -q 2001:db8:2::1/64")
+
+
 def test_ping_and_connect_by_name_over_two_vlans(net: Topology) -> None:
     assert reaches(net.alpha, "beta")  # vlan 1
     assert reaches(net.beta, "alpha")

@@ -16,6 +16,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from vmrig.contract import GUEST_DIR
+from vmrig.image import firewall
 from vmrig.image.cpio import CpioWriter
 from vmrig.netcard import interface_name
 from vmrig.spec import Node
@@ -146,6 +147,35 @@ def network_script(network: NodeNetwork) -> str:
     return naming + "".join(f"{line} 2>/dev/null\n" for line in lines)
 
 
+def address_unit(interface: Interface) -> str:
+    """NixOS's `network-addresses-<card>.service` for a vlan card: scripts wait for it.
+
+    NixOS's scripted networking sets a card's addresses in this unit. Here the
+    initramfs has set them before systemd starts, so at boot the unit finds
+    them in place; a restart sets them again, as on NixOS, if a script removed
+    them. One `ip -batch` exec, not one per address: an exec costs tens of
+    milliseconds under TCG while the first command runs.
+    """
+    dev = interface.name
+    commands = [f"link set {dev} up"]
+    # nodad: the initramfs sets IPv6 addresses without duplicate address detection too (accept_dad=0)
+    commands += [
+        f"address replace {address} dev {dev}{' nodad' if ':' in address else ''}" for address in interface.addresses
+    ]
+    return (
+        "[Unit]\n"
+        f"Description=Address configuration of {dev}\n"
+        "After=network-pre.target\n"
+        "Before=network.target network-online.target\n"
+        "\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        "RemainAfterExit=yes\n"
+        + "".join(f"StandardInputText={command}\n" for command in commands)
+        + "ExecStart=ip -batch -\n"
+    )
+
+
 def mount_script(mounts: list[Mount]) -> str:
     """busybox sh that mounts the node's virtiofs shares into the new root, parents first."""
     lines = []
@@ -261,6 +291,10 @@ def config_layer(
     # Nothing else pulls these targets in here; NixOS test VMs reach both.
     for target in NETWORK_TARGETS:
         link(f"/etc/systemd/system/multi-user.target.wants/{target}", f"/usr/lib/systemd/system/{target}")
+    for interface in network.interfaces:
+        unit = f"network-addresses-{interface.name}.service"
+        put(f"/etc/systemd/system/{unit}", address_unit(interface).encode())
+        link(f"/etc/systemd/system/network.target.wants/{unit}", f"/etc/systemd/system/{unit}")
     put("/etc/systemd/system/getty@.service.d/50-vmrig.conf", (GUEST_DIR / "getty.conf").read_bytes())
     put("/etc/hostname", f"{name}\n".encode())
     put("/etc/machine-id", f"{machine_id(name)}\n".encode(), 0o444)
@@ -274,6 +308,10 @@ def config_layer(
     for path, entry in sorted(node.file_entries().items()):
         data = entry.content.encode() if isinstance(entry.content, str) else entry.content
         put(path, data, entry.mode)
+    if node.firewall is not None:
+        put(firewall.RULESET_PATH, firewall.ruleset(node.firewall).encode())
+        put(f"/etc/systemd/system/{firewall.UNIT}", firewall.UNIT_TEXT.encode())
+        link(f"/etc/systemd/system/sysinit.target.wants/{firewall.UNIT}", f"/etc/systemd/system/{firewall.UNIT}")
     for unit, text in sorted(node.unit_files().items()):
         put(f"/etc/systemd/system/{unit}", text.encode())
     for unit, targets in sorted(node.enabled_units().items()):
