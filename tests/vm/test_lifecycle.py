@@ -23,12 +23,17 @@ def test_reboot_shutdown_crash(booted: type[BootedDriver], vm_tmp: Path) -> None
     first_boot = node.succeed("cat /proc/sys/kernel/random/boot_id")
     assert node.is_up()
     node.succeed("echo persisted > /root/marker; sync")
+    node.succeed("logger vmrig-before-the-reboot")
 
     node.reboot()
     assert not node.is_up()
     second_boot = node.succeed("cat /proc/sys/kernel/random/boot_id")
     assert second_boot != first_boot
     assert node.succeed("cat /root/marker") == "persisted\n"  # same disk across a reboot
+    # The journal is on disk, as NixOS keeps it: the boot before is there.
+    node.succeed("journalctl -b -1 --no-pager | grep -q vmrig-before-the-reboot")
+    boots = node.succeed("journalctl --list-boots --no-pager").splitlines()
+    assert len(boots) == 3 and boots[0].split()[:2] == ["IDX", "BOOT"], boots  # a header and two boots
 
     node.shutdown()
     assert not node.is_up()

@@ -202,9 +202,23 @@ def test_wait_for_unit_fails_fast_on_failed_unit(node: Machine) -> None:
     assert "status=3" in message  # systemctl status
 
 
-def test_wait_for_unit_no_such_unit(node: Machine) -> None:
-    with pytest.raises(RequestedAssertionFailed, match="inactive and there are no pending jobs"):
+def test_wait_for_unit_no_such_unit_or_a_masked_one_says_so(node: Machine) -> None:
+    with pytest.raises(RequestedAssertionFailed, match=r"inactive and there are no pending jobs \(no such unit\)$"):
         node.wait_for_unit("does-not-exist", timeout=60)
+    with pytest.raises(RequestedAssertionFailed, match=r"no pending jobs \(the unit is masked: `systemctl unmask` it"):
+        node.wait_for_unit("systemd-networkd", timeout=60)  # masked by the base image
+
+
+def test_commands_run_at_niceness_0_as_on_nixos(node: Machine) -> None:
+    """NixOS's backdoor unit sets no Nice=: a command and what it starts run at 0."""
+    assert node.succeed("nice") == "0\n"
+    assert node.succeed("nice -n 10 sh -c 'ps -o ni= -p $$'").strip() == "10"
+
+
+def test_debug_messages_reach_the_console_as_on_nixos(node: Machine) -> None:
+    """NixOS's test VMs forward the journal to the console down to debug level (MaxLevelConsole=debug)."""
+    node.succeed("logger -p daemon.debug vmrig-debug-level-marker")
+    node.wait_for_console_text("vmrig-debug-level-marker", timeout=30)
 
 
 def test_start_and_stop_job(node: Machine) -> None:

@@ -23,6 +23,11 @@ from vmrig.spec import Node
 
 BACKDOOR_UNIT = "vmrig-backdoor.service"
 WAIT_UNIT = "vmrig-wait@.target"
+# The journal on disk, as on NixOS (guest/journald-nixos.conf): unit -> the target that wants it.
+JOURNAL_UNITS = {
+    "vmrig-journal-flush.service": "multi-user.target",
+    "vmrig-journal-on-shutdown.service": "sysinit.target",
+}
 BASIC_UNITS = ("vmrig-basic.socket", "vmrig-basic.service")
 NETWORK_TARGETS = ("network.target", "network-online.target")
 
@@ -283,6 +288,10 @@ def config_layer(
     put("/usr/lib/vmrig/window-names", (GUEST_DIR / "window-names").read_bytes(), 0o755)
     put(f"/etc/systemd/system/{BACKDOOR_UNIT}", (GUEST_DIR / BACKDOOR_UNIT).read_bytes())
     put(f"/etc/systemd/system/{WAIT_UNIT}", (GUEST_DIR / WAIT_UNIT).read_bytes())
+    put("/etc/systemd/journald.conf.d/60-vmrig-nixos.conf", (GUEST_DIR / "journald-nixos.conf").read_bytes())
+    for unit, target in JOURNAL_UNITS.items():
+        put(f"/etc/systemd/system/{unit}", (GUEST_DIR / unit).read_bytes())
+        link(f"/etc/systemd/system/{target}.wants/{unit}", f"/etc/systemd/system/{unit}")
     for unit in BASIC_UNITS:
         put(f"/etc/systemd/system/{unit}", (GUEST_DIR / unit).read_bytes())
     link(f"/etc/systemd/system/sysinit.target.wants/{BACKDOOR_UNIT}", f"/etc/systemd/system/{BACKDOOR_UNIT}")

@@ -25,6 +25,16 @@ UNIT_SUFFIXES = (
 )
 
 
+# Why a unit cannot start, when its load state says it all.
+_LOAD_STATE_NOTES = {
+    "not-found": " (no such unit)",
+    "masked": (
+        " (the unit is masked: `systemctl unmask` it, e.g. in Node.build_commands; vmrig's base image masks"
+        " a few units, see the README's 'How a vmrig guest differs from a stock Debian boot')"
+    ),
+}
+
+
 def wait_unit_for(unit: str) -> str:
     """The instance of vmrig-wait@.target that waits for `unit`.
 
@@ -101,10 +111,10 @@ class Systemd(Commands):
                     info = self.get_unit_info(unit, user)
                     state = info.get("ActiveState", "")
                 if "No jobs" in jobs and state == "inactive":
-                    missing = info.get("LoadState") == "not-found"
+                    note = _LOAD_STATE_NOTES.get(info.get("LoadState", ""))
                     raise RequestedAssertionFailed(
                         f'unit "{unit}" is inactive and there are no pending jobs'
-                        + (" (no such unit)" if missing else self._unit_failure_details(unit, user))
+                        + (note if note is not None else self._unit_failure_details(unit, user))
                     )
             if last_try and state != "active":
                 self.log(f'unit "{unit}" is still in state "{state}"')
