@@ -276,6 +276,12 @@ def config_layer(
         _add_parents(archive, path, seen)
         archive.symlink("config" + path, target)
 
+    def unit(name: str, text: bytes, *wanted_by: str) -> None:
+        """A unit file in /etc/systemd/system, enabled for each of `wanted_by` as `systemctl enable` does."""
+        put(f"/etc/systemd/system/{name}", text)
+        for target in wanted_by:
+            link(f"/etc/systemd/system/{target}.wants/{name}", f"/etc/systemd/system/{name}")
+
     # The driver's end of the guest contract, always the version this driver speaks.
     put("/usr/lib/vmrig/backdoor", (GUEST_DIR / "backdoor").read_bytes(), 0o755)
     put("/usr/lib/vmrig/protocol.bash", (GUEST_DIR / "protocol.bash").read_bytes())
@@ -286,24 +292,20 @@ def config_layer(
     put("/usr/lib/vmrig/fixup", fixup, 0o755)
     # get_window_names()'s guest side.
     put("/usr/lib/vmrig/window-names", (GUEST_DIR / "window-names").read_bytes(), 0o755)
-    put(f"/etc/systemd/system/{BACKDOOR_UNIT}", (GUEST_DIR / BACKDOOR_UNIT).read_bytes())
-    put(f"/etc/systemd/system/{WAIT_UNIT}", (GUEST_DIR / WAIT_UNIT).read_bytes())
+    unit(BACKDOOR_UNIT, (GUEST_DIR / BACKDOOR_UNIT).read_bytes(), "sysinit.target")
+    unit(WAIT_UNIT, (GUEST_DIR / WAIT_UNIT).read_bytes())
+    for basic in BASIC_UNITS:
+        unit(basic, (GUEST_DIR / basic).read_bytes())
     put("/etc/systemd/journald.conf.d/60-vmrig-nixos.conf", (GUEST_DIR / "journald-nixos.conf").read_bytes())
-    for unit, target in JOURNAL_UNITS.items():
-        put(f"/etc/systemd/system/{unit}", (GUEST_DIR / unit).read_bytes())
-        link(f"/etc/systemd/system/{target}.wants/{unit}", f"/etc/systemd/system/{unit}")
-    for unit in BASIC_UNITS:
-        put(f"/etc/systemd/system/{unit}", (GUEST_DIR / unit).read_bytes())
-    link(f"/etc/systemd/system/sysinit.target.wants/{BACKDOOR_UNIT}", f"/etc/systemd/system/{BACKDOOR_UNIT}")
+    for journal, target in JOURNAL_UNITS.items():
+        unit(journal, (GUEST_DIR / journal).read_bytes(), target)
     # The initramfs has set every address (without duplicate address detection)
     # before systemd starts, so the network is online from the first unit on.
     # Nothing else pulls these targets in here; NixOS test VMs reach both.
     for target in NETWORK_TARGETS:
         link(f"/etc/systemd/system/multi-user.target.wants/{target}", f"/usr/lib/systemd/system/{target}")
     for interface in network.interfaces:
-        unit = f"network-addresses-{interface.name}.service"
-        put(f"/etc/systemd/system/{unit}", address_unit(interface).encode())
-        link(f"/etc/systemd/system/network.target.wants/{unit}", f"/etc/systemd/system/{unit}")
+        unit(f"network-addresses-{interface.name}.service", address_unit(interface).encode(), "network.target")
     put("/etc/systemd/system/getty@.service.d/50-vmrig.conf", (GUEST_DIR / "getty.conf").read_bytes())
     put("/etc/hostname", f"{name}\n".encode())
     put("/etc/machine-id", f"{machine_id(name)}\n".encode(), 0o444)
@@ -319,13 +321,10 @@ def config_layer(
         put(path, data, entry.mode)
     if node.firewall is not None:
         put(firewall.RULESET_PATH, firewall.ruleset(node.firewall).encode())
-        put(f"/etc/systemd/system/{firewall.UNIT}", firewall.UNIT_TEXT.encode())
-        link(f"/etc/systemd/system/sysinit.target.wants/{firewall.UNIT}", f"/etc/systemd/system/{firewall.UNIT}")
-    for unit, text in sorted(node.unit_files().items()):
-        put(f"/etc/systemd/system/{unit}", text.encode())
-    for unit, targets in sorted(node.enabled_units().items()):
-        for target in targets:
-            link(f"/etc/systemd/system/{target}.wants/{unit}", f"/etc/systemd/system/{unit}")
+        unit(firewall.UNIT, firewall.UNIT_TEXT.encode(), "sysinit.target")
+    enabled = node.enabled_units()
+    for file_name, text in sorted(node.unit_files().items()):
+        unit(file_name, text.encode(), *enabled.get(file_name, []))
     early = network_script(network) + mount_script(mounts or [])
     archive.file("network.sh", early.encode(), 0o644)
     setup = setup_script(node)
