@@ -81,7 +81,7 @@ _UNIT_KEY = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 _SECTION_HEADER = re.compile(r"^\s*\[[^\]\n]+\]\s*$", re.MULTILINE)
 _VLAN_SYMBOL = re.compile(r"vlan[0-9]+")
 # A network interface name (at most 15 bytes, IFNAMSIZ) or a prefix with `*`, as nft's iifname takes it.
-_INTERFACE = re.compile(r"[A-Za-z0-9_.:+-]{1,15}\*?")
+_INTERFACE = re.compile(r"[A-Za-z0-9_.:-]{1,15}[*+]?")
 # Where every machine sees the run's exchange directory (as in NixOS tests).
 EXCHANGE_GUEST_PATH = "/tmp/shared"
 # Guest directories a share must not hide: the system itself, and the
@@ -539,8 +539,8 @@ X11_PACKAGES = (
     "fonts-dejavu-core",
 )
 X11_UNIT = "display-manager"
-# What Node.firewall's rules are loaded with.
-FIREWALL_PACKAGE = "nftables"
+# Node.firewall's backends (NixOS's two), each with the Debian package that loads its rules.
+FIREWALL_BACKENDS = {"iptables": "iptables", "nftables": "nftables"}
 
 
 @_spec_class
@@ -609,33 +609,63 @@ class Firewall(FirewallPorts):
     New connections from outside are dropped unless their port is allowed
     (`allowed_tcp_ports`, ... as in FirewallPorts, for every interface; per
     interface in `interfaces`); replies, loopback and `trusted_interfaces`
-    always pass, and so do pings (`allow_ping`) and the ICMPv6 that IPv6
-    needs. A refused TCP connection is logged to the console as
-    `refused connection: ...` (`log_refused_connections`); `reject_packets`
-    answers it with a reset (or ICMP port unreachable) instead of silence.
-    `check_reverse_path` drops packets whose source would not be routed back
-    out of the card they came in on (True or "strict"; "loose": out of any
-    card; False: no check). Forwarded packets are not filtered (NixOS's
-    `filterForward` is off by default). The guest gets nftables and
-    `firewall.service`, which loads an nftables table named `nixos-fw` early
-    in the boot (wanted by sysinit.target, before network-pre.target, as on
-    NixOS; a script waits for it with `wait_for_unit`); the ports
-    forwarded from the host (`Node.forward_ports`) are subject to it too, as
-    on NixOS.
+    always pass, and so do pings (`allow_ping`, limited by `ping_limit` in the
+    backend's words: iptables' `--limit 1/minute --limit-burst 5`, nftables'
+    `1/minute burst 5 packets`) and the ICMPv6 that IPv6 needs. A refused TCP
+    connection is logged to the console as `refused connection: ...`
+    (`log_refused_connections`; `log_refused_packets` logs every refused
+    packet, broadcasts and multicasts too unless `log_refused_unicasts_only`);
+    `reject_packets` answers with a reset (or ICMP port unreachable) instead
+    of silence. `check_reverse_path` drops packets whose source would not be
+    routed back out of the card they came in on (True or "strict"; "loose":
+    out of any card; False: no check). Forwarded packets are not filtered.
+    Interface names may end in `*` or `+` (any suffix).
+
+    `backend` is NixOS's choice between its two implementations:
+    - "iptables" (NixOS's default): Debian's iptables and `firewall.service`
+      (started early in the boot, before network-pre.target), with the chains
+      `nixos-fw`, `nixos-fw-accept`, `nixos-fw-log-refuse`, `nixos-fw-refuse`
+      (and `nixos-fw-rpfilter` in the mangle table); `extra_commands` and
+      `extra_stop_commands` are shell commands run after the rules are loaded
+      (before the final refusal) and after they are removed;
+    - "nftables" (NixOS's `networking.nftables.enable = true`): Debian's
+      nftables and its `nftables.service`, loading `/etc/nftables.conf` with
+      the table `inet nixos-fw` (chains `rpfilter`, `input`, `input-allow`);
+      `extra_input_rules` are nft rules added to `input-allow`.
+    The ports forwarded from the host (`Node.forward_ports`) come in on eth0
+    and are filtered too, as on NixOS.
     """
 
+    backend: str = "iptables"
     allow_ping: bool = True
+    ping_limit: str | None = None
     reject_packets: bool = False
     log_refused_connections: bool = True
+    log_refused_packets: bool = False
+    log_refused_unicasts_only: bool = True
     trusted_interfaces: list[str] = field(default_factory=list)
     check_reverse_path: bool | str = True
     interfaces: dict[str, FirewallPorts] = field(default_factory=dict)
+    extra_commands: str = ""
+    extra_stop_commands: str = ""
+    extra_input_rules: str = ""
 
     def __post_init__(self) -> None:
         _check_fields(self)
         self._check_ports()
+        _choice(self.backend, tuple(FIREWALL_BACKENDS), "Firewall.backend")
         if isinstance(self.check_reverse_path, str):
             _choice(self.check_reverse_path, ("strict", "loose"), "Firewall.check_reverse_path")
+        if self.ping_limit is not None:
+            _non_empty(self.ping_limit, "Firewall.ping_limit")
+            _single_line(self.ping_limit, "Firewall.ping_limit")
+        for name, backend in (
+            ("extra_commands", "iptables"),
+            ("extra_stop_commands", "iptables"),
+            ("extra_input_rules", "nftables"),
+        ):
+            if getattr(self, name) and self.backend != backend:
+                raise SpecError(f"Firewall.{name}: only for backend={backend!r} (this firewall's is {self.backend!r})")
         for where, names in (
             ("Firewall.trusted_interfaces", self.trusted_interfaces),
             ("Firewall.interfaces", list(self.interfaces)),
@@ -644,8 +674,13 @@ class Firewall(FirewallPorts):
                 if not _INTERFACE.fullmatch(name):
                     raise SpecError(
                         f"{where}: invalid interface name {name!r} "
-                        "(up to 15 letters, digits or '_.:+-', optionally ending in '*')"
+                        "(up to 15 letters, digits or '_.:-', optionally ending in '*' or '+')"
                     )
+
+    @property
+    def package(self) -> str:
+        """The Debian package the backend's rules are loaded with."""
+        return FIREWALL_BACKENDS[self.backend]
 
 
 def _interface_address(text: str, where: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
@@ -719,8 +754,8 @@ class Node:
         _check_fields(self)
         if self.x11 is not None:
             self._apply_x11(self.x11)
-        if self.firewall is not None and FIREWALL_PACKAGE not in self.packages:
-            self.packages = [*self.packages, FIREWALL_PACKAGE]
+        if self.firewall is not None and self.firewall.package not in self.packages:
+            self.packages = [*self.packages, self.firewall.package]
         for package in self.packages:
             if not _PACKAGE.fullmatch(package):
                 raise SpecError(

@@ -22,7 +22,7 @@ from vmrig.image import store as store_module
 from vmrig.image.build import BUILD_STEP_FAILED, STATIC_NODES_CONF, install_script, static_nodes_tmpfiles
 from vmrig.image.configlayer import Interface, NodeNetwork, config_layer, hosts_file, machine_id, network_script
 from vmrig.image.cpio import CpioWriter
-from vmrig.image.firewall import ruleset as firewall_rules
+from vmrig.image.firewall import guest_firewall, nft_table
 from vmrig.image.store import BaseImage, ImageStore, NodeImage, install_in_chroot, key_of, make_disk
 from vmrig.spec import DEFAULT_DISK_MIB, File, Firewall, FirewallPorts, Node, Service, User
 
@@ -112,7 +112,7 @@ def test_config_layer_contents() -> None:
     assert "config/etc/resolv.conf" in read_newc(config_layer("server", Node(), network(outside=True), fixup=b""))
 
 
-def test_firewall_in_the_config_layer_and_its_rules() -> None:
+def test_firewall_in_the_config_layer_iptables_as_nixos_by_default() -> None:
     assert "config/etc/systemd/system/firewall.service" not in read_newc(
         config_layer("s", Node(), network(), fixup=b"")
     )
@@ -121,25 +121,75 @@ def test_firewall_in_the_config_layer_and_its_rules() -> None:
             allowed_tcp_ports=[80, 443],
             allowed_udp_port_ranges=[(60000, 61000)],
             trusted_interfaces=["eth2"],
-            interfaces={"eth1": FirewallPorts(allowed_tcp_ports=[22])},
+            interfaces={"wg*": FirewallPorts(allowed_tcp_ports=[22])},
             allow_ping=False,
         )
     )
-    assert node.packages == ["nftables"]
+    assert node.packages == ["iptables"]
     entries = read_newc(config_layer("server", node, network(), fixup=b""))
     unit = entries["config/etc/systemd/system/firewall.service"][2].decode()
-    assert "ExecStart=nft -f /etc/vmrig/firewall.nft" in unit and "Before=network-pre.target" in unit
+    assert "ExecStart=iptables-restore -w --noflush /etc/vmrig/firewall/rules4\n" in unit
+    assert "ExecStart=ip6tables-restore -w --noflush /etc/vmrig/firewall/rules6\n" in unit
+    assert "ExecStop=/bin/sh /etc/vmrig/firewall/stop" in unit and "Before=network-pre.target" in unit
     assert "config/etc/systemd/system/sysinit.target.wants/firewall.service" in entries
-    rules = entries["config/etc/vmrig/firewall.nft"][2].decode()
-    assert "policy drop;" in rules and 'iifname { "lo", "eth2" } accept' in rules
-    assert "tcp dport { 80, 443 } accept" in rules and "udp dport { 60000-61000 } accept" in rules
-    assert 'iifname "eth1" tcp dport { 22 } accept' in rules
-    assert "echo-request" not in rules and "fib saddr . mark . iif oif exists accept" in rules
-    assert 'log prefix "refused connection: "' in rules and "reject" not in rules
-    loose = firewall_rules(Firewall(check_reverse_path="loose", reject_packets=True, log_refused_connections=False))
+    rules4 = entries["config/etc/vmrig/firewall/rules4"][2].decode()
+    rules6 = entries["config/etc/vmrig/firewall/rules6"][2].decode()
+    for rules in (rules4, rules6):
+        assert ":nixos-fw - [0:0]" in rules and "-A nixos-fw -i lo -j nixos-fw-accept" in rules
+        assert "-A nixos-fw -i eth2 -j nixos-fw-accept" in rules
+        assert "-A nixos-fw -p tcp --dport 443 -j nixos-fw-accept\n" in rules
+        assert "-A nixos-fw -p udp --dport 60000:61000 -j nixos-fw-accept" in rules
+        assert "-A nixos-fw -p tcp --dport 22 -j nixos-fw-accept -i wg+" in rules  # nft's * is iptables' +
+        assert '--log-prefix "refused connection: "' in rules and "-A nixos-fw-refuse -j DROP" in rules
+        assert rules.index("-A nixos-fw -j nixos-fw-log-refuse") < rules.index("-A INPUT -j nixos-fw")
+        assert "-m rpfilter --validmark -j RETURN" in rules and "-A PREROUTING -j nixos-fw-rpfilter" in rules
+    assert "echo-request" not in rules4 and "--icmpv6-type redirect -j DROP" in rules6
+    stop = entries["config/etc/vmrig/firewall/stop"][2].decode()
+    assert "iptables -w -D INPUT -j nixos-fw 2>/dev/null" in stop and "ip6tables -w -X nixos-fw 2>/dev/null" in stop
+
+
+def test_firewall_extra_commands_run_before_the_final_refusal() -> None:
+    files = guest_firewall(
+        Firewall(extra_commands="ip46tables -A nixos-fw -p tcp --dport 9 -j nixos-fw-accept", reject_packets=True)
+    ).files
+    assert "-j nixos-fw-log-refuse" not in files["/etc/vmrig/firewall/rules4"].decode()
+    extra = files["/etc/vmrig/firewall/extra"].decode()
+    assert extra.startswith("ip46tables() {") and extra.endswith("--dport 9 -j nixos-fw-accept\n")
+    assert "-A nixos-fw -j nixos-fw-log-refuse\n-A INPUT -j nixos-fw" in files["/etc/vmrig/firewall/tail6"].decode()
+    assert "REJECT --reject-with tcp-reset" in files["/etc/vmrig/firewall/rules4"].decode()
+    unit = guest_firewall(Firewall(extra_commands="true")).units["firewall.service"].decode()
+    assert unit.index("ExecStart=/bin/sh -e /etc/vmrig/firewall/extra") < unit.index(
+        "ExecStart=iptables-restore -w --noflush /etc/vmrig/firewall/tail4"
+    )
+
+
+def test_firewall_with_the_nftables_backend_is_debians_nftables_service() -> None:
+    node = Node(firewall=Firewall(backend="nftables", allowed_tcp_ports=[80], ping_limit="1/minute burst 5 packets"))
+    assert node.packages == ["nftables"]
+    entries = read_newc(config_layer("server", node, network(), fixup=b""))
+    assert "config/etc/systemd/system/firewall.service" not in entries
+    assert entries["config/etc/systemd/system/sysinit.target.wants/nftables.service"][2] == (
+        b"/usr/lib/systemd/system/nftables.service"
+    )
+    conf = entries["config/etc/nftables.conf"][2].decode()
+    assert conf.startswith("#!/usr/sbin/nft -f\nflush ruleset\n") and "table inet nixos-fw {" in conf
+    assert "policy drop;" in conf and 'iifname { "lo" } accept' in conf and "tcp dport { 80 } accept" in conf
+    assert "icmp type echo-request limit rate 1/minute burst 5 packets accept" in conf
+    assert "fib saddr . mark . iif oif exists accept" in conf and 'log prefix "refused connection: "' in conf
+    loose = nft_table(
+        Firewall(
+            backend="nftables",
+            check_reverse_path="loose",
+            reject_packets=True,
+            log_refused_connections=False,
+            extra_input_rules="tcp dport 9 accept",
+            trusted_interfaces=["veth+"],
+        )
+    )
     assert "fib saddr . mark oif exists accept" in loose and "icmp type echo-request accept" in loose
     assert "reject with tcp reset" in loose and "refused connection" not in loose
-    assert "rpfilter" not in firewall_rules(Firewall(check_reverse_path=False))
+    assert "        tcp dport 9 accept\n" in loose and '"veth*"' in loose
+    assert "rpfilter" not in nft_table(Firewall(backend="nftables", check_reverse_path=False))
 
 
 def test_hosts_and_network_script() -> None:

@@ -287,7 +287,15 @@ def test_defaults() -> None:
         (
             lambda: Firewall(trusted_interfaces=["eth 1"]),
             "Firewall.trusted_interfaces: invalid interface name 'eth 1' "
-            "(up to 15 letters, digits or '_.:+-', optionally ending in '*')",
+            "(up to 15 letters, digits or '_.:-', optionally ending in '*' or '+')",
+        ),
+        (
+            lambda: Firewall(backend="ipchains"),
+            "Firewall.backend: 'ipchains' is not one of iptables, nftables",
+        ),
+        (
+            lambda: Firewall(extra_input_rules="tcp dport 9 accept"),
+            "Firewall.extra_input_rules: only for backend='nftables' (this firewall's is 'iptables')",
         ),
         (
             lambda: Firewall(allowed_tcp_port=[80]),

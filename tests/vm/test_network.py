@@ -217,6 +217,14 @@ def test_each_card_has_nixos_address_unit_that_sets_its_addresses_again(net: Top
         assert not reaches(net.alpha, "192.168.2.33", count=1, timeout=1)
     finally:
         net.alpha.systemctl("restart network-addresses-eth2")
+    # As NixOS's preStop, a stop takes the addresses away; a start brings them back.
+    net.gamma.systemctl("stop network-addresses-eth2")
+    try:
+        assert "192.168" not in net.gamma.succeed("ip -br addr show eth2")
+        assert not reaches(net.alpha, "192.168.2.44", count=1, timeout=1)
+    finally:
+        net.gamma.systemctl("start network-addresses-eth2")
+    assert reaches(net.alpha, "192.168.2.44")
     addresses = net.alpha.succeed("ip -br addr show eth2")
     assert re.search(r"eth2 +UP +192\.168\.2\.1/24 2001:db8:2::1/64", addresses), addresses
     assert reaches(net.alpha, "192.168.2.33")

@@ -157,9 +157,9 @@ def address_unit(interface: Interface) -> str:
 
     NixOS's scripted networking sets a card's addresses in this unit. Here the
     initramfs has set them before systemd starts, so at boot the unit finds
-    them in place; a restart sets them again, as on NixOS, if a script removed
-    them. One `ip -batch` exec, not one per address: an exec costs tens of
-    milliseconds under TCG while the first command runs.
+    them in place; as on NixOS, a stop removes them and a start or restart
+    sets them again. One `ip -batch` exec, not one per address: an exec costs
+    tens of milliseconds under TCG while the first command runs.
     """
     dev = interface.name
     commands = [f"link set {dev} up"]
@@ -178,6 +178,8 @@ def address_unit(interface: Interface) -> str:
         "RemainAfterExit=yes\n"
         + "".join(f"StandardInputText={command}\n" for command in commands)
         + "ExecStart=ip -batch -\n"
+        # As NixOS's preStop: a stop takes the card's addresses away (the link stays up).
+        + "".join(f"ExecStop=-ip address del {address} dev {dev}\n" for address in interface.addresses)
     )
 
 
@@ -320,8 +322,13 @@ def config_layer(
         data = entry.content.encode() if isinstance(entry.content, str) else entry.content
         put(path, data, entry.mode)
     if node.firewall is not None:
-        put(firewall.RULESET_PATH, firewall.ruleset(node.firewall).encode())
-        unit(firewall.UNIT, firewall.UNIT_TEXT.encode(), "sysinit.target")
+        guest = firewall.guest_firewall(node.firewall)
+        for path, content in guest.files.items():
+            put(path, content)
+        for fw_unit, fw_text in guest.units.items():
+            unit(fw_unit, fw_text, "sysinit.target")
+        for debian_unit in guest.enable:
+            link(f"/etc/systemd/system/sysinit.target.wants/{debian_unit}", f"/usr/lib/systemd/system/{debian_unit}")
     enabled = node.enabled_units()
     for file_name, text in sorted(node.unit_files().items()):
         unit(file_name, text.encode(), *enabled.get(file_name, []))

@@ -1,45 +1,189 @@
-"""Node.firewall in the guest: NixOS's default firewall as an nftables ruleset and `firewall.service`.
+"""Node.firewall in the guest: NixOS's firewall, with either of its two backends.
 
-The rules follow NixOS's nftables firewall (`nixos-fw`): a reverse-path check
-in prerouting; in input, loopback and trusted interfaces pass, replies pass,
-new connections go through the allowed ports, ping and ICMPv6, and what is
-left is logged ("refused connection: ") and dropped or rejected. The unit has
-NixOS's name, so scripts that `wait_for_unit("firewall.service")` run
-unchanged, and NixOS's place in the boot: wanted by sysinit.target, before
-network-pre.target.
+- iptables (NixOS's default, firewall-iptables.nix): `firewall.service` loads
+  the chains `nixos-fw`, `nixos-fw-accept`, `nixos-fw-log-refuse` and
+  `nixos-fw-refuse` (and `nixos-fw-rpfilter` in the mangle table) with one
+  `iptables-restore` per address family, not NixOS's one `iptables` exec per
+  rule: an exec costs tens of milliseconds under TCG, early in the boot.
+- nftables (firewall-nftables.nix): Debian's `nftables.service` loads
+  `/etc/nftables.conf`, which holds the table `inet nixos-fw`.
+
+Either unit has NixOS's name and NixOS's place in the boot (wanted by
+sysinit.target, before network-pre.target), so scripts that
+`wait_for_unit("firewall")` or `wait_for_unit("nftables")` run unchanged.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from vmrig.spec import Firewall, FirewallPorts
 
-RULESET_PATH = "/etc/vmrig/firewall.nft"
-UNIT = "firewall.service"
-TABLE = "inet nixos-fw"
-
-UNIT_TEXT = f"""[Unit]
-Description=Firewall
-DefaultDependencies=no
-Wants=network-pre.target
-Before=network-pre.target shutdown.target
-Conflicts=shutdown.target
-# Debian's nftables.service loads /etc/nftables.conf, which flushes every rule.
-After=systemd-modules-load.service nftables.service
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=nft -f {RULESET_PATH}
-ExecReload=nft -f {RULESET_PATH}
-ExecStop=nft delete table {TABLE}
-
-[Install]
-WantedBy=sysinit.target
-"""
+NFT_TABLE = "inet nixos-fw"
+NFTABLES_CONF = "/etc/nftables.conf"
+NFTABLES_UNIT = "nftables.service"  # Debian's
+IPTABLES_UNIT = "firewall.service"
+RULES_DIR = "/etc/vmrig/firewall"
+CHAINS = ("nixos-fw-accept", "nixos-fw-refuse", "nixos-fw-log-refuse", "nixos-fw")
+RPFILTER_CHAIN = "nixos-fw-rpfilter"
+FAMILIES = {4: "iptables", 6: "ip6tables"}
+# NixOS's helper, which extraCommands and extraStopCommands often call.
+IP46TABLES = 'ip46tables() {\n    iptables -w "$@"\n    ip6tables -w "$@"\n}\n'
 
 
-def _port_rules(ports: FirewallPorts, interface: str | None) -> list[str]:
-    match = f'iifname "{interface}" ' if interface else ""
+@dataclass
+class GuestFirewall:
+    """What a firewall puts in the config layer: files (path -> content) and units to enable."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    units: dict[str, bytes] = field(default_factory=dict)  # our own unit files, enabled for sysinit.target
+    enable: list[str] = field(default_factory=list)  # the image's units to enable for sysinit.target
+
+
+def guest_firewall(firewall: Firewall) -> GuestFirewall:
+    """The guest's side of `firewall`, for its backend."""
+    if firewall.backend == "nftables":
+        return GuestFirewall(files={NFTABLES_CONF: nftables_conf(firewall).encode()}, enable=[NFTABLES_UNIT])
+    files = {f"{RULES_DIR}/rules{family}": iptables_rules(firewall, family).encode() for family in FAMILIES}
+    files[f"{RULES_DIR}/stop"] = _iptables_stop(firewall).encode()
+    if firewall.extra_commands:
+        files[f"{RULES_DIR}/extra"] = (IP46TABLES + firewall.extra_commands.rstrip("\n") + "\n").encode()
+        files |= {f"{RULES_DIR}/tail{family}": _iptables_tail(family).encode() for family in FAMILIES}
+    return GuestFirewall(files=files, units={IPTABLES_UNIT: _iptables_unit(firewall).encode()})
+
+
+# -- iptables ----------------------------------------------------------------
+
+
+def _iptables_name(interface: str) -> str:
+    return interface[:-1] + "+" if interface.endswith("*") else interface
+
+
+def _iptables_ports(ports: FirewallPorts, interface: str | None) -> list[str]:
+    match = f" -i {_iptables_name(interface)}" if interface else ""
+    rules = []
+    for protocol in ("tcp", "udp"):
+        wanted = [str(port) for port in getattr(ports, f"allowed_{protocol}_ports")]
+        wanted += [f"{low}:{high}" for low, high in getattr(ports, f"allowed_{protocol}_port_ranges")]
+        rules += [f"-A nixos-fw -p {protocol} --dport {port} -j nixos-fw-accept{match}" for port in wanted]
+    return rules
+
+
+def _iptables_tail(family: int) -> str:
+    """The last rules, loaded after extra_commands as NixOS runs them: the final refusal, then INPUT's jump."""
+    del family  # the same for both families
+    return "*filter\n-A nixos-fw -j nixos-fw-log-refuse\n-A INPUT -j nixos-fw\nCOMMIT\n"
+
+
+def iptables_rules(firewall: Firewall, family: int) -> str:
+    """An `iptables-restore --noflush` file for address `family` (4 or 6): NixOS's chains and rules."""
+    refuse = (
+        ["-A nixos-fw-refuse -p tcp ! --syn -j REJECT --reject-with tcp-reset", "-A nixos-fw-refuse -j REJECT"]
+        if firewall.reject_packets
+        else ["-A nixos-fw-refuse -j DROP"]
+    )
+    log_refuse = []
+    if firewall.log_refused_connections:
+        log_refuse.append(
+            '-A nixos-fw-log-refuse -p tcp --syn -j LOG --log-level info --log-prefix "refused connection: "'
+        )
+    if firewall.log_refused_packets and not firewall.log_refused_unicasts_only:
+        log_refuse += [
+            f"-A nixos-fw-log-refuse -m pkttype --pkt-type {kind} -j LOG --log-level info "
+            f'--log-prefix "refused {kind}: "'
+            for kind in ("broadcast", "multicast")
+        ]
+    log_refuse.append("-A nixos-fw-log-refuse -m pkttype ! --pkt-type unicast -j nixos-fw-refuse")
+    if firewall.log_refused_packets:
+        log_refuse.append('-A nixos-fw-log-refuse -j LOG --log-level info --log-prefix "refused packet: "')
+    log_refuse.append("-A nixos-fw-log-refuse -j nixos-fw-refuse")
+    main = [
+        f"-A nixos-fw -i {_iptables_name(name)} -j nixos-fw-accept" for name in ["lo", *firewall.trusted_interfaces]
+    ]
+    main.append("-A nixos-fw -m conntrack --ctstate ESTABLISHED,RELATED -j nixos-fw-accept")
+    main += _iptables_ports(firewall, None)
+    for name, ports in sorted(firewall.interfaces.items()):
+        main += _iptables_ports(ports, name)
+    if family == 4 and firewall.allow_ping:
+        limit = f"-m limit {firewall.ping_limit} " if firewall.ping_limit else ""
+        main.append(f"-A nixos-fw -p icmp --icmp-type echo-request {limit}-j nixos-fw-accept")
+    if family == 6:
+        # IPv6 needs ICMPv6 (neighbour discovery, path MTU): all of it but redirects and node information queries.
+        main += [
+            "-A nixos-fw -p ipv6-icmp --icmpv6-type redirect -j DROP",
+            "-A nixos-fw -p ipv6-icmp --icmpv6-type 139 -j DROP",
+            "-A nixos-fw -p ipv6-icmp -j nixos-fw-accept",
+            "-A nixos-fw -d fe80::/64 -p udp --dport 546 -j nixos-fw-accept",  # a DHCPv6 client's answers
+        ]
+    lines = ["*filter", *(f":{chain} - [0:0]" for chain in CHAINS), "-A nixos-fw-accept -j ACCEPT"]
+    lines += refuse + log_refuse + main
+    if not firewall.extra_commands:
+        lines += _iptables_tail(family).splitlines()[1:-1]
+    lines.append("COMMIT")
+    if firewall.check_reverse_path:
+        loose = " --loose" if firewall.check_reverse_path == "loose" else ""
+        lines += [
+            "*mangle",
+            f":{RPFILTER_CHAIN} - [0:0]",
+            f"-A {RPFILTER_CHAIN} -m rpfilter --validmark{loose} -j RETURN",
+        ]
+        if family == 4:
+            lines += [
+                f"-A {RPFILTER_CHAIN} -p udp --sport 67 --dport 68 -j RETURN",  # a DHCPv4 client's first answer
+                f"-A {RPFILTER_CHAIN} -s 0.0.0.0 -d 255.255.255.255 -p udp --sport 68 --dport 67 -j RETURN",
+            ]
+        lines += [f"-A {RPFILTER_CHAIN} -j DROP", f"-A PREROUTING -j {RPFILTER_CHAIN}", "COMMIT"]
+    return "\n".join(lines) + "\n"
+
+
+def _iptables_stop(firewall: Firewall) -> str:
+    """sh that removes what the rules files added (quietly: a failed start may have added only part of it)."""
+    lines = []
+    for command in FAMILIES.values():
+        lines += [f"{command} -w -D INPUT -j nixos-fw", f"{command} -w -t mangle -D PREROUTING -j {RPFILTER_CHAIN}"]
+        lines += [f"{command} -w -F {chain}" for chain in CHAINS]
+        lines += [f"{command} -w -X {chain}" for chain in CHAINS]
+        lines += [f"{command} -w -t mangle -F {RPFILTER_CHAIN}", f"{command} -w -t mangle -X {RPFILTER_CHAIN}"]
+    script = "".join(f"{line} 2>/dev/null\n" for line in lines)
+    if firewall.extra_stop_commands:
+        script += IP46TABLES + firewall.extra_stop_commands.rstrip("\n") + "\n"
+    return script + "true\n"
+
+
+def _iptables_unit(firewall: Firewall) -> str:
+    start = [f"{command}-restore -w --noflush {RULES_DIR}/rules{family}" for family, command in FAMILIES.items()]
+    if firewall.extra_commands:
+        start.append(f"/bin/sh -e {RULES_DIR}/extra")
+        start += [f"{command}-restore -w --noflush {RULES_DIR}/tail{family}" for family, command in FAMILIES.items()]
+    stop = f"/bin/sh {RULES_DIR}/stop"
+    return (
+        "[Unit]\n"
+        "Description=Firewall\n"
+        "DefaultDependencies=no\n"
+        "Wants=network-pre.target\n"
+        "Before=network-pre.target shutdown.target\n"
+        "Conflicts=shutdown.target\n"
+        "After=systemd-modules-load.service\n"
+        "\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        "RemainAfterExit=yes\n"
+        + "".join(f"ExecStart={command}\n" for command in start)
+        + f"ExecReload={stop}\n"
+        + "".join(f"ExecReload={command}\n" for command in start)
+        + f"ExecStop={stop}\n"
+    )
+
+
+# -- nftables ----------------------------------------------------------------
+
+
+def _nft_name(interface: str) -> str:
+    return interface[:-1] + "*" if interface.endswith("+") else interface
+
+
+def _nft_ports(ports: FirewallPorts, interface: str | None) -> list[str]:
+    match = f'iifname "{_nft_name(interface)}" ' if interface else ""
     rules = []
     for protocol in ("tcp", "udp"):
         single = [str(port) for port in getattr(ports, f"allowed_{protocol}_ports")]
@@ -49,22 +193,30 @@ def _port_rules(ports: FirewallPorts, interface: str | None) -> list[str]:
     return rules
 
 
-def ruleset(firewall: Firewall) -> str:
-    """The nft script that (re)loads the `nixos-fw` table: `nft -f` applies it atomically."""
-    trusted = ", ".join(f'"{name}"' for name in ["lo", *firewall.trusted_interfaces])
-    allow = _port_rules(firewall, None)
+def nft_table(firewall: Firewall) -> str:
+    """The `inet nixos-fw` table, as NixOS's nftables firewall writes it."""
+    trusted = ", ".join(f'"{_nft_name(name)}"' for name in ["lo", *firewall.trusted_interfaces])
+    allow = _nft_ports(firewall, None)
     for name, ports in sorted(firewall.interfaces.items()):
-        allow += _port_rules(ports, name)
+        allow += _nft_ports(ports, name)
     if firewall.allow_ping:
-        allow.append("icmp type echo-request accept")
+        limit = f"limit rate {firewall.ping_limit} " if firewall.ping_limit else ""
+        allow.append(f"icmp type echo-request {limit}accept")
     allow += [
-        # IPv6 needs ICMPv6 (neighbour discovery, path MTU); NixOS lets it all in but redirects and node information.
+        # IPv6 needs ICMPv6 (neighbour discovery, path MTU): all of it but redirects and node information queries.
         "icmpv6 type != { nd-redirect, 139 } accept",
         "ip6 daddr fe80::/64 udp dport 546 accept",  # a DHCPv6 client's answers
+        *(line.strip() for line in firewall.extra_input_rules.splitlines() if line.strip()),
     ]
     refuse = []
     if firewall.log_refused_connections:
         refuse.append('tcp flags & (fin | syn | rst | ack) == syn log prefix "refused connection: " level info')
+    if firewall.log_refused_packets and not firewall.log_refused_unicasts_only:
+        refuse += [
+            f'meta pkttype {kind} log prefix "refused {kind}: " level info' for kind in ("broadcast", "multicast")
+        ]
+    if firewall.log_refused_packets:
+        refuse.append('meta pkttype host log prefix "refused packet: " level info')
     if firewall.reject_packets:
         refuse += ["meta l4proto tcp reject with tcp reset", "reject"]
     rpfilter = []
@@ -78,9 +230,7 @@ def ruleset(firewall: Firewall) -> str:
             "}",
         ]
     lines = [
-        f"table {TABLE}",
-        f"delete table {TABLE}",
-        f"table {TABLE} {{",
+        f"table {NFT_TABLE} {{",
         *(f"    {line}" for line in rpfilter),
         "    chain input {",
         "        type filter hook input priority filter; policy drop;",
@@ -95,3 +245,8 @@ def ruleset(firewall: Firewall) -> str:
         "}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def nftables_conf(firewall: Firewall) -> str:
+    """/etc/nftables.conf: every rule replaced by the firewall's table, as NixOS's nftables.service does."""
+    return "#!/usr/sbin/nft -f\nflush ruleset\n\n" + nft_table(firewall)

@@ -1,19 +1,23 @@
-"""NixOS's firewall: an allowed port, a refused one, ping, and a firewall that rejects.
+"""NixOS's firewall, both backends: an allowed port, a refused one, ping, and a firewall that rejects.
 
 NixOS behaviours exercised: `networking.firewall` as every NixOS machine has
-it (here `Node(firewall=Firewall(...))`): `wait_for_unit("firewall.service")`,
+it (here `Node(firewall=Firewall(...))`), with its default iptables backend
+on the server (`wait_for_unit("firewall.service")`, `iptables -L nixos-fw`)
+and the nftables one on the client (`networking.nftables.enable`:
+`wait_for_unit("nftables")`, `nft list table inet nixos-fw`):
 a port in `allowedTCPPorts` reachable from another node while another
 listening port is not (dropped: the client's connect times out), the
 "refused connection: " line on the console, loopback always allowed, ping
 and IPv6 ping allowed, `rejectPackets` answering at once with "refused",
 replies to a firewalled node's own connections let back in, `systemctl stop
-firewall` opening every port and a start closing them again. Also NixOS's
+firewall` opening every port and a start closing them again, `extraCommands`
+(with NixOS's `ip46tables` helper) and `systemctl reload firewall`. Also NixOS's
 `network-addresses-eth1.service`, which scripts wait for before using a
 card.
 
 Debian packages standing in: none beyond the base image (busybox's httpd
 serves the page, netcat listens on the port the firewall closes); vmrig adds
-nftables to a node with a firewall.
+iptables or nftables to a node with a firewall.
 """
 
 from vmrig import Firewall, Node, Service
@@ -24,18 +28,26 @@ nodes = {
         services={
             "web": Service(exec_start="/bin/busybox httpd -f -p 80 -h /srv/www"),
             "hidden": Service(exec_start="/bin/nc -lk 8080"),
+            "extra": Service(exec_start="/bin/nc -lk 9000"),
         },
-        firewall=Firewall(allowed_tcp_ports=[80]),
+        firewall=Firewall(
+            allowed_tcp_ports=[80],
+            extra_commands="ip46tables -A nixos-fw -p tcp --dport 9000 -j nixos-fw-accept",
+        ),
     ),
     "client": Node(
         services={"closed": Service(exec_start="/bin/nc -lk 1234")},
-        firewall=Firewall(reject_packets=True),
+        firewall=Firewall(backend="nftables", reject_packets=True),
     ),
 }
 
 test_script = """
 start_all()
 server.wait_for_unit("firewall.service")
+client.wait_for_unit("nftables")
+server.succeed("iptables -L nixos-fw -n | grep -q 'tcp dpt:80'")
+server.succeed("ip6tables -L nixos-fw -n | grep -q 'tcp dpt:80'")
+client.succeed("nft list table inet nixos-fw | grep -q 'reject with tcp reset'")
 server.wait_for_unit("network-addresses-eth1.service")
 server.wait_for_unit("web")
 server.wait_for_open_port(80)
@@ -62,6 +74,13 @@ with subtest("rejectPackets refuses at once instead of dropping"):
     client.wait_for_open_port(1234)
     out = server.fail("nc -z -v -w 10 client 1234 2>&1")
     assert "refused" in out, out
+
+with subtest("extraCommands open a port, and a reload keeps the rules"):
+    client.succeed("nc -z -w 3 server 9000")
+    server.systemctl("reload firewall")
+    client.succeed("nc -z -w 3 server 9000")
+    client.succeed("curl --fail --connect-timeout 2 http://server/")
+    client.fail("nc -4 -z -w 3 server 8080")
 
 with subtest("stopping the firewall opens the port, starting it closes it"):
     server.systemctl("stop firewall")
