@@ -539,8 +539,10 @@ X11_PACKAGES = (
     "fonts-dejavu-core",
 )
 X11_UNIT = "display-manager"
-# Node.firewall's backends (NixOS's two), each with the Debian package that loads its rules.
-FIREWALL_BACKENDS = {"iptables": "iptables", "nftables": "nftables"}
+# Node.firewall's backends, NixOS's two; each is also the Debian package that loads its rules.
+FIREWALL_BACKENDS = ("iptables", "nftables")
+# The unit each backend's rules are loaded by, as on NixOS.
+FIREWALL_UNITS = {"iptables": "firewall.service", "nftables": "nftables.service"}
 
 
 @_spec_class
@@ -589,17 +591,21 @@ class FirewallPorts:
 
     def __post_init__(self) -> None:
         _check_fields(self)
-        self._check_ports()
-
-    def _check_ports(self) -> None:
         name = type(self).__name__
         for protocol in ("tcp", "udp"):
-            for port in getattr(self, f"allowed_{protocol}_ports"):
+            ports, ranges = self.ports(protocol)
+            for port in ports:
                 _in_range(port, 1, 65535, f"{name}.allowed_{protocol}_ports")
-            for low, high in getattr(self, f"allowed_{protocol}_port_ranges"):
+            for low, high in ranges:
                 where = f"{name}.allowed_{protocol}_port_ranges"
                 _in_range(low, 1, 65535, where)
                 _in_range(high, low, 65535, f"{where} (the end of {low}-{high})")
+
+    def ports(self, protocol: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """The allowed ports and port ranges of `protocol` ("tcp" or "udp")."""
+        if protocol == "tcp":
+            return self.allowed_tcp_ports, self.allowed_tcp_port_ranges
+        return self.allowed_udp_ports, self.allowed_udp_port_ranges
 
 
 @_spec_class
@@ -651,14 +657,22 @@ class Firewall(FirewallPorts):
     extra_input_rules: str = ""
 
     def __post_init__(self) -> None:
-        _check_fields(self)
-        self._check_ports()
-        _choice(self.backend, tuple(FIREWALL_BACKENDS), "Firewall.backend")
+        super().__post_init__()
+        _choice(self.backend, FIREWALL_BACKENDS, "Firewall.backend")
         if isinstance(self.check_reverse_path, str):
             _choice(self.check_reverse_path, ("strict", "loose"), "Firewall.check_reverse_path")
         if self.ping_limit is not None:
             _non_empty(self.ping_limit, "Firewall.ping_limit")
             _single_line(self.ping_limit, "Firewall.ping_limit")
+            # Words of the other backend would keep the rules from loading: no firewall at all.
+            if self.ping_limit.lstrip().startswith("--") != (self.backend == "iptables"):
+                example = (
+                    "--limit 1/minute --limit-burst 5" if self.backend == "iptables" else "1/minute burst 5 packets"
+                )
+                raise SpecError(
+                    f"Firewall.ping_limit: {self.ping_limit!r} is not in the {self.backend} backend's words, "
+                    f"e.g. {example!r}"
+                )
         for name, backend in (
             ("extra_commands", "iptables"),
             ("extra_stop_commands", "iptables"),
@@ -679,8 +693,8 @@ class Firewall(FirewallPorts):
 
     @property
     def package(self) -> str:
-        """The Debian package the backend's rules are loaded with."""
-        return FIREWALL_BACKENDS[self.backend]
+        """The Debian package the backend's rules are loaded with (named as the backend)."""
+        return self.backend
 
 
 def _interface_address(text: str, where: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
@@ -754,8 +768,16 @@ class Node:
         _check_fields(self)
         if self.x11 is not None:
             self._apply_x11(self.x11)
-        if self.firewall is not None and self.firewall.package not in self.packages:
-            self.packages = [*self.packages, self.firewall.package]
+        if self.firewall is not None:
+            if self.firewall.package not in self.packages:
+                self.packages = [*self.packages, self.firewall.package]
+            unit = FIREWALL_UNITS[self.firewall.backend]
+            for name in self.services:
+                if _unit_file_name(name) == unit:
+                    raise SpecError(
+                        f"Node.services[{name!r}]: Node.firewall makes {unit} (its {self.firewall.backend} backend); "
+                        "put the rules in Firewall(...) or drop Node.firewall"
+                    )
         for package in self.packages:
             if not _PACKAGE.fullmatch(package):
                 raise SpecError(

@@ -130,7 +130,9 @@ def test_firewall_in_the_config_layer_iptables_as_nixos_by_default() -> None:
     unit = entries["config/etc/systemd/system/firewall.service"][2].decode()
     assert "ExecStart=iptables-restore -w --noflush /etc/vmrig/firewall/rules4\n" in unit
     assert "ExecStart=ip6tables-restore -w --noflush /etc/vmrig/firewall/rules6\n" in unit
-    assert "ExecStop=/bin/sh /etc/vmrig/firewall/stop" in unit and "Before=network-pre.target" in unit
+    assert "ExecStop=/bin/bash -e /etc/vmrig/firewall/stop" in unit and "Before=network-pre.target" in unit
+    assert unit.index("ExecStart=/bin/bash /etc/vmrig/firewall/clean") < unit.index("ExecStart=iptables-restore")
+    assert "ExecReload=/bin/bash /etc/vmrig/firewall/clean" in unit
     assert "config/etc/systemd/system/sysinit.target.wants/firewall.service" in entries
     rules4 = entries["config/etc/vmrig/firewall/rules4"][2].decode()
     rules6 = entries["config/etc/vmrig/firewall/rules6"][2].decode()
@@ -144,8 +146,12 @@ def test_firewall_in_the_config_layer_iptables_as_nixos_by_default() -> None:
         assert rules.index("-A nixos-fw -j nixos-fw-log-refuse") < rules.index("-A INPUT -j nixos-fw")
         assert "-m rpfilter --validmark -j RETURN" in rules and "-A PREROUTING -j nixos-fw-rpfilter" in rules
     assert "echo-request" not in rules4 and "--icmpv6-type redirect -j DROP" in rules6
+    # A stop unhooks the chains and keeps them, as NixOS's; the next start's clean-up deletes them first.
     stop = entries["config/etc/vmrig/firewall/stop"][2].decode()
-    assert "iptables -w -D INPUT -j nixos-fw 2>/dev/null" in stop and "ip6tables -w -X nixos-fw 2>/dev/null" in stop
+    assert "while ip6tables -w -D INPUT -j nixos-fw 2>/dev/null; do :; done" in stop and "-X" not in stop
+    clean = entries["config/etc/vmrig/firewall/clean"][2].decode()
+    assert clean.startswith("if [ -e /run/vmrig-firewall.started ]; then\n")
+    assert "ip6tables -w -t filter -X nixos-fw" in clean
 
 
 def test_firewall_extra_commands_run_before_the_final_refusal() -> None:
@@ -155,11 +161,14 @@ def test_firewall_extra_commands_run_before_the_final_refusal() -> None:
     assert "-j nixos-fw-log-refuse" not in files["/etc/vmrig/firewall/rules4"].decode()
     extra = files["/etc/vmrig/firewall/extra"].decode()
     assert extra.startswith("ip46tables() {") and extra.endswith("--dport 9 -j nixos-fw-accept\n")
-    assert "-A nixos-fw -j nixos-fw-log-refuse\n-A INPUT -j nixos-fw" in files["/etc/vmrig/firewall/tail6"].decode()
+    assert (
+        files["/etc/vmrig/firewall/tail"]
+        == b"*filter\n-A nixos-fw -j nixos-fw-log-refuse\n-A INPUT -j nixos-fw\nCOMMIT\n"
+    )
     assert "REJECT --reject-with tcp-reset" in files["/etc/vmrig/firewall/rules4"].decode()
     unit = guest_firewall(Firewall(extra_commands="true")).units["firewall.service"].decode()
-    assert unit.index("ExecStart=/bin/sh -e /etc/vmrig/firewall/extra") < unit.index(
-        "ExecStart=iptables-restore -w --noflush /etc/vmrig/firewall/tail4"
+    assert unit.index("ExecStart=/bin/bash -e /etc/vmrig/firewall/extra") < unit.index(
+        "ExecStart=iptables-restore -w --noflush /etc/vmrig/firewall/tail"
     )
 
 
@@ -172,7 +181,11 @@ def test_firewall_with_the_nftables_backend_is_debians_nftables_service() -> Non
         b"/usr/lib/systemd/system/nftables.service"
     )
     conf = entries["config/etc/nftables.conf"][2].decode()
-    assert conf.startswith("#!/usr/sbin/nft -f\nflush ruleset\n") and "table inet nixos-fw {" in conf
+    # Only its own table is replaced, and a stop deletes only it (Debian's unit flushes every table).
+    assert conf.startswith("#!/usr/sbin/nft -f\ntable inet nixos-fw\ndelete table inet nixos-fw\n")
+    assert "table inet nixos-fw {" in conf and "flush ruleset" not in conf
+    drop_in = entries["config/etc/systemd/system/nftables.service.d/50-vmrig.conf"][2]
+    assert drop_in == b"[Service]\nExecStop=\nExecStop=-nft delete table inet nixos-fw\n"
     assert "policy drop;" in conf and 'iifname { "lo" } accept' in conf and "tcp dport { 80 } accept" in conf
     assert "icmp type echo-request limit rate 1/minute burst 5 packets accept" in conf
     assert "fib saddr . mark . iif oif exists accept" in conf and 'log prefix "refused connection: "' in conf

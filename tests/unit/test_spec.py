@@ -290,6 +290,21 @@ def test_defaults() -> None:
             "(up to 15 letters, digits or '_.:-', optionally ending in '*' or '+')",
         ),
         (
+            lambda: Firewall(ping_limit="1/minute burst 5 packets"),
+            "Firewall.ping_limit: '1/minute burst 5 packets' is not in the iptables backend's words, "
+            "e.g. '--limit 1/minute --limit-burst 5'",
+        ),
+        (
+            lambda: Firewall(backend="nftables", ping_limit="--limit 1/minute"),
+            "Firewall.ping_limit: '--limit 1/minute' is not in the nftables backend's words, "
+            "e.g. '1/minute burst 5 packets'",
+        ),
+        (
+            lambda: Node(firewall=Firewall(), services={"firewall": Service(exec_start="/bin/true")}),
+            "Node.services['firewall']: Node.firewall makes firewall.service (its iptables backend); "
+            "put the rules in Firewall(...) or drop Node.firewall",
+        ),
+        (
             lambda: Firewall(backend="ipchains"),
             "Firewall.backend: 'ipchains' is not one of iptables, nftables",
         ),

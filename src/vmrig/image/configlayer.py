@@ -16,8 +16,8 @@ import shlex
 from dataclasses import dataclass, field
 
 from vmrig.contract import GUEST_DIR
-from vmrig.image import firewall
 from vmrig.image.cpio import CpioWriter
+from vmrig.image.firewall import guest_firewall
 from vmrig.netcard import interface_name
 from vmrig.spec import Node
 
@@ -278,11 +278,11 @@ def config_layer(
         _add_parents(archive, path, seen)
         archive.symlink("config" + path, target)
 
-    def unit(name: str, text: bytes, *wanted_by: str) -> None:
+    def unit(unit_name: str, text: bytes, *wanted_by: str) -> None:
         """A unit file in /etc/systemd/system, enabled for each of `wanted_by` as `systemctl enable` does."""
-        put(f"/etc/systemd/system/{name}", text)
+        put(f"/etc/systemd/system/{unit_name}", text)
         for target in wanted_by:
-            link(f"/etc/systemd/system/{target}.wants/{name}", f"/etc/systemd/system/{name}")
+            link(f"/etc/systemd/system/{target}.wants/{unit_name}", f"/etc/systemd/system/{unit_name}")
 
     # The driver's end of the guest contract, always the version this driver speaks.
     put("/usr/lib/vmrig/backdoor", (GUEST_DIR / "backdoor").read_bytes(), 0o755)
@@ -302,8 +302,9 @@ def config_layer(
     for journal, target in JOURNAL_UNITS.items():
         unit(journal, (GUEST_DIR / journal).read_bytes(), target)
     # The initramfs has set every address (without duplicate address detection)
-    # before systemd starts, so the network is online from the first unit on.
-    # Nothing else pulls these targets in here; NixOS test VMs reach both.
+    # before systemd starts; the cards' network-addresses units (NixOS's) only
+    # find them there. Nothing else pulls these targets in here; NixOS test VMs
+    # reach both.
     for target in NETWORK_TARGETS:
         link(f"/etc/systemd/system/multi-user.target.wants/{target}", f"/usr/lib/systemd/system/{target}")
     for interface in network.interfaces:
@@ -322,7 +323,7 @@ def config_layer(
         data = entry.content.encode() if isinstance(entry.content, str) else entry.content
         put(path, data, entry.mode)
     if node.firewall is not None:
-        guest = firewall.guest_firewall(node.firewall)
+        guest = guest_firewall(node.firewall)
         for path, content in guest.files.items():
             put(path, content)
         for fw_unit, fw_text in guest.units.items():

@@ -6,26 +6,33 @@
   `iptables-restore` per address family, not NixOS's one `iptables` exec per
   rule: an exec costs tens of milliseconds under TCG, early in the boot.
 - nftables (firewall-nftables.nix): Debian's `nftables.service` loads
-  `/etc/nftables.conf`, which holds the table `inet nixos-fw`.
+  `/etc/nftables.conf`, which replaces only the table `inet nixos-fw` (other
+  tables, iptables-nft's among them, stay), and a stop deletes only that
+  table, as NixOS's nftables.service does.
 
-Either unit has NixOS's name and NixOS's place in the boot (wanted by
-sysinit.target, before network-pre.target), so scripts that
-`wait_for_unit("firewall")` or `wait_for_unit("nftables")` run unchanged.
+Either unit has NixOS's name, so scripts that `wait_for_unit("firewall")` or
+`wait_for_unit("nftables")` run unchanged, and starts before network-pre.target
+(both are wanted by sysinit.target here; NixOS's nftables.service is wanted by
+multi-user.target, later).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vmrig.spec import Firewall, FirewallPorts
+from vmrig.spec import FIREWALL_UNITS, Firewall, FirewallPorts
 
 NFT_TABLE = "inet nixos-fw"
 NFTABLES_CONF = "/etc/nftables.conf"
-NFTABLES_UNIT = "nftables.service"  # Debian's
-IPTABLES_UNIT = "firewall.service"
+NFTABLES_UNIT = FIREWALL_UNITS["nftables"]  # Debian's
+# Debian's stop flushes every table; NixOS's deletes only its own.
+NFTABLES_DROP_IN = f"[Service]\nExecStop=\nExecStop=-nft delete table {NFT_TABLE}\n"
+IPTABLES_UNIT = FIREWALL_UNITS["iptables"]
 RULES_DIR = "/etc/vmrig/firewall"
 CHAINS = ("nixos-fw-accept", "nixos-fw-refuse", "nixos-fw-log-refuse", "nixos-fw")
 RPFILTER_CHAIN = "nixos-fw-rpfilter"
+# Made by the first start of a boot (in /run, so a reboot forgets it).
+STARTED_MARKER = "/run/vmrig-firewall.started"
 FAMILIES = {4: "iptables", 6: "ip6tables"}
 # NixOS's helper, which extraCommands and extraStopCommands often call.
 IP46TABLES = 'ip46tables() {\n    iptables -w "$@"\n    ip6tables -w "$@"\n}\n'
@@ -43,12 +50,17 @@ class GuestFirewall:
 def guest_firewall(firewall: Firewall) -> GuestFirewall:
     """The guest's side of `firewall`, for its backend."""
     if firewall.backend == "nftables":
-        return GuestFirewall(files={NFTABLES_CONF: nftables_conf(firewall).encode()}, enable=[NFTABLES_UNIT])
+        files = {
+            NFTABLES_CONF: nftables_conf(firewall).encode(),
+            f"/etc/systemd/system/{NFTABLES_UNIT}.d/50-vmrig.conf": NFTABLES_DROP_IN.encode(),
+        }
+        return GuestFirewall(files=files, enable=[NFTABLES_UNIT])
     files = {f"{RULES_DIR}/rules{family}": iptables_rules(firewall, family).encode() for family in FAMILIES}
+    files[f"{RULES_DIR}/clean"] = _iptables_clean().encode()
     files[f"{RULES_DIR}/stop"] = _iptables_stop(firewall).encode()
     if firewall.extra_commands:
         files[f"{RULES_DIR}/extra"] = (IP46TABLES + firewall.extra_commands.rstrip("\n") + "\n").encode()
-        files |= {f"{RULES_DIR}/tail{family}": _iptables_tail(family).encode() for family in FAMILIES}
+        files[f"{RULES_DIR}/tail"] = "".join(f"{line}\n" for line in ["*filter", *TAIL_RULES, "COMMIT"]).encode()
     return GuestFirewall(files=files, units={IPTABLES_UNIT: _iptables_unit(firewall).encode()})
 
 
@@ -59,20 +71,18 @@ def _iptables_name(interface: str) -> str:
     return interface[:-1] + "+" if interface.endswith("*") else interface
 
 
+# The last rules, loaded after extra_commands as NixOS runs them: the final refusal, then INPUT's jump.
+TAIL_RULES = ("-A nixos-fw -j nixos-fw-log-refuse", "-A INPUT -j nixos-fw")
+
+
 def _iptables_ports(ports: FirewallPorts, interface: str | None) -> list[str]:
     match = f" -i {_iptables_name(interface)}" if interface else ""
     rules = []
     for protocol in ("tcp", "udp"):
-        wanted = [str(port) for port in getattr(ports, f"allowed_{protocol}_ports")]
-        wanted += [f"{low}:{high}" for low, high in getattr(ports, f"allowed_{protocol}_port_ranges")]
+        single, ranges = ports.ports(protocol)
+        wanted = [str(port) for port in single] + [f"{low}:{high}" for low, high in ranges]
         rules += [f"-A nixos-fw -p {protocol} --dport {port} -j nixos-fw-accept{match}" for port in wanted]
     return rules
-
-
-def _iptables_tail(family: int) -> str:
-    """The last rules, loaded after extra_commands as NixOS runs them: the final refusal, then INPUT's jump."""
-    del family  # the same for both families
-    return "*filter\n-A nixos-fw -j nixos-fw-log-refuse\n-A INPUT -j nixos-fw\nCOMMIT\n"
 
 
 def iptables_rules(firewall: Firewall, family: int) -> str:
@@ -118,7 +128,7 @@ def iptables_rules(firewall: Firewall, family: int) -> str:
     lines = ["*filter", *(f":{chain} - [0:0]" for chain in CHAINS), "-A nixos-fw-accept -j ACCEPT"]
     lines += refuse + log_refuse + main
     if not firewall.extra_commands:
-        lines += _iptables_tail(family).splitlines()[1:-1]
+        lines += TAIL_RULES
     lines.append("COMMIT")
     if firewall.check_reverse_path:
         loose = " --loose" if firewall.check_reverse_path == "loose" else ""
@@ -136,26 +146,47 @@ def iptables_rules(firewall: Firewall, family: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _iptables_stop(firewall: Firewall) -> str:
-    """sh that removes what the rules files added (quietly: a failed start may have added only part of it)."""
-    lines = []
+def _unhook() -> list[str]:
+    """The commands that take the chains out of the packets' path (each jump as often as a failed start added it)."""
+    return [
+        f"while {command} -w {jump} 2>/dev/null; do :; done"
+        for command in FAMILIES.values()
+        for jump in ("-D INPUT -j nixos-fw", f"-t mangle -D PREROUTING -j {RPFILTER_CHAIN}")
+    ]
+
+
+def _iptables_clean() -> str:
+    """bash run before every start, as NixOS's firewall-start begins: no jump or chain of an earlier start is left.
+
+    The first start of a boot finds the marker file missing and runs no
+    iptables at all: some 24 execs, each tens of milliseconds under TCG, early
+    in the boot.
+    """
+    lines = _unhook()
     for command in FAMILIES.values():
-        lines += [f"{command} -w -D INPUT -j nixos-fw", f"{command} -w -t mangle -D PREROUTING -j {RPFILTER_CHAIN}"]
-        lines += [f"{command} -w -F {chain}" for chain in CHAINS]
-        lines += [f"{command} -w -X {chain}" for chain in CHAINS]
-        lines += [f"{command} -w -t mangle -F {RPFILTER_CHAIN}", f"{command} -w -t mangle -X {RPFILTER_CHAIN}"]
-    script = "".join(f"{line} 2>/dev/null\n" for line in lines)
+        for table, chains in (("filter", CHAINS), ("mangle", (RPFILTER_CHAIN,))):
+            lines += [f"{command} -w -t {table} -F {chain} 2>/dev/null" for chain in chains]
+            lines += [f"{command} -w -t {table} -X {chain} 2>/dev/null" for chain in chains]
+    body = "".join(f"    {line}\n" for line in lines)
+    return f"if [ -e {STARTED_MARKER} ]; then\n{body}fi\n: >{STARTED_MARKER}\n"
+
+
+def _iptables_stop(firewall: Firewall) -> str:
+    """bash for a stop, as NixOS's firewall-stop: the chains are unhooked (they stay), then extra_stop_commands."""
+    script = "".join(f"{line}\n" for line in _unhook())
     if firewall.extra_stop_commands:
         script += IP46TABLES + firewall.extra_stop_commands.rstrip("\n") + "\n"
-    return script + "true\n"
+    return script
 
 
 def _iptables_unit(firewall: Firewall) -> str:
-    start = [f"{command}-restore -w --noflush {RULES_DIR}/rules{family}" for family, command in FAMILIES.items()]
+    # bash, as NixOS runs these scripts (extra_commands may use bash's syntax); -e: a failing command fails the unit.
+    start = [f"/bin/bash {RULES_DIR}/clean"]
+    start += [f"{command}-restore -w --noflush {RULES_DIR}/rules{family}" for family, command in FAMILIES.items()]
     if firewall.extra_commands:
-        start.append(f"/bin/sh -e {RULES_DIR}/extra")
-        start += [f"{command}-restore -w --noflush {RULES_DIR}/tail{family}" for family, command in FAMILIES.items()]
-    stop = f"/bin/sh {RULES_DIR}/stop"
+        start.append(f"/bin/bash -e {RULES_DIR}/extra")
+        start += [f"{command}-restore -w --noflush {RULES_DIR}/tail" for command in FAMILIES.values()]
+    stop = f"/bin/bash -e {RULES_DIR}/stop"
     return (
         "[Unit]\n"
         "Description=Firewall\n"
@@ -169,7 +200,6 @@ def _iptables_unit(firewall: Firewall) -> str:
         "Type=oneshot\n"
         "RemainAfterExit=yes\n"
         + "".join(f"ExecStart={command}\n" for command in start)
-        + f"ExecReload={stop}\n"
         + "".join(f"ExecReload={command}\n" for command in start)
         + f"ExecStop={stop}\n"
     )
@@ -186,10 +216,10 @@ def _nft_ports(ports: FirewallPorts, interface: str | None) -> list[str]:
     match = f'iifname "{_nft_name(interface)}" ' if interface else ""
     rules = []
     for protocol in ("tcp", "udp"):
-        single = [str(port) for port in getattr(ports, f"allowed_{protocol}_ports")]
-        ranges = [f"{low}-{high}" for low, high in getattr(ports, f"allowed_{protocol}_port_ranges")]
-        if single or ranges:
-            rules.append(f"{match}{protocol} dport {{ {', '.join(single + ranges)} }} accept")
+        single, ranges = ports.ports(protocol)
+        wanted = [str(port) for port in single] + [f"{low}-{high}" for low, high in ranges]
+        if wanted:
+            rules.append(f"{match}{protocol} dport {{ {', '.join(wanted)} }} accept")
     return rules
 
 
@@ -248,5 +278,5 @@ def nft_table(firewall: Firewall) -> str:
 
 
 def nftables_conf(firewall: Firewall) -> str:
-    """/etc/nftables.conf: every rule replaced by the firewall's table, as NixOS's nftables.service does."""
-    return "#!/usr/sbin/nft -f\nflush ruleset\n\n" + nft_table(firewall)
+    """/etc/nftables.conf: the firewall's table replaced as a whole (`nft -f` is atomic), other tables kept."""
+    return f"#!/usr/sbin/nft -f\ntable {NFT_TABLE}\ndelete table {NFT_TABLE}\n\n" + nft_table(firewall)

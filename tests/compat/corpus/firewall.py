@@ -85,6 +85,11 @@ with subtest("extraCommands open a port, and a reload keeps the rules"):
 with subtest("stopping the firewall opens the port, starting it closes it"):
     server.systemctl("stop firewall")
     client.succeed("nc -z -w 3 server 8080")
+    server.succeed("iptables -L nixos-fw -n >/dev/null")  # unhooked, still there, as on NixOS
+    client.systemctl("stop nftables")
+    server.succeed("nc -z -w 3 client 1234")
+    client.systemctl("start nftables")
+    server.fail("nc -z -w 3 client 1234")
     server.systemctl("start firewall")
     server.wait_for_unit("firewall.service")
     client.fail("nc -z -w 3 server 8080")
