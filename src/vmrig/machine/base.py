@@ -208,5 +208,11 @@ class MachineBase(abc.ABC):
 
     @abc.abstractmethod
     def _run(
-        self, command: str, *, timeout: float | None = DEFAULT_TIMEOUT, stdin: bytes | None = None, wait: bool = True
+        self,
+        command: str,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        stdin: bytes | None = None,
+        wait: bool = True,
+        moves_clock: bool = False,
     ) -> tuple[int, bytes]: ...

@@ -185,7 +185,9 @@ class Lifecycle(Snapshots, Backdoor):
             fixup = self._load_snapshot(restore_from)
             # Sent now, the fix-up runs while the driver starts the other machines: a
             # restored guest's first exec takes most of a second under TCG.
-            self._fixup = self._send_command(fixup, timeout=FIXUP_TIMEOUT)
+            # No guest watchdog (timeout=None): it times by the wall clock, which the
+            # fix-up moves; _finish_restore bounds the wait on the host (see _run's moves_clock).
+            self._fixup = self._send_command(fixup, timeout=None)
 
     def connect(self) -> None:
         """Starts the machine if needed and waits until its backdoor shell answers."""
@@ -253,7 +255,7 @@ class Lifecycle(Snapshots, Backdoor):
             self._boot_hooks_due = bool(self.boot_hooks)
         decoder, self._fixup = self._fixup, None
         if decoder is None:
-            decoder = self._send_command(snapshot.fixup_command(), timeout=FIXUP_TIMEOUT)
+            decoder = self._send_command(snapshot.fixup_command(), timeout=None)  # as in start()
         status, output = self._collect(decoder, "the restored guest's clock and RNG fix-up", FIXUP_TIMEOUT)
         if status != 0:
             failure = output.decode(errors="replace").strip() or f"exit status {status}"

@@ -277,7 +277,7 @@ class Snapshots(Monitor):
         """
         offset = self._guest_clock_offset()
         command = snapshot.fixup_command() if offset is None else snapshot.fixup_command(shift=-offset)
-        status, output = self._run(command, timeout=FIXUP_TIMEOUT)
+        status, output = self._run(command, timeout=FIXUP_TIMEOUT, moves_clock=True)
         if status != 0:
             raise self._broken(f"{what} failed: {output.decode(errors='replace').strip()}")
 
