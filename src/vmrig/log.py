@@ -93,6 +93,7 @@ class Logger:
         self._case_stack: list[_Case] = [self._main]
         self._junit_path: Path | None = None
         self._suite_name = ""
+        self._interrupt_reason: str | None = None
 
     @property
     def stream(self) -> TextIO:
@@ -204,6 +205,13 @@ class Logger:
                         case.failures.append(str(exc) or type(exc).__name__)
                         case.details.append(describe(exc) if describe else "".join(traceback.format_exception(exc)))
                     raise
+                except KeyboardInterrupt as exc:
+                    # Ctrl-C, or the global timeout's SIGINT when it beats the failing command.
+                    with self._lock:
+                        reason = self._interrupt_reason or "interrupted (KeyboardInterrupt)"
+                        case.failures.append(reason)
+                        case.details.append(reason + "\n" + "".join(traceback.format_exception(exc)))
+                    raise
         finally:
             with self._lock:
                 case.duration = time.monotonic() - case.started
@@ -220,6 +228,11 @@ class Logger:
         with self._lock:
             self._junit_path = Path(path)
             self._suite_name = suite_name
+
+    def interrupting(self, reason: str) -> None:
+        """Say why the script is about to be interrupted (SIGINT): the subtests it ends record `reason`."""
+        with self._lock:
+            self._interrupt_reason = reason
 
     def mark_failed(self, message: str) -> None:
         """Mark the current case (`main` outside any subtest) as failed."""

@@ -295,3 +295,24 @@ def test_serial_lines_from_threads_never_break_lines() -> None:
     assert len(lines) > 800
     for line in lines:
         assert allowed.fullmatch(line), repr(line)
+
+
+def test_an_interrupted_subtest_records_why(tmp_path: Path) -> None:
+    report = tmp_path / "junit.xml"
+    logger, _ = make_logger()
+    logger.junit(report, "suite")
+    with pytest.raises(KeyboardInterrupt), logger.subtest("ctrl-c"):
+        raise KeyboardInterrupt
+    # The global timeout's SIGINT can end a command before the released machine's error does.
+    logger.interrupting("QEMU was stopped because the global timeout of 60 seconds was reached")
+    with pytest.raises(KeyboardInterrupt), logger.subtest("sleeping"):
+        raise KeyboardInterrupt
+    logger.write_junit()
+
+    cases = cases_by_name(read_junit(report))
+    ctrl_c = cases["ctrl-c"].find("failure")
+    assert ctrl_c is not None
+    assert ctrl_c.attrib["message"] == "interrupted (KeyboardInterrupt)"
+    sleeping = cases["sleeping"].find("failure")
+    assert sleeping is not None
+    assert sleeping.attrib["message"] == "QEMU was stopped because the global timeout of 60 seconds was reached"

@@ -474,8 +474,11 @@ class Driver:
         self.logger.error("timeout reached; test terminating...")
         # The script's command may still hold a machine's channel: its terminal is then left out.
         report.save_evidence(self.logger, self.all_machines(), self.out_dir, wait=2.0)
+        reason = f"the global timeout of {self.global_timeout:g} seconds was reached"
+        # The SIGINT below may end the script's command before the released machine's error does.
+        self.logger.interrupting(f"QEMU was stopped because {reason}")
         for machine in self.all_machines():
-            machine.release(reason=f"the global timeout of {self.global_timeout:g} seconds was reached")
+            machine.release(reason=reason)
         # A real SIGINT, unlike _thread.interrupt_main(), also ends a sleep or a
         # blocking read in the script.
         signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
