@@ -2,6 +2,7 @@
 
 from vmrig.spec import (
     X11,
+    EmptyDisk,
     File,
     Firewall,
     FirewallPorts,
@@ -16,6 +17,7 @@ from vmrig.spec import (
 
 __all__ = [
     "X11",
+    "EmptyDisk",
     "File",
     "Firewall",
     "FirewallPorts",

@@ -52,6 +52,10 @@ SERVICE_TYPES = ("simple", "exec", "forking", "oneshot", "notify", "dbus", "idle
 RESTART_VALUES = ("no", "on-success", "on-failure", "on-abnormal", "on-watchdog", "on-abort", "always")
 # MiB: Node.disk_size's default, and the least size of an image's file system.
 DEFAULT_DISK_MIB = 4096
+# The root disk's virtio serial (/dev/disk/by-id/virtio-root), NixOS's rootDriveSerialAttr.
+ROOT_DISK_SERIAL = "root"
+# Node.empty_disks: each is a PCI device, and the root bus has 32 slots.
+MAX_EMPTY_DISKS = 16
 SUITES = ("bookworm", "trixie", "forky", "sid", "testing", "stable", "oldstable", "unstable")
 UNIT_TYPES = (
     "service",
@@ -69,6 +73,7 @@ UNIT_TYPES = (
 
 _UNIT_NAME = re.compile(r"[A-Za-z0-9:_.@-]+")
 # Debian policy 5.6.1 for the name; apt's `pkg=version` and `pkg/suite` forms.
+_DISK_SERIAL = re.compile(r"[A-Za-z0-9._-]{1,20}")
 _PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:_-]+|/[A-Za-z0-9.-]+)?")
 # What NixOS accepts as a host name (networking.hostName): letters, digits, '-' and '_'.
 _NODE_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_-]*[A-Za-z0-9])?")
@@ -521,6 +526,34 @@ class SharedDirectory:
             raise SpecError(f"SharedDirectory.source: path {self.source!r} contains a NUL byte")
 
 
+@_spec_class
+class EmptyDisk:
+    """An empty disk of a node (an entry of `Node.empty_disks`, where a plain int is its size).
+
+    NixOS's `virtualisation.emptyDiskImages`: `size` in MiB; the disks are
+    virtio disks after the root disk (/dev/vda), so /dev/vdb, /dev/vdc, ...
+    in the order given. `serial` (at most 20 letters, digits and '._-', as
+    NixOS's `driveConfig.deviceExtraOpts.serial`) also names the disk
+    /dev/disk/by-id/virtio-<serial>. A disk is made empty when a run starts
+    and keeps what the guest writes across reboots of that run (and across
+    runs with --keep-vm-state).
+    """
+
+    size: int
+    serial: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+        _in_range(self.size, 1, None, "EmptyDisk.size (MiB)")
+        if self.serial is not None and not _DISK_SERIAL.fullmatch(self.serial):
+            raise SpecError(
+                f"EmptyDisk.serial: invalid serial {self.serial!r} "
+                "(1 to 20 letters, digits and '._-'; virtio disks keep 20 bytes of it)"
+            )
+        if self.serial == ROOT_DISK_SERIAL:
+            raise SpecError(f"EmptyDisk.serial: {ROOT_DISK_SERIAL!r} is the root disk's serial, as on NixOS")
+
+
 # What the X11 preset installs: Debian's generic kernel (the cloud kernel has no DRM
 # driver for QEMU's VGA), Xorg, IceWM (the window manager of NixOS's X11 tests),
 # xterm and the X utilities that scripts and wait_for_x/get_window_names call.
@@ -763,6 +796,8 @@ class Node:
     x11: X11 | None = None
     # NixOS's default firewall (networking.firewall); None: no firewall, every port open.
     firewall: Firewall | None = None
+    # NixOS's virtualisation.emptyDiskImages: sizes in MiB, or EmptyDisk(size=..., serial=...).
+    empty_disks: list[int | EmptyDisk] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _check_fields(self)
@@ -811,6 +846,7 @@ class Node:
             host_ports.add(host_port)
         self._check_addresses()
         self._check_shared_directories()
+        self._check_empty_disks()
 
     def _apply_x11(self, x11: X11) -> None:
         """Adds what X11 stands for to the node's own fields (again after dataclasses.replace: idempotent)."""
@@ -856,6 +892,22 @@ class Node:
                 if ip in seen:
                     raise SpecError(f"{where}: {ip} is listed twice")
                 seen.add(ip)
+
+    def _check_empty_disks(self) -> None:
+        if len(self.empty_disks) > MAX_EMPTY_DISKS:
+            raise SpecError(f"Node.empty_disks: at most {MAX_EMPTY_DISKS} disks, got {len(self.empty_disks)}")
+        serials: set[str] = set()
+        for index, disk in enumerate(self.empty_disks):
+            if isinstance(disk, int):
+                _in_range(disk, 1, None, f"Node.empty_disks[{index}] (MiB)")
+            elif disk.serial is not None:
+                if disk.serial in serials:
+                    raise SpecError(f"Node.empty_disks[{index}]: serial {disk.serial!r} is used twice")
+                serials.add(disk.serial)
+
+    def disks(self) -> list[EmptyDisk]:
+        """`empty_disks` with plain sizes wrapped in EmptyDisk: /dev/vdb first."""
+        return [disk if isinstance(disk, EmptyDisk) else EmptyDisk(size=disk) for disk in self.empty_disks]
 
     def _check_shared_directories(self) -> None:
         for guest_path, share in self.shared_directories.items():

@@ -18,7 +18,7 @@ from vmrig.machine.console import SerialConsole, search_console
 from vmrig.machine.systemd import wait_unit_for
 from vmrig.net.plan import NetworkPlan, network_cards
 from vmrig.scriptnames import public_attributes
-from vmrig.spec import Node
+from vmrig.spec import EmptyDisk, Node
 from vmrig.timeouts import TimeoutScale
 
 
@@ -235,9 +235,9 @@ def machine_of_run(tmp_path: Path, run: str, vlans: list[int]) -> Machine:
     )
 
 
-def test_the_vlan_cards_plug_into_the_runs_switches(tmp_path: Path) -> None:
-    machine = machine_of_run(tmp_path, "run", [1, 2, 2])
-    argv = qemu.command(
+def argv_of(machine: Machine, tmp_path: Path) -> list[str]:
+    """The machine's QEMU command line, with made-up descriptors and files in `tmp_path`."""
+    return qemu.command(
         machine.config,
         initrd=tmp_path / "i",
         overlay=tmp_path / "o",
@@ -245,7 +245,12 @@ def test_the_vlan_cards_plug_into_the_runs_switches(tmp_path: Path) -> None:
         qmp_fd=4,
         data_fd=5,
         allow_reboot=False,
+        empty_disks=machine._empty_disk_files(),
     )
+
+
+def test_the_vlan_cards_plug_into_the_runs_switches(tmp_path: Path) -> None:
+    argv = argv_of(machine_of_run(tmp_path, "run", [1, 2, 2]), tmp_path)
     assert [argv[i + 1] for i, part in enumerate(argv) if part == "-netdev"][1:] == [
         f"vde,id=vlan1,sock={tmp_path}/run/vde1.ctl",
         f"vde,id=vlan2,sock={tmp_path}/run/vde2.ctl",
@@ -368,3 +373,33 @@ def test_search_console_maps_a_match_back_to_the_text_as_it_came() -> None:
     assert search_console(re.compile("absent"), text) is None
     # A message at the start of a line interrupts nothing: it stays.
     assert search_console(re.compile("ab"), "a\n[    1.000000] x\nb") is None
+
+
+def test_empty_disks_follow_the_root_disk_with_their_serials(tmp_path: Path) -> None:
+    machine = machine_of_run(tmp_path, "run", [1])
+    machine.config.empty_disks = Node(empty_disks=[64, EmptyDisk(size=32, serial="data")]).disks()
+    argv = argv_of(machine, tmp_path)
+    disks = [argv[i + 1] for i, part in enumerate(argv) if part == "-device" and "virtio-blk" in argv[i + 1]]
+    # The root disk is the first virtio disk (/dev/vda), with NixOS's serial; then vdb, vdc.
+    assert disks == [
+        "virtio-blk-pci,drive=root,serial=root",
+        "virtio-blk-pci,drive=empty0",
+        "virtio-blk-pci,drive=empty1,serial=data",
+    ]
+    drives = [argv[i + 1] for i, part in enumerate(argv) if part == "-drive"]
+    assert drives[1:] == [
+        f"file={tmp_path}/run/vm-state-n/n-empty0.qcow2,if=none,id=empty0,format=qcow2,werror=report",
+        f"file={tmp_path}/run/vm-state-n/n-empty1.qcow2,if=none,id=empty1,format=qcow2,werror=report",
+    ]
+
+
+def test_empty_disks_are_part_of_the_booted_snapshot_key(tmp_path: Path) -> None:
+    first = machine_of_run(tmp_path, "vmrig-first", [1])
+    second = machine_of_run(tmp_path, "vmrig-2nd", [1])
+    first.config.empty_disks = [EmptyDisk(size=64)]
+    second.config.empty_disks = [EmptyDisk(size=64)]
+    assert first._snapshot_key(allow_reboot=False) == second._snapshot_key(allow_reboot=False)
+    second.config.empty_disks = [EmptyDisk(size=128)]
+    assert first._snapshot_key(allow_reboot=False) != second._snapshot_key(allow_reboot=False)
+    second.config.empty_disks = [EmptyDisk(size=64, serial="data")]
+    assert first._snapshot_key(allow_reboot=False) != second._snapshot_key(allow_reboot=False)

@@ -15,6 +15,7 @@ import pytest
 from vmrig.errors import TestFileError
 from vmrig.spec import (
     X11,
+    EmptyDisk,
     File,
     Firewall,
     FirewallPorts,
@@ -658,3 +659,23 @@ def test_the_x11_preset_keeps_what_the_node_says_and_survives_replace() -> None:
 def test_x11_mistakes(build: Any, message: str) -> None:
     with pytest.raises(SpecError, match=re.escape(message)):
         build()
+
+
+def test_empty_disks_are_sizes_or_empty_disks_with_serials() -> None:
+    node = Node(empty_disks=[512, EmptyDisk(size=64, serial="usb-key.1")])
+    assert node.disks() == [EmptyDisk(size=512), EmptyDisk(size=64, serial="usb-key.1")]
+    with spec_error("Node.empty_disks[1] (MiB): must be at least 1, got 0"):
+        Node(empty_disks=[512, 0])
+    with spec_error("Node.empty_disks[0]: expected int or EmptyDisk, got str '512M'"):
+        Node(empty_disks=["512M"])
+    with spec_error("Node.empty_disks[1]: serial 'data' is used twice"):
+        Node(empty_disks=[EmptyDisk(size=1, serial="data"), EmptyDisk(size=2, serial="data")])
+    with spec_error("EmptyDisk.serial: 'root' is the root disk's serial, as on NixOS"):
+        EmptyDisk(size=1, serial="root")
+    with spec_error(
+        "EmptyDisk.serial: invalid serial 'a serial that is far too long' "
+        "(1 to 20 letters, digits and '._-'; virtio disks keep 20 bytes of it)"
+    ):
+        EmptyDisk(size=1, serial="a serial that is far too long")
+    with spec_error("Node.empty_disks: at most 16 disks, got 17"):
+        Node(empty_disks=[1] * 17)

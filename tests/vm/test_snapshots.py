@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import REPO, BootedDriver, run_vmrig, short_tmp
 from vmrig.errors import MachineError
-from vmrig.spec import Node, SharedDirectory
+from vmrig.spec import EmptyDisk, Node, SharedDirectory
 
 pytestmark = pytest.mark.vm
 
@@ -157,6 +157,39 @@ def test_script_snapshot_and_restore(drivers: list[BootedDriver], tmp_path_facto
     assert_clock_right(machine)
     with pytest.raises(MachineError, match="nonexistent"):
         machine.restore("nonexistent")
+
+
+def test_empty_disks_are_empty_in_every_run_and_roll_back_with_the_machine(
+    drivers: list[BootedDriver], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    tmp = short_tmp(tmp_path_factory, "snapdisks")
+    node = unique_node(empty_disks=[64, EmptyDisk(size=32, serial="data")])
+    booted = boot(drivers, tmp, {"disks": node})
+    machine = booted.machine("disks")
+    # As on NixOS: the root disk is /dev/vda (serial "root"), the empty disks follow it.
+    assert machine.succeed("findmnt -no SOURCE /") == "/dev/vda\n"
+    assert machine.succeed("blockdev --getsize64 /dev/vdb /dev/vdc").split() == [str(64 << 20), str(32 << 20)]
+    assert machine.succeed("readlink -f /dev/disk/by-id/virtio-data /dev/disk/by-id/virtio-root").split() == [
+        "/dev/vdc",
+        "/dev/vda",
+    ]
+    is_blank = "cmp -n 1048576 /dev/vdb /dev/zero"
+    machine.succeed(is_blank)
+    machine.snapshot("blank")
+    machine.succeed("echo written-in-the-first-run | dd of=/dev/vdb oflag=direct conv=sync,fsync status=none")
+    machine.fail(is_blank)
+    machine.restore("blank")
+    machine.succeed(is_blank)
+    # What the guest writes stays on the disk across its reboots in a run.
+    machine.succeed("echo written-in-the-first-run | dd of=/dev/vdb oflag=direct conv=sync,fsync status=none")
+    machine.shutdown()
+    machine.start()
+    assert machine.succeed("head -c 25 /dev/vdb") == "written-in-the-first-run\n"
+    # Another run of the same node is restored from the same booted snapshot, with disks of its own.
+    again = boot(drivers, tmp, {"disks": node})
+    assert restored_from(again) == restored_from(booted)
+    again.machine("disks").succeed(is_blank)
+    assert again.machine("disks").succeed("blockdev --getsize64 /dev/vdc") == f"{32 << 20}\n"
 
 
 def test_a_node_with_a_shared_directory_boots_and_says_why(

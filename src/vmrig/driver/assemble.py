@@ -213,6 +213,7 @@ class Assembler:
             memory_mib=node.memory_size,
             cores=node.cores or default_cores(len(self.spec.nodes), self.host_cpus()),
             disk_mib=node.disk_size,
+            empty_disks=node.disks(),
             kernel_params=kernel_params,
             # The environment's QEMU options come last, after the node's.
             qemu_options=[*node.qemu_options, *shlex.split(self.environment.qemu_options)],

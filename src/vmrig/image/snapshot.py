@@ -12,6 +12,8 @@ layer). It holds:
     disk.qcow2   the first boot's overlay, frozen when the guest was stopped;
                  each restore writes to an overlay of its own on top of it
     overlay.qcow2  an empty overlay on disk.qcow2, which a restore copies
+    empty<N>.qcow2, empty<N>.overlay.qcow2
+                 the same two for each of the node's empty disks
     console.txt  what the console printed during that boot
     clock        the guest's wall clock when it was stopped for the save
     last-used    for `vmrig gc`
@@ -76,6 +78,21 @@ def create_overlay(overlay: Path, backing: Path, size_mib: int, *, unsafe: bool 
             f"{size_mib}M",
         ]
     )
+
+
+def create_disk(path: Path, size_mib: int) -> None:
+    """An empty qcow2 disk of `size_mib` MiB (a node's empty disk)."""
+    proc.run([proc.require_tool("qemu-img"), "create", "-q", "-f", "qcow2", path, f"{size_mib}M"])
+
+
+def empty_disk(index: int) -> str:
+    """The file name, in a snapshot, of the empty disk `index` (0: the guest's /dev/vdb) as it was saved."""
+    return f"empty{index}.qcow2"
+
+
+def empty_disk_overlay(index: int) -> str:
+    """The file name, in a snapshot, of the empty overlay on empty_disk(index) that a restore copies."""
+    return f"empty{index}.overlay.qcow2"
 
 
 def key(parts: Sequence[str]) -> str:

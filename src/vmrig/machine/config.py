@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Protocol
 
 from vmrig.netcard import NetworkCard
+from vmrig.spec import EmptyDisk
 from vmrig.timeouts import TimeoutScale
 
 KERNEL_PARAMS = (
@@ -67,6 +68,8 @@ class MachineConfig:
     memory_mib: int = 1024
     cores: int = 1
     disk_mib: int = 4096
+    # Disks the run makes empty (NixOS's emptyDiskImages): /dev/vdb, /dev/vdc, ...
+    empty_disks: list[EmptyDisk] = field(default_factory=list)
     kernel_params: list[str] = field(default_factory=list)
     qemu_options: list[str] = field(default_factory=list)
     accel: str = "tcg"

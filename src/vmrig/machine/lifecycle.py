@@ -74,6 +74,12 @@ class Lifecycle(Snapshots, Backdoor):
                 shutil.copyfile(template, overlay)
         if not overlay.exists():
             snapshot.create_overlay(overlay, backing or self.config.disk, self.config.disk_mib)
+        for index, (disk, path) in enumerate(zip(self.config.empty_disks, self._empty_disk_files(), strict=True)):
+            if backing is not None:
+                path.unlink(missing_ok=True)
+                shutil.copyfile(backing.parent / snapshot.empty_disk_overlay(index), path)
+            elif not path.exists():  # kept across the run's reboots, and with --keep-vm-state
+                snapshot.create_disk(path, disk.size)
         initrd = self.state_dir / "initrd.img"
         with open(initrd, "wb") as out:
             out.write(self.config.initrd.read_bytes())
@@ -105,6 +111,7 @@ class Lifecycle(Snapshots, Backdoor):
             control_fd=control_fd,
             ram=ram,
             incoming=incoming,
+            empty_disks=self._empty_disk_files(),
         )
 
     def start(self, allow_reboot: bool = False) -> None:

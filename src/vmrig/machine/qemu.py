@@ -9,11 +9,13 @@ arrive through the config too (the driver reads them).
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from pathlib import Path
 
 from vmrig import proc
 from vmrig.hostnet import LOOPBACK
 from vmrig.machine.config import KERNEL_PARAMS, MachineConfig, Viewer
+from vmrig.spec import ROOT_DISK_SERIAL
 
 QBOOT = Path("/usr/share/qemu/qboot.rom")
 # The guest CPU under TCG: QEMU's qemu64 with what x86-64-v2 adds to it (qemu64
@@ -34,9 +36,13 @@ def command(
     control_fd: int | None = None,
     ram: tuple[Path, bool] | None = None,
     incoming: bool = False,
+    empty_disks: Sequence[Path] = (),
 ) -> list[str]:
     """QEMU's command line. `ram`: guest memory in that file (shared, or mapped
-    copy-on-write), for snapshots; `incoming`: wait for a saved state (restore)."""
+    copy-on-write), for snapshots; `incoming`: wait for a saved state (restore);
+    `empty_disks`: the qcow2 files of the config's empty disks, in order."""
+    if len(empty_disks) != len(c.empty_disks):
+        raise ValueError(f"{c.name}: {len(c.empty_disks)} empty disks, {len(empty_disks)} files for them")
     params = [*KERNEL_PARAMS, *c.kernel_params]
     cmd: list[str] = [
         proc.require_tool("qemu-system-x86_64"),
@@ -74,8 +80,13 @@ def command(
         str(initrd),
         "-append",
         " ".join(params),
+        # The root disk first of the virtio disks, so it is /dev/vda before any empty disk
+        # (QEMU adds an if=virtio drive's device after every -device); serial as on NixOS.
         "-drive",
-        f"file={overlay},if=virtio,format=qcow2,discard=unmap",
+        f"file={overlay},if=none,id=root,format=qcow2,discard=unmap",
+        "-device",
+        f"virtio-blk-pci,drive=root,serial={ROOT_DISK_SERIAL}",
+        *_empty_disk_args(c, empty_disks),
         "-device",
         "virtio-serial",
         "-chardev",
@@ -147,6 +158,17 @@ def command(
         cmd.append("-no-reboot")
     cmd += c.qemu_options
     return cmd
+
+
+def _empty_disk_args(c: MachineConfig, files: Sequence[Path]) -> list[str]:
+    """NixOS's emptyDiskImages drives: virtio disks after the root disk; write errors reach the guest."""
+    args: list[str] = []
+    for index, (disk, path) in enumerate(zip(c.empty_disks, files, strict=True)):
+        drive = f"empty{index}"
+        args += ["-drive", f"file={path},if=none,id={drive},format=qcow2,werror=report"]
+        serial = f",serial={disk.serial}" if disk.serial is not None else ""
+        args += ["-device", f"virtio-blk-pci,drive={drive}{serial}"]
+    return args
 
 
 @functools.cache

@@ -83,6 +83,7 @@ class Snapshots(Monitor):
             allow_reboot=allow_reboot,
             shell_port_fd=6,
             control_fd=7,
+            empty_disks=[Path(snapshot.empty_disk(index)) for index in range(len(self.config.empty_disks))],
         )
         state = str(self.state_dir)
         return snapshot.key(
@@ -93,6 +94,7 @@ class Snapshots(Monitor):
                 hashlib.sha256(self.config.config_layer).hexdigest(),
                 self.config.neighbours,
                 str(self.config.initrd.stat().st_size),
+                *(f"empty disk of {disk.size} MiB" for disk in self.config.empty_disks),
             ]
         )
 
@@ -231,6 +233,11 @@ class Snapshots(Monitor):
         final = self._snapshot_final
         # Its restores copy this overlay: the disk's path in it is the published one.
         snapshot.create_overlay(scratch / snapshot.OVERLAY, final / snapshot.DISK, self.config.disk_mib, unsafe=True)
+        # The empty disks too: the guest may have written to them (or cached what it read) before the save.
+        for index, (disk, path) in enumerate(zip(self.config.empty_disks, self._empty_disk_files(), strict=True)):
+            shutil.move(path, scratch / snapshot.empty_disk(index))
+            overlay = scratch / snapshot.empty_disk_overlay(index)
+            snapshot.create_overlay(overlay, final / snapshot.empty_disk(index), disk.size, unsafe=True)
         snapshot.publish(scratch, final)
         self.log(f"saved a booted snapshot ({time.monotonic() - started:.2f} s; {final.name})")
         self._first_start = True

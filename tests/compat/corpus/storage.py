@@ -1,0 +1,54 @@
+"""LVM and ext4 on empty disks: a volume group across two disks, kept across a reboot.
+
+NixOS behaviours exercised: `virtualisation.emptyDiskImages` (here
+`Node(empty_disks=...)`): blank virtio disks after the root disk, /dev/vdb
+and /dev/vdc, one named by its serial as /dev/disk/by-id/virtio-<serial>
+(`driveConfig.deviceExtraOpts.serial`); a script that partitions nothing and
+builds on whole disks (`pvcreate`, `vgcreate`, `lvcreate`, `mkfs.ext4`),
+`/dev/disk/by-label` links made by udev, and LVM's activation at boot
+(NixOS enables `services.lvm` by default) after `shutdown()` and `start()`:
+what was written is still on the disks.
+
+Debian packages standing in: `lvm2` (NixOS's default system has LVM) and
+`e2fsprogs` (mkfs.ext4, on every NixOS system with an ext4 root).
+"""
+
+from vmrig import EmptyDisk, Node
+
+nodes = {
+    "machine": Node(
+        packages=["lvm2", "e2fsprogs"],
+        empty_disks=[512, EmptyDisk(size=256, serial="scratch")],
+    ),
+}
+
+test_script = """
+machine.wait_for_unit("multi-user.target")
+
+with subtest("the empty disks follow the root disk"):
+    machine.succeed("test -b /dev/vdb && test -b /dev/vdc")
+    t.assertEqual(machine.succeed("lsblk -bdno SIZE /dev/vdb /dev/vdc").split(), [str(512 << 20), str(256 << 20)])
+    t.assertEqual(machine.succeed("readlink -f /dev/disk/by-id/virtio-scratch").strip(), "/dev/vdc")
+    machine.fail("blkid /dev/vdb")
+
+with subtest("a logical volume larger than either disk"):
+    machine.succeed(
+        "pvcreate /dev/vdb /dev/disk/by-id/virtio-scratch",
+        "vgcreate pool /dev/vdb /dev/vdc",
+        "lvcreate --yes -L 600M -n data pool",
+        "mkfs.ext4 -q -L data /dev/pool/data",
+    )
+    machine.wait_until_succeeds("test -e /dev/disk/by-label/data", timeout=30)
+    machine.succeed("mkdir -p /data", "mount /dev/disk/by-label/data /data")
+    machine.succeed("echo 'kept across a reboot' > /data/note", "sync")
+    t.assertEqual(machine.succeed("findmnt -no SOURCE /data").strip(), "/dev/mapper/pool-data")
+
+with subtest("the volume group is activated again at boot"):
+    machine.succeed("umount /data")
+    machine.shutdown()
+    machine.start()
+    machine.wait_for_unit("multi-user.target")
+    machine.wait_until_succeeds("test -e /dev/pool/data", timeout=30)
+    machine.succeed("mount /dev/pool/data /data")
+    t.assertEqual(machine.succeed("cat /data/note"), "kept across a reboot\\n")
+"""
