@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 APT_PACKAGES="mmdebstrap e2fsprogs vde2 socat openssh-client util-linux iproute2 zstd lz4
-  gcc python3-venv tesseract-ocr"
+  gcc python3-venv tesseract-ocr swtpm"
 QEMU_PACKAGES="qemu-system-x86 qemu-utils"
 . /etc/os-release
 missing=

@@ -23,6 +23,7 @@ import shlex
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -54,6 +55,7 @@ TOOL_PACKAGES: dict[str, str] = {
     "zstd": "zstd",
     "lz4": "lz4",
     "gcc": "gcc",
+    "swtpm": "swtpm",
 }
 
 
@@ -69,6 +71,25 @@ def tail(output: bytes | str, lines: int) -> list[str]:
     """The last `lines` lines of a program's output, decoded, trailing blank space dropped."""
     text = output.decode(errors="replace") if isinstance(output, bytes) else output
     return text.rstrip().splitlines()[-lines:]
+
+
+def file_tail(path: Path, lines: int = 5) -> str:
+    """The last `lines` lines of a helper's log file, joined with " / " (for an error message)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        text = ""
+    return " / ".join(tail(text, lines)) or "(no output)"
+
+
+def wait_for_socket(path: Path, child: Child, timeout: float) -> bool:
+    """Waits until long-lived `child` has made its socket `path`; False if it exited first or `timeout` (s) passed."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if child.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

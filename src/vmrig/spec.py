@@ -798,6 +798,8 @@ class Node:
     firewall: Firewall | None = None
     # NixOS's virtualisation.emptyDiskImages: sizes in MiB, or EmptyDisk(size=..., serial=...).
     empty_disks: list[int | EmptyDisk] = field(default_factory=list)
+    # NixOS's virtualisation.tpm.enable: a TPM 2.0 (tpm-tis, /dev/tpm0), emulated by swtpm on the host.
+    tpm: bool = False
 
     def __post_init__(self) -> None:
         _check_fields(self)

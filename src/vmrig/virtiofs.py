@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,6 +122,9 @@ class Virtiofs:
             ]
         return args
 
+    def snapshot_blocker(self) -> str | None:
+        return "shared directories (virtiofs) cannot be saved in a snapshot" if self.shares else None
+
     def command(self, share: Share) -> list[str]:
         """The virtiofsd command line for `share` (in a read-only view of it if it is read-only)."""
         program, rust = find_virtiofsd()
@@ -148,17 +150,12 @@ class Virtiofs:
             with open(log_path, "wb") as log:
                 process = proc.spawn(self.command(share), stdout=log, stderr=proc.STDOUT)
             self.processes.append(process)
-            self._wait_for_socket(share, socket, process, log_path)
-
-    def _wait_for_socket(self, share: Share, socket: Path, process: proc.Child, log: Path) -> None:
-        deadline = time.monotonic() + SOCKET_WAIT
-        while not socket.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
+            if not proc.wait_for_socket(socket, process, SOCKET_WAIT):
                 self.stop()
                 raise MachineError(
-                    f"{self.name}: virtiofsd for {share.source} (guest {share.target}) did not start: " + _log_tail(log)
+                    f"{self.name}: virtiofsd for {share.source} (guest {share.target}) did not start: "
+                    + proc.file_tail(log_path)
                 )
-            time.sleep(0.01)
 
     def stop(self) -> None:
         for process in self.processes:
@@ -166,11 +163,3 @@ class Virtiofs:
         self.processes.clear()
         for share in self.shares:
             self.socket_path(share).unlink(missing_ok=True)
-
-
-def _log_tail(path: Path, lines: int = 5) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        text = ""
-    return " / ".join(proc.tail(text, lines)) or "(no output)"

@@ -87,7 +87,7 @@ def test_only_proc_imports_subprocess() -> None:
 
 
 def test_the_machine_package_knows_nothing_above_it() -> None:
-    above = ("vmrig.driver", "vmrig.cli", "vmrig.net", "vmrig.virtiofs", "vmrig.image.store")
+    above = ("vmrig.driver", "vmrig.cli", "vmrig.net", "vmrig.virtiofs", "vmrig.tpm", "vmrig.image.store")
 
     def within(target: str, module: str) -> bool:  # vmrig.net.plan is in vmrig.net, vmrig.netcard is not
         return target == module or target.startswith(f"{module}.")

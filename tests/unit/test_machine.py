@@ -20,6 +20,7 @@ from vmrig.net.plan import NetworkPlan, network_cards
 from vmrig.scriptnames import public_attributes
 from vmrig.spec import EmptyDisk, Node
 from vmrig.timeouts import TimeoutScale
+from vmrig.tpm import Swtpm
 
 
 def test_wait_unit_instance_names() -> None:
@@ -142,6 +143,7 @@ PUBLIC_NAMES = frozenset(
         "shutdown",
         "sleep",
         "snapshot",
+        "snapshot_blocker",
         "ssh_backdoor_command",
         "start",
         "start_job",
@@ -403,3 +405,41 @@ def test_empty_disks_are_part_of_the_booted_snapshot_key(tmp_path: Path) -> None
     assert first._snapshot_key(allow_reboot=False) != second._snapshot_key(allow_reboot=False)
     second.config.empty_disks = [EmptyDisk(size=64, serial="data")]
     assert first._snapshot_key(allow_reboot=False) != second._snapshot_key(allow_reboot=False)
+
+
+def tpm_machine(tmp_path: Path, run: str) -> Machine:
+    """machine_of_run's machine with a TPM."""
+    machine = machine_of_run(tmp_path, run, [1])
+    machine.config.sidecars = [Swtpm("n", machine.state_dir)]
+    return machine
+
+
+def test_qemu_gets_a_tpm_tis_on_swtpms_control_socket_in_the_state_directory(tmp_path: Path) -> None:
+    machine = tpm_machine(tmp_path, "run")
+    argv = argv_of(machine, tmp_path)
+    assert argv[argv.index("-tpmdev") + 1] == "emulator,id=vmrig-tpm0,chardev=vmrig-tpm"
+    assert "tpm-tis,tpmdev=vmrig-tpm0" in argv
+    assert f"socket,id=vmrig-tpm,path={tmp_path}/run/vm-state-n/swtpm.sock" in argv
+    swtpm = machine.config.sidecars[0]
+    assert isinstance(swtpm, Swtpm)
+    assert swtpm.command()[1:5] == ["socket", "--tpm2", "--tpmstate", f"dir={tmp_path}/run/vm-state-n/swtpm,mode=0600"]
+    # A TPM's state travels in QEMU's migration stream: such a machine is saved like any other.
+    assert machine.snapshot_blocker() is None
+
+
+def test_the_booted_snapshot_key_of_a_tpm_machine_leaves_out_where_the_run_is(tmp_path: Path) -> None:
+    first, second = tpm_machine(tmp_path, "vmrig-1"), tpm_machine(tmp_path, "vmrig-second")
+    assert first._snapshot_key(allow_reboot=False) == second._snapshot_key(allow_reboot=False)
+    second.config.sidecars = []
+    assert first._snapshot_key(allow_reboot=False) != second._snapshot_key(allow_reboot=False)
+
+
+def test_a_swtpm_that_does_not_start_says_why(tmp_path: Path) -> None:
+    fake = tmp_path / "swtpm"
+    fake.write_text("#!/bin/sh\necho 'swtpm: no such option' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    swtpm = Swtpm("n", tmp_path / "state")
+    swtpm.command = lambda: [str(fake)]  # type: ignore[method-assign]
+    with pytest.raises(MachineError, match=r"n: swtpm \(the machine's TPM\) did not start: swtpm: no such option"):
+        swtpm.start()
+    assert swtpm.process is None

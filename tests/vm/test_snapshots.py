@@ -192,6 +192,25 @@ def test_empty_disks_are_empty_in_every_run_and_roll_back_with_the_machine(
     assert again.machine("disks").succeed("blockdev --getsize64 /dev/vdc") == f"{32 << 20}\n"
 
 
+def test_a_tpm_is_saved_and_restored_with_the_machine(
+    drivers: list[BootedDriver], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    tmp = short_tmp(tmp_path_factory, "snaptpm")
+    booted = boot(drivers, tmp, {"tpm": unique_node(packages=["tpm2-tools"], tpm=True)})
+    assert RESTORED in booted.log()
+    machine = booted.machine("tpm")
+    # The restored guest's TPM is started: the emulator's state came with the snapshot.
+    assert len(machine.succeed("tpm2_getrandom --hex 8").strip()) == 16
+    nv_indices = "tpm2_getcap handles-nv-index"
+    assert machine.succeed(nv_indices).strip() == ""
+    machine.snapshot("no-index")
+    machine.succeed("tpm2_nvdefine -C o -s 4 -a 'ownerread|ownerwrite' 0x1500017")
+    assert "0x1500017" in machine.succeed(nv_indices)
+    machine.restore("no-index")
+    assert machine.succeed(nv_indices).strip() == ""
+    assert len(machine.succeed("tpm2_getrandom --hex 8").strip()) == 16
+
+
 def test_a_node_with_a_shared_directory_boots_and_says_why(
     drivers: list[BootedDriver], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -201,7 +220,7 @@ def test_a_node_with_a_shared_directory_boots_and_says_why(
     nodes = {"sharer": unique_node(shared_directories={"/mnt/share": SharedDirectory(source=str(tmp / "share"))})}
     for _ in range(2):
         booted = boot(drivers, tmp, nodes)
-        assert "its shared directories (virtiofs) cannot be saved" in booted.log()
+        assert "booting without a snapshot: shared directories (virtiofs) cannot be saved" in booted.log()
         assert RESTORED not in booted.log()
         assert booted.machine("sharer").succeed("cat /mnt/share/hello") == "hi\n"
         booted.close()

@@ -26,6 +26,7 @@ from vmrig.runenv import RunEnvironment
 from vmrig.spec import EXCHANGE_GUEST_PATH, Node, SpecError, default_cores
 from vmrig.testfile import TestSpec
 from vmrig.timeouts import TimeoutScale
+from vmrig.tpm import Swtpm
 from vmrig.virtiofs import Virtiofs, plan_shares
 
 # Where Debian's QEMU keeps its loadable modules (ui-gtk.so comes with qemu-system-gui).
@@ -142,6 +143,10 @@ class Assembler:
         parts = [f"{other}={self.spec.nodes[other]!r}" for other in self.network_plan.reachable(name, node)]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
+    def state_dir(self, name: str) -> Path:
+        """Machine `name`'s state directory (its disk overlays, TPM, ...; kept with --keep-vm-state)."""
+        return self.tmp_dir / f"vm-state-{name}"
+
     def lock_state_dir(self, name: str) -> None:
         lock_path = self.tmp_dir / f"vm-state-{name}.lock"
         lock = open(lock_path, "a+")  # noqa: SIM115 (held until the run ends)
@@ -219,7 +224,7 @@ class Assembler:
             qemu_options=[*node.qemu_options, *shlex.split(self.environment.qemu_options)],
             accel=self.accel,
             vlan_cards=network_cards(network.interfaces, self.run_dir),
-            sidecars=[virtiofs] if shares else [],
+            sidecars=[*([virtiofs] if shares else []), *([Swtpm(name, self.state_dir(name))] if node.tpm else [])],
             exchange_dir=exchange,
             forwards=forwards,
             user_net_options=self.environment.qemu_net_options,

@@ -218,7 +218,7 @@ class Driver:
             self.machines.append(
                 Machine(
                     config,
-                    state_dir=self.tmp_dir / f"vm-state-{name}",
+                    state_dir=self.assembler.state_dir(name),
                     out_dir=self.out_dir,
                     logger=self.logger,
                     keep_vm_state=self.keep_vm_state,
@@ -357,7 +357,7 @@ class Driver:
         self.assembler.lock_state_dir(name)
         machine = Machine(
             config,
-            state_dir=self.tmp_dir / f"vm-state-{name}",
+            state_dir=self.assembler.state_dir(name),
             out_dir=self.out_dir,
             logger=self.logger,
             keep_vm_state=keep_vm_state,

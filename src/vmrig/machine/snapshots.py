@@ -108,8 +108,9 @@ class Snapshots(Monitor):
         root = self.config.snapshot_root
         if not first or root is None or self.keep_vm_state or self.config.start_command:
             return None, None
-        if self.config.sidecars:
-            self.log("booting without a snapshot: its shared directories (virtiofs) cannot be saved in one")
+        blocker = self.snapshot_blocker()
+        if blocker is not None:
+            self.log(f"booting without a snapshot: {blocker}")
             return None, None
         key = self._snapshot_key(allow_reboot)
         final = root / f"{snapshot.PREFIX}{key}"
@@ -117,6 +118,14 @@ class Snapshots(Monitor):
         if snapshot.complete(final):
             return final, None
         return None, snapshot.scratch_dir(root, key)
+
+    def snapshot_blocker(self) -> str | None:
+        """Why this machine's boot cannot be saved in a booted snapshot (a device of a sidecar); None: it can."""
+        for sidecar in self.config.sidecars:
+            blocker = sidecar.snapshot_blocker()
+            if blocker is not None:
+                return blocker
+        return None
 
     def _settle_for_snapshot(self) -> None:
         """Waits until the boot to be saved has finished: start-up jobs done, then the guest quiet."""

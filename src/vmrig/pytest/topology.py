@@ -223,9 +223,10 @@ class Topology(Running):
         if not self.settings.snapshots:
             return "snapshots are turned off (--vmrig-no-snapshots)"
         assert self.driver is not None
-        shared = [machine.name for machine in self.driver.machines if machine.config.sidecars]
-        if shared:
-            return f"{', '.join(shared)}: shared directories (virtiofs) cannot be saved in a snapshot"
+        for machine in self.driver.machines:
+            blocker = machine.snapshot_blocker()
+            if blocker is not None:
+                return f"{machine.name}: {blocker}"
         return None
 
 
