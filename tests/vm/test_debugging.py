@@ -210,6 +210,31 @@ def _read_until(client: socket.socket, marker: str) -> str:
     return data.decode(errors="replace").replace("\r", "")
 
 
+def test_kept_state_holds_what_the_guest_wrote_without_a_flush(vm_tmp: Path) -> None:
+    # O_DIRECT writes to an empty disk reach QEMU but no flush follows (no file system,
+    # so the run's final `sync` sends none): QEMU's exit at the end of the run writes them out.
+    test = write_test_file(
+        vm_tmp,
+        """
+        from vmrig import Node
+        nodes = {"keeper": Node(empty_disks=[16])}
+        test_script = '''
+        if keeper.succeed("head -c 4 /dev/vdb") != "KEPT":
+            keeper.succeed("printf KEPT | dd of=/dev/vdb oflag=direct conv=sync status=none")
+            print("written")
+        else:
+            print("found")
+        '''
+        """,
+    )
+    first = run_vmrig("run", "-K", "--no-serial", test, tmpdir=vm_tmp)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "written" in first.stdout
+    second = run_vmrig("run", "-K", "--no-serial", test, tmpdir=vm_tmp)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "found" in second.stdout, second.stdout
+
+
 def test_keep_vm_state_between_runs(vm_tmp: Path) -> None:
     write = write_test_file(
         vm_tmp,

@@ -176,6 +176,14 @@ def test_the_root_file_system_has_the_disk_size_from_the_start(node: Machine) ->
     assert node.succeed("pgrep -c ext4lazyinit || true") == "0\n"
 
 
+def test_the_kernel_file_systems_of_a_nixos_machine_are_mounted(node: Machine) -> None:
+    mounted = node.succeed(
+        "for p in /sys/kernel/debug /sys/kernel/tracing; do findmnt -rno TARGET,FSTYPE --mountpoint $p; done"
+    )
+    assert mounted.splitlines() == ["/sys/kernel/debug debugfs", "/sys/kernel/tracing tracefs"]
+    node.succeed("test -d /sys/kernel/tracing/events/syscalls")
+
+
 def test_wait_for_unit_and_unit_info(node: Machine) -> None:
     node.wait_for_unit("sleeper")
     node.wait_for_unit("multi-user.target")
@@ -266,6 +274,13 @@ def test_timeouts_are_scaled_under_tcg(node: Machine) -> None:
         node.wait_until_fails("true", timeout=timedelta(seconds=1))
     assert time.monotonic() - started >= 3
     assert node.execute("sleep 2; echo done", timeout=1) == (0, "done\n")  # 1 s scaled to 3 s
+    # A unit that stays activating: the wait for it is scaled once, not once more for its job.
+    node.succeed("systemd-run --unit=slow-oneshot --service-type=oneshot --no-block sleep 600")
+    started = time.monotonic()
+    with pytest.raises(RequestedAssertionFailed, match=r"\(timeout=2, scaled x3 under TCG to 6 s\)"):
+        node.wait_for_unit("slow-oneshot", timeout=2)
+    assert time.monotonic() - started < 9
+    node.succeed("systemctl stop slow-oneshot")
     node.config.timeout_scale = TimeoutScale.choose("tcg", None)
 
 

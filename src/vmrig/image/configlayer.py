@@ -183,6 +183,18 @@ def address_unit(interface: Interface) -> str:
     )
 
 
+# The kernel's file systems under /sys that NixOS machines have mounted (systemd's
+# sys-kernel-debug.mount and sys-kernel-tracing.mount): debugfs and tracefs, for
+# bpftrace, perf and tracing tests. The base image masks those units, each an exec of
+# mount; busybox mounts them here before systemd starts, which finds /sys mounted.
+# (configfs is a module of the cloud kernel, which the initramfs cannot load.)
+KERNEL_FS_SCRIPT = """\
+mount -t sysfs sysfs /newroot/sys 2>/dev/null && for fs in debugfs:debug tracefs:tracing; do
+    mount -t "${fs%%:*}" "${fs%%:*}" "/newroot/sys/kernel/${fs#*:}" 2>/dev/null
+done
+"""
+
+
 def mount_script(mounts: list[Mount]) -> str:
     """busybox sh that mounts the node's virtiofs shares into the new root, parents first."""
     lines = []
@@ -333,7 +345,7 @@ def config_layer(
     enabled = node.enabled_units()
     for file_name, text in sorted(node.unit_files().items()):
         unit(file_name, text.encode(), *enabled.get(file_name, []))
-    early = network_script(network) + mount_script(mounts or [])
+    early = network_script(network) + KERNEL_FS_SCRIPT + mount_script(mounts or [])
     archive.file("network.sh", early.encode(), 0o644)
     setup = setup_script(node)
     if setup:

@@ -26,6 +26,9 @@ from vmrig.machine.systemd import wait_unit_for
 from vmrig.qmp import QMPClient
 from vmrig.ssh import vsock_cid_hint
 
+# Seconds a released QEMU has to exit after SIGTERM (it takes milliseconds) before SIGKILL.
+RELEASE_GRACE = 5.0
+
 
 class Lifecycle(Snapshots, Backdoor):
     """start, connect, shutdown, crash, reboot, release."""
@@ -282,7 +285,12 @@ class Lifecycle(Snapshots, Backdoor):
                 hook(self)
 
     def release(self, reason: str | None = None) -> None:
-        """Kills QEMU and closes everything that belongs to this run of it.
+        """Stops QEMU (SIGTERM, as NixOS's release; SIGKILL if it lingers) and closes everything
+        that belongs to this run of it.
+
+        QEMU's own exit writes out its disks' qcow2 metadata: after a SIGKILL, what
+        the guest wrote without a flush (O_DIRECT to an empty disk) was not in the
+        overlay that --keep-vm-state keeps.
 
         `reason` (vmrig's own; e.g. the global timeout) is what the errors of
         commands this breaks give as the cause, until the machine starts again.
@@ -292,7 +300,8 @@ class Lifecycle(Snapshots, Backdoor):
 
     def _cleanup_after_exit(self) -> None:
         if self.process is not None:
-            self.process.stop(grace=0)  # kills a QEMU still running; the serial thread drains its output
+            # Ends a QEMU still running; the serial thread drains its output.
+            self.process.stop(grace=RELEASE_GRACE)
         if self.qmp is not None:
             self.qmp.close()
             self.qmp = None

@@ -136,7 +136,8 @@ class Systemd(Commands):
         """
         left = int(deadline - time.monotonic())
         if left >= 1:
-            self.execute(f"systemctl start {shlex.quote(wait_unit_for(unit))}", timeout=left)
+            # `left` is on the scaled deadline already: _run, not execute, which would scale it again.
+            self._run(f"systemctl start {shlex.quote(wait_unit_for(unit))}", timeout=left)
 
     def require_unit_state(self, unit: str, require_state: str = "active") -> None:
         __tracebackhide__ = True
