@@ -16,9 +16,10 @@ install -D -m 0644 "$guest/system.conf" "$root/etc/systemd/system.conf.d/50-vmri
 # - nothing periodic that could wake up during a test (apt, dpkg, e2scrub,
 #   fstrim timers, timesyncd: the host sets the clock);
 # - nothing the emulated boot does not need: addresses are set in the
-#   initramfs (networkd), /tmp lives on the root disk (tmp.mount), the journal
-#   in memory (journal-flush), first-boot, TPM, pstore, binfmt, hwdb, catalog,
-#   utmp and random-seed services, and some kernel file systems.
+#   initramfs (networkd), /tmp lives on the root disk (tmp.mount), Debian's
+#   journal flush before basic.target (the config layer's own unit moves the
+#   journal to disk after it), first-boot, TPM setup, pstore, binfmt, hwdb,
+#   catalog, utmp and random-seed services, and some kernel file systems.
 # - work done once when the image is built instead of at every boot: the
 #   static device nodes (/dev/net/tun, /dev/loop-control...: the image keeps
 #   their list in /usr/lib/tmpfiles.d/static-nodes.conf), /dev's second
@@ -91,6 +92,11 @@ EOF
 mkdir -p "$root/etc/systemd/system/systemd-udevd.service.d"
 printf '[Service]\nStartupCPUWeight=10\n' >"$root/etc/systemd/system/systemd-udevd.service.d/50-vmrig.conf"
 rm -f "$root/lib/systemd/system/multi-user.target.wants/systemd-ask-password-wall.path"
+# NixOS's locale (i18n.defaultLocale), which its test scripts' commands run in:
+# en_US.UTF-8 sorts `a A b B`, where minbase's C.UTF-8 sorts `A B a b`.
+sed -i 's/^# *\(en_US.UTF-8 UTF-8\)/\1/' "$root/etc/locale.gen"
+chroot "$root" locale-gen >/dev/null
+printf 'LANG=en_US.UTF-8\n' >"$root/etc/locale.conf"
 chroot "$root" passwd -d root >/dev/null
 rm -f "$root/etc/hostname"
 : >"$root/etc/machine-id"
