@@ -56,6 +56,13 @@ DEFAULT_DISK_MIB = 4096
 ROOT_DISK_SERIAL = "root"
 # Node.empty_disks: each is a PCI device, and the root bus has 32 slots.
 MAX_EMPTY_DISKS = 16
+# The largest empty disk, in MiB (16 TiB; qcow2 itself allows 64 TiB).
+MAX_EMPTY_DISK_MIB = 16 * 1024 * 1024
+# PCI slots the node's own devices may take together (vlan cards, empty disks,
+# shared directories): QEMU's pc machine has 32, and the host bridge, the ISA
+# bridge and vmrig's devices (root disk, console, RNG, user network, display,
+# vsock, the exchange directory) take up to 8 of them.
+NODE_PCI_SLOTS = 24
 SUITES = ("bookworm", "trixie", "forky", "sid", "testing", "stable", "oldstable", "unstable")
 UNIT_TYPES = (
     "service",
@@ -72,8 +79,8 @@ UNIT_TYPES = (
 )
 
 _UNIT_NAME = re.compile(r"[A-Za-z0-9:_.@-]+")
-# Debian policy 5.6.1 for the name; apt's `pkg=version` and `pkg/suite` forms.
 _DISK_SERIAL = re.compile(r"[A-Za-z0-9._-]{1,20}")
+# Debian policy 5.6.1 for the name; apt's `pkg=version` and `pkg/suite` forms.
 _PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:_-]+|/[A-Za-z0-9.-]+)?")
 # What NixOS accepts as a host name (networking.hostName): letters, digits, '-' and '_'.
 _NODE_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_-]*[A-Za-z0-9])?")
@@ -544,7 +551,7 @@ class EmptyDisk:
 
     def __post_init__(self) -> None:
         _check_fields(self)
-        _in_range(self.size, 1, None, "EmptyDisk.size (MiB)")
+        _in_range(self.size, 1, MAX_EMPTY_DISK_MIB, "EmptyDisk.size (MiB)")
         if self.serial is not None and not _DISK_SERIAL.fullmatch(self.serial):
             raise SpecError(
                 f"EmptyDisk.serial: invalid serial {self.serial!r} "
@@ -849,6 +856,13 @@ class Node:
         self._check_addresses()
         self._check_shared_directories()
         self._check_empty_disks()
+        devices = len(self.vlans) + len(self.empty_disks) + len(self.shared_directories)
+        if devices > NODE_PCI_SLOTS:
+            raise SpecError(
+                f"Node: {len(self.vlans)} vlan cards, {len(self.empty_disks)} empty disks and "
+                f"{len(self.shared_directories)} shared directories are {devices} PCI devices; "
+                f"QEMU's machine has room for {NODE_PCI_SLOTS}"
+            )
 
     def _apply_x11(self, x11: X11) -> None:
         """Adds what X11 stands for to the node's own fields (again after dataclasses.replace: idempotent)."""
@@ -901,7 +915,7 @@ class Node:
         serials: set[str] = set()
         for index, disk in enumerate(self.empty_disks):
             if isinstance(disk, int):
-                _in_range(disk, 1, None, f"Node.empty_disks[{index}] (MiB)")
+                _in_range(disk, 1, MAX_EMPTY_DISK_MIB, f"Node.empty_disks[{index}] (MiB)")
             elif disk.serial is not None:
                 if disk.serial in serials:
                     raise SpecError(f"Node.empty_disks[{index}]: serial {disk.serial!r} is used twice")

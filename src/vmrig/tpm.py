@@ -6,8 +6,9 @@ lives in the machine's state directory: it outlives the machine's reboots in a
 run and, with --keep-vm-state, the run, as NixOS keeps its swtpm directory.
 swtpm starts through `proc.spawn` right before QEMU (it dies with the driver)
 and stops after QEMU; a machine that starts again gets a fresh process on the
-same state. Under direct kernel boot no firmware sends TPM2_Startup: the
-guest's kernel does, as it finds the TPM uninitialised.
+same state. Under direct kernel boot (qboot) no firmware sends TPM2_Startup:
+the guest's kernel does, as it finds the TPM uninitialised (SeaBIOS, which
+boots nodes with a display, sends it itself).
 
 A booted snapshot holds the TPM too: QEMU's migration stream carries the
 emulator's state blobs, which a restore hands to a fresh swtpm.
@@ -15,12 +16,19 @@ emulator's state blobs, which a restore hands to a fresh swtpm.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from vmrig import proc
 from vmrig.errors import MachineError
 
 SOCKET_WAIT = 10.0
+
+
+@functools.cache
+def swtpm_version() -> str:
+    """What `swtpm --version` prints, asked once per process."""
+    return proc.run([proc.require_tool("swtpm"), "--version"], timeout=30).stdout.decode(errors="replace").strip()
 
 
 class Swtpm:
@@ -62,6 +70,10 @@ class Swtpm:
 
     def snapshot_blocker(self) -> str | None:
         return None
+
+    def snapshot_key_parts(self) -> list[str]:
+        # The TPM's state travels in libtpms's own format: a snapshot is swtpm's version's.
+        return [swtpm_version()]
 
     def start(self) -> None:
         self.stop()

@@ -125,6 +125,9 @@ class Virtiofs:
     def snapshot_blocker(self) -> str | None:
         return "shared directories (virtiofs) cannot be saved in a snapshot" if self.shares else None
 
+    def snapshot_key_parts(self) -> list[str]:
+        return []
+
     def command(self, share: Share) -> list[str]:
         """The virtiofsd command line for `share` (in a read-only view of it if it is read-only)."""
         program, rust = find_virtiofsd()

@@ -297,6 +297,15 @@ def test_gc_removes_unused_entries_only(tmp_path: Path) -> None:
     assert os.path.isdir(tmp_path / "locks")
 
 
+def test_an_entry_removed_while_the_cache_is_listed_is_left_out(tmp_path: Path) -> None:
+    # Another run removed it between the listing and the look at it (seen with parallel workers).
+    store = ImageStore(tmp_path, progress=lambda _m: None)
+    (tmp_path / "snapshot-gone").symlink_to(tmp_path / "removed")
+    kept = tmp_path / "image-kept"
+    kept.mkdir()
+    assert [path for path, _used, _size in store.entries()] == [kept]
+
+
 def test_a_failing_mkfs_says_which_command_failed_and_why(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     failing_tools(monkeypatch, tmp_path, "mkfs.ext4", "qemu-img", message="mkfs.ext4: No space left on device")
     tree = tmp_path / "root"

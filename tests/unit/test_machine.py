@@ -143,7 +143,6 @@ PUBLIC_NAMES = frozenset(
         "shutdown",
         "sleep",
         "snapshot",
-        "snapshot_blocker",
         "ssh_backdoor_command",
         "start",
         "start_job",
@@ -424,7 +423,7 @@ def test_qemu_gets_a_tpm_tis_on_swtpms_control_socket_in_the_state_directory(tmp
     assert isinstance(swtpm, Swtpm)
     assert swtpm.command()[1:5] == ["socket", "--tpm2", "--tpmstate", f"dir={tmp_path}/run/vm-state-n/swtpm,mode=0600"]
     # A TPM's state travels in QEMU's migration stream: such a machine is saved like any other.
-    assert machine.snapshot_blocker() is None
+    assert machine._snapshot_blocker() is None
 
 
 def test_the_booted_snapshot_key_of_a_tpm_machine_leaves_out_where_the_run_is(tmp_path: Path) -> None:

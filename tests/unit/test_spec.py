@@ -664,8 +664,15 @@ def test_x11_mistakes(build: Any, message: str) -> None:
 def test_empty_disks_are_sizes_or_empty_disks_with_serials() -> None:
     node = Node(empty_disks=[512, EmptyDisk(size=64, serial="usb-key.1")])
     assert node.disks() == [EmptyDisk(size=512), EmptyDisk(size=64, serial="usb-key.1")]
-    with spec_error("Node.empty_disks[1] (MiB): must be at least 1, got 0"):
+    with spec_error("Node.empty_disks[1] (MiB): must be between 1 and 16777216, got 0"):
         Node(empty_disks=[512, 0])
+    with spec_error("EmptyDisk.size (MiB): must be between 1 and 16777216, got 1000000000000"):
+        EmptyDisk(size=10**12)
+    with spec_error(
+        "Node: 10 vlan cards, 16 empty disks and 0 shared directories are 26 PCI devices; "
+        "QEMU's machine has room for 24"
+    ):
+        Node(vlans=list(range(1, 11)), empty_disks=[1] * 16)
     with spec_error("Node.empty_disks[0]: expected int or EmptyDisk, got str '512M'"):
         Node(empty_disks=["512M"])
     with spec_error("Node.empty_disks[1]: serial 'data' is used twice"):

@@ -184,6 +184,16 @@ def test_the_kernel_file_systems_of_a_nixos_machine_are_mounted(node: Machine) -
     node.succeed("test -d /sys/kernel/tracing/events/syscalls")
 
 
+def test_locale_ext4_tools_and_dynamic_users_as_on_nixos(node: Machine) -> None:
+    assert node.succeed("echo $LANG") == "en_US.UTF-8\n"
+    assert node.succeed("printf 'b\\nA\\na\\nB\\n' | sort | tr '\\n' ' '") == "a A b B "
+    assert node.succeed("su - root -c 'echo $LANG'") == "en_US.UTF-8\n"  # PAM sessions too
+    node.succeed("command -v mkfs.ext4 e2fsck resize2fs")
+    node.succeed("systemd-run --unit=dyn-name -p DynamicUser=yes sleep 300")
+    assert node.wait_until_succeeds("ps -o user= -C sleep | grep -x dyn-name", timeout=30) == "dyn-name\n"
+    node.succeed("systemctl stop dyn-name")
+
+
 def test_wait_for_unit_and_unit_info(node: Machine) -> None:
     node.wait_for_unit("sleeper")
     node.wait_for_unit("multi-user.target")

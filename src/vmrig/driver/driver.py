@@ -303,7 +303,7 @@ class Driver:
             # Its JUnit case shows the script's lines and the machine's console, as a failed run does.
             with self.logger.subtest(name, describe=lambda error: report.format_error(error, self.spec.script_path)):
                 yield
-        except Exception as error:
+        except BaseException as error:  # the global timeout's KeyboardInterrupt too
             self._subtest_ended(name, started, time.monotonic() - clock, error)
             raise
         self._subtest_ended(name, started, time.monotonic() - clock, None)

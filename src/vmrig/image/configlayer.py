@@ -329,6 +329,9 @@ def config_layer(
     # useradd's default shell, bash as on NixOS (users.defaultUserShell); Debian's is
     # /bin/sh, where a script's `useradd -m alice` then waits for alice's bash in vain.
     put("/etc/default/useradd", b"SHELL=/bin/bash\n")
+    # NixOS's locale for PAM sessions too (su -, ssh, tty logins), which read this file on
+    # Debian; systemd and the backdoor have it from the base image's /etc/locale.conf.
+    put("/etc/default/locale", b"LANG=en_US.UTF-8\n")
     if network.outside_access:
         put("/etc/resolv.conf", f"nameserver {USER_NET_DNS}\n".encode())
     for path, entry in sorted(node.file_entries().items()):

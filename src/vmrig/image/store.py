@@ -449,7 +449,10 @@ class ImageStore:
             try:
                 last_used = float((path / LAST_USED).read_text())
             except (OSError, ValueError):
-                last_used = path.stat().st_mtime
+                try:
+                    last_used = path.stat().st_mtime
+                except FileNotFoundError:
+                    continue  # removed since the glob: by another run's cleanup or a discarded restore
             found.append((path, last_used, disk_usage(path)))
         return found
 

@@ -80,7 +80,11 @@ class Lifecycle(Snapshots, Backdoor):
         for index, (disk, path) in enumerate(zip(self.config.empty_disks, self._empty_disk_files(), strict=True)):
             if backing is not None:
                 path.unlink(missing_ok=True)
-                shutil.copyfile(backing.parent / snapshot.empty_disk_overlay(index), path)
+                template = backing.parent / snapshot.empty_disk_overlay(index)
+                if template.exists():
+                    shutil.copyfile(template, path)
+                else:
+                    snapshot.create_overlay(path, backing.parent / snapshot.empty_disk(index), disk.size)
             elif not path.exists():  # kept across the run's reboots, and with --keep-vm-state
                 snapshot.create_disk(path, disk.size)
         initrd = self.state_dir / "initrd.img"

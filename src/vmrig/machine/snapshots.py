@@ -95,6 +95,7 @@ class Snapshots(Monitor):
                 self.config.neighbours,
                 str(self.config.initrd.stat().st_size),
                 *(f"empty disk of {disk.size} MiB" for disk in self.config.empty_disks),
+                *(part for sidecar in self.config.sidecars for part in sidecar.snapshot_key_parts()),
             ]
         )
 
@@ -108,7 +109,7 @@ class Snapshots(Monitor):
         root = self.config.snapshot_root
         if not first or root is None or self.keep_vm_state or self.config.start_command:
             return None, None
-        blocker = self.snapshot_blocker()
+        blocker = self._snapshot_blocker()
         if blocker is not None:
             self.log(f"booting without a snapshot: {blocker}")
             return None, None
@@ -119,7 +120,7 @@ class Snapshots(Monitor):
             return final, None
         return None, snapshot.scratch_dir(root, key)
 
-    def snapshot_blocker(self) -> str | None:
+    def _snapshot_blocker(self) -> str | None:
         """Why this machine's boot cannot be saved in a booted snapshot (a device of a sidecar); None: it can."""
         for sidecar in self.config.sidecars:
             blocker = sidecar.snapshot_blocker()
@@ -197,6 +198,14 @@ class Snapshots(Monitor):
             self.qmp.execute("cont")
             resumed = (before + time.time()) / 2
             self.qmp.take_events()  # the restore's own (RESUME): a script sees only what follows
+        except MachineError as error:
+            self.release()
+            # A booted snapshot that cannot come back must not fail every later run too.
+            snapshot.discard(directory)
+            raise self._broken(
+                f"restoring the booted snapshot {directory.name} failed ({str(error).splitlines()[0]}); it is"
+                " removed: the next run boots and saves a new one"
+            ) from None
         except BaseException:
             self.release()
             raise
@@ -224,6 +233,9 @@ class Snapshots(Monitor):
             self._migrate("migrate", scratch / snapshot.STATE, "saving the booted snapshot")
             try:
                 snapshot.flush(scratch)
+                # The disks too (QEMU wrote them out at the migration's end): they become the snapshot's.
+                disks = [f"{self.name}.qcow2", *(path.name for path in self._empty_disk_files())]
+                snapshot.flush(self.state_dir, disks)
             except OSError as error:
                 raise MachineError(f"writing the snapshot failed: {error}") from None
         except MachineError as error:

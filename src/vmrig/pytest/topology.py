@@ -223,11 +223,12 @@ class Topology(Running):
         if not self.settings.snapshots:
             return "snapshots are turned off (--vmrig-no-snapshots)"
         assert self.driver is not None
-        for machine in self.driver.machines:
-            blocker = machine.snapshot_blocker()
-            if blocker is not None:
-                return f"{machine.name}: {blocker}"
-        return None
+        blocked = [
+            f"{machine.name}: {blocker}"
+            for machine in self.driver.machines
+            if (blocker := machine._snapshot_blocker()) is not None
+        ]
+        return "; ".join(blocked) or None
 
 
 @dataclass

@@ -9,15 +9,15 @@ builds on whole disks (`pvcreate`, `vgcreate`, `lvcreate`, `mkfs.ext4`),
 (NixOS enables `services.lvm` by default) after `shutdown()` and `start()`:
 what was written is still on the disks.
 
-Debian packages standing in: `lvm2` (NixOS's default system has LVM) and
-`e2fsprogs` (mkfs.ext4, on every NixOS system with an ext4 root).
+Debian packages standing in: `lvm2` (NixOS's default system has LVM);
+mkfs.ext4 is in the base image, as on every NixOS system with an ext4 root.
 """
 
 from vmrig import EmptyDisk, Node
 
 nodes = {
     "machine": Node(
-        packages=["lvm2", "e2fsprogs"],
+        packages=["lvm2"],
         empty_disks=[512, EmptyDisk(size=256, serial="scratch")],
     ),
 }
