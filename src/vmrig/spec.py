@@ -56,6 +56,10 @@ DEFAULT_DISK_MIB = 4096
 ROOT_DISK_SERIAL = "root"
 # Node.empty_disks: each is a PCI device, and the root bus has 32 slots.
 MAX_EMPTY_DISKS = 16
+# What a node with a TPM gets: tpm2-tools and, through it, the TSS libraries that
+# systemd-creds and systemd-cryptenroll load (without them: "TPM device not usable").
+# NixOS's systemd has them; Debian's systemd only recommends them.
+TPM_PACKAGE = "tpm2-tools"
 # The largest empty disk, in MiB (16 TiB; qcow2 itself allows 64 TiB).
 MAX_EMPTY_DISK_MIB = 16 * 1024 * 1024
 # PCI slots the node's own devices may take together (vlan cards, empty disks,
@@ -812,6 +816,8 @@ class Node:
         _check_fields(self)
         if self.x11 is not None:
             self._apply_x11(self.x11)
+        if self.tpm and TPM_PACKAGE not in self.packages:
+            self.packages = [*self.packages, TPM_PACKAGE]
         if self.firewall is not None:
             if self.firewall.package not in self.packages:
                 self.packages = [*self.packages, self.firewall.package]

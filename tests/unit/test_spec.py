@@ -686,3 +686,9 @@ def test_empty_disks_are_sizes_or_empty_disks_with_serials() -> None:
         EmptyDisk(size=1, serial="a serial that is far too long")
     with spec_error("Node.empty_disks: at most 16 disks, got 17"):
         Node(empty_disks=[1] * 17)
+
+
+def test_a_node_with_a_tpm_gets_the_tss_libraries_through_tpm2_tools() -> None:
+    assert Node(tpm=True).packages == ["tpm2-tools"]
+    assert Node(packages=["tpm2-tools", "curl"], tpm=True).packages == ["tpm2-tools", "curl"]
+    assert Node().packages == []

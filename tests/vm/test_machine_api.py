@@ -188,7 +188,8 @@ def test_locale_ext4_tools_and_dynamic_users_as_on_nixos(node: Machine) -> None:
     assert node.succeed("echo $LANG") == "en_US.UTF-8\n"
     assert node.succeed("printf 'b\\nA\\na\\nB\\n' | sort | tr '\\n' ' '") == "a A b B "
     assert node.succeed("su - root -c 'echo $LANG'") == "en_US.UTF-8\n"  # PAM sessions too
-    node.succeed("command -v mkfs.ext4 e2fsck resize2fs")
+    assert node.succeed("runuser -l root -c 'echo $LANG'") == "en_US.UTF-8\n"  # and other login shells
+    node.succeed("command -v mkfs.ext4 e2fsck resize2fs sfdisk fdisk")
     node.succeed("systemd-run --unit=dyn-name -p DynamicUser=yes sleep 300")
     assert node.wait_until_succeeds("ps -o user= -C sleep | grep -x dyn-name", timeout=30) == "dyn-name\n"
     node.succeed("systemctl stop dyn-name")

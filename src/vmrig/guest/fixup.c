@@ -1,6 +1,7 @@
 /*
  * A restored guest's fix-up (vmrig.image.snapshot): reseeds the kernel's
- * random number generator and moves the wall clock on (or sets it).
+ * random number generator (and a TPM's, when the guest has one) and moves the
+ * wall clock on (or sets it).
  *   fixup SEED_HEX +|= SECONDS NANOSECONDS   once, then exits
  *   fixup --serve IN OUT                     resident: a request per line on
  *                                            the FIFO IN, "ID ok" or "ID error ..."
@@ -105,6 +106,27 @@ static int hex_digit(char c)
 
 #define USAGE "usage: fixup SEED_HEX +|= SECONDS NANOSECONDS"
 
+/* TPM2_StirRandom (TPM 2.0 part 3, 14.2) of `seed` into the TPM's generator, if the
+ * guest has a TPM: without it, two restores of one snapshot gave the same first
+ * `tpm2_getrandom --hex 16`. Best effort: a guest without a TPM has nothing to stir. */
+static void stir_tpm(const unsigned char *seed, size_t seed_length)
+{
+	unsigned char command[12 + 128], response[64];
+	size_t n = seed_length < 128 ? seed_length : 128, size = 12 + n, i;
+	long fd = syscall3(SYS_open, (long)"/dev/tpmrm0", O_RDWR, 0);
+	if (fd < 0)
+		return;
+	command[0] = 0x80, command[1] = 0x01; /* TPM_ST_NO_SESSIONS */
+	command[2] = 0, command[3] = 0, command[4] = (unsigned char)(size >> 8), command[5] = (unsigned char)size;
+	command[6] = 0, command[7] = 0, command[8] = 0x01, command[9] = 0x46; /* TPM_CC_StirRandom */
+	command[10] = (unsigned char)(n >> 8), command[11] = (unsigned char)n;
+	for (i = 0; i < n; i++)
+		command[12 + i] = seed[i];
+	if (syscall3(SYS_write, fd, (long)command, (long)size) == (long)size)
+		syscall3(SYS_read, fd, (long)response, (long)sizeof(response));
+	syscall3(SYS_close, fd, 0, 0);
+}
+
 /* Does one fix-up; NULL when done, else what failed. */
 static const char *fixup(int argc, char **argv)
 {
@@ -139,6 +161,7 @@ static const char *fixup(int argc, char **argv)
 	syscall3(SYS_close, fd, 0, 0);
 	if (result < 0)
 		return "RNDRESEEDCRNG: failed";
+	stir_tpm(seed, seed_length);
 	if (argv[1][0] == '+') {
 		if (syscall3(SYS_clock_gettime, CLOCK_REALTIME, (long)&now, 0) < 0)
 			return "clock_gettime: failed";

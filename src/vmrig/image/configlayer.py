@@ -332,6 +332,8 @@ def config_layer(
     # NixOS's locale for PAM sessions too (su -, ssh, tty logins), which read this file on
     # Debian; systemd and the backdoor have it from the base image's /etc/locale.conf.
     put("/etc/default/locale", b"LANG=en_US.UTF-8\n")
+    # And login shells whose PAM stack reads neither (runuser -l), as NixOS's /etc/profile sets it.
+    put("/etc/profile.d/vmrig-locale.sh", b': "${LANG:=en_US.UTF-8}"\nexport LANG\n')
     if network.outside_access:
         put("/etc/resolv.conf", f"nameserver {USER_NET_DNS}\n".encode())
     for path, entry in sorted(node.file_entries().items()):

@@ -99,6 +99,8 @@ BASE_PACKAGES = (
     "e2fsprogs",
     "locales",
     "libnss-systemd",
+    # fdisk, sfdisk and cfdisk: part of util-linux on NixOS, a package of their own on Debian.
+    "fdisk",
 )
 # Documentation and translations: never needed by a test, slow to unpack.
 DPKG_EXCLUDES = ("/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*", "/usr/share/info/*")
