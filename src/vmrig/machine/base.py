@@ -172,6 +172,10 @@ class MachineBase(abc.ABC):
         status = self.process.poll()
         return "QEMU is not answering" if status is None else f"QEMU exited with status {status}"
 
+    def _overlay_file(self) -> Path:
+        """The qcow2 overlay the machine writes its root disk to, in its state directory."""
+        return self.state_dir / f"{self.name}.qcow2"
+
     def _empty_disk_files(self) -> list[Path]:
         """The qcow2 files of the machine's empty disks (Node.empty_disks), in its state directory."""
         return [self.state_dir / f"{self.name}-empty{index}.qcow2" for index in range(len(self.config.empty_disks))]

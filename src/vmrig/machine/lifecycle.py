@@ -69,7 +69,7 @@ class Lifecycle(Snapshots, Backdoor):
         """
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
-        overlay = self.state_dir / f"{self.name}.qcow2"
+        overlay = self._overlay_file()
         if backing is not None:
             overlay.unlink(missing_ok=True)
             template = backing.parent / snapshot.OVERLAY

@@ -234,8 +234,8 @@ class Snapshots(Monitor):
             try:
                 snapshot.flush(scratch)
                 # The disks too (QEMU wrote them out at the migration's end): they become the snapshot's.
-                disks = [f"{self.name}.qcow2", *(path.name for path in self._empty_disk_files())]
-                snapshot.flush(self.state_dir, disks)
+                disks = [self._overlay_file(), *self._empty_disk_files()]
+                snapshot.flush(self.state_dir, [path.name for path in disks])
             except OSError as error:
                 raise MachineError(f"writing the snapshot failed: {error}") from None
         except MachineError as error:
@@ -249,7 +249,7 @@ class Snapshots(Monitor):
             self.qmp.execute("quit")
         self.process.wait(30)
         self._cleanup_after_exit()
-        shutil.move(self.state_dir / f"{self.name}.qcow2", scratch / snapshot.DISK)
+        shutil.move(self._overlay_file(), scratch / snapshot.DISK)
         (scratch / "backing").write_text(f"{self.config.disk}\n")
         final = self._snapshot_final
         # Its restores copy this overlay: the disk's path in it is the published one.
