@@ -36,6 +36,11 @@ with subtest("a logical volume larger than either disk"):
         "pvcreate /dev/vdb /dev/disk/by-id/virtio-scratch",
         "vgcreate pool /dev/vdb /dev/vdc",
         "lvcreate --yes -L 600M -n data pool",
+        # lvcreate returns when udev's rules for the volume have run (RUN+= of
+        # dmsetup udevcomplete), before the worker watches the device for writes: a
+        # mkfs in between gets no change event and no by-label link (seen once, in
+        # CI with two workers busy). The same holds for NixOS's lvm2 and udev.
+        "udevadm settle",
         "mkfs.ext4 -q -L data /dev/pool/data",
     )
     machine.wait_until_succeeds("test -e /dev/disk/by-label/data", timeout=30)
