@@ -230,7 +230,7 @@ class Debugger:
                 None,
             )
         except UsageError as problem:
-            self.logger.error(f"cannot stop at the failure: {problem}")
+            self.logger.alert(f"cannot stop at the failure: {problem}")
             return
         debugger.reset()
         debugger.interaction(None, error.__traceback__)

@@ -30,11 +30,11 @@
 
     TestScriptError                 the newest NixOS driver's name for what
     │                               follows (scripts catch it)
-    └── RequestedAssertionFailed    (an AssertionError) the test script's
-        │                           check failed: succeed(), fail(), every
-        │                           wait_*, t.assert*(); this is a failed
-        │                           test, not a broken tool
-        └── PollingConditionError   a polling_condition stopped holding
+    ├── RequestedAssertionFailed    (an AssertionError) the test script's
+    │                               check failed: succeed(), fail(), every
+    │                               wait_*, t.assert*(); this is a failed
+    │                               test, not a broken tool
+    └── PollingConditionError       a polling_condition stopped holding
 
 The names `MachineError` and `RequestedAssertionFailed` match the NixOS test
 driver's, so scripts that catch them keep working; scripts that import them
@@ -159,8 +159,8 @@ class RequestedAssertionFailed(TestScriptError, AssertionError):
     """A check in the test script failed."""
 
 
-class PollingConditionError(RequestedAssertionFailed):
-    """A polling condition was found false while it was active."""
+class PollingConditionError(TestScriptError):
+    """A polling condition was found false while it was active (not an AssertionError, as in NixOS)."""
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:

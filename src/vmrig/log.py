@@ -6,6 +6,7 @@ the main thread, so every write happens whole, under one lock.
 
 from __future__ import annotations
 
+import enum
 import io
 import os
 import re
@@ -18,9 +19,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 INDENT = "  "
+
+
+class LogLevel(enum.IntEnum):
+    """NixOS's log levels (test_driver.logger.LogLevel): `log.set_log_level(LogLevel.DEBUG)`."""
+
+    DEBUG = 1
+    INFO = 2
+    WARNING = 3
+    ERROR = 4
+
 
 RESET = "\x1b[0m"
 BOLD = "\x1b[1m"
@@ -86,6 +97,7 @@ class Logger:
         self._divert: Callable[[str], None] | None = None
         self._depth = 0
         self._print_serial = True
+        self._level = LogLevel.INFO  # the script's log.debug/info/warning below it are not shown
 
         self._start = time.monotonic()
         self._main = _Case(MAIN_CASE, self._start)
@@ -139,17 +151,36 @@ class Logger:
             return f"{attrs['machine']}: {message}"
         return message
 
-    def log(self, message: str, attrs: dict[str, str] | None = None) -> None:
-        self._emit(self._prefixed(message, attrs))
+    # NixOS's logger API (test_driver.logger), which scripts call as `log`: its parameter
+    # names, its levels, and error() ending the test.
+    def log(self, message: str, attributes: dict[str, str] | None = None) -> None:
+        self._emit(self._prefixed(message, attributes))
 
-    def info(self, message: str, attrs: dict[str, str] | None = None) -> None:
-        self.log(message, attrs)
+    def debug(self, message: str, attributes: dict[str, str] | None = None) -> None:
+        if self._level <= LogLevel.DEBUG:
+            self._emit(self._prefixed(message, attributes), self.dim)
 
-    def warning(self, message: str, attrs: dict[str, str] | None = None) -> None:
-        self._emit(self._prefixed(message, attrs), self.yellow)
+    def info(self, message: str, attributes: dict[str, str] | None = None) -> None:
+        if self._level <= LogLevel.INFO:
+            self.log(message, attributes)
 
-    def error(self, message: str, attrs: dict[str, str] | None = None) -> None:
-        self._emit(self._prefixed(message, attrs), self.red)
+    def warning(self, message: str, attributes: dict[str, str] | None = None) -> None:
+        if self._level <= LogLevel.WARNING:
+            self._emit(self._prefixed(message, attributes), self.yellow)
+
+    def error(self, message: str, attributes: dict[str, str] | None = None) -> NoReturn:
+        """Logs `message` in red and ends the test with exit status 1 (SystemExit), as NixOS's does."""
+        self.alert(self._prefixed(message, attributes))
+        sys.exit(1)
+
+    def alert(self, message: str) -> None:
+        """Logs `message` in red (vmrig's own errors; error() would end the test)."""
+        self._emit(message, self.red)
+
+    def set_log_level(self, level: LogLevel | int) -> None:
+        """Shows debug(), info() and warning() from `level` up (NixOS's default: LogLevel.INFO)."""
+        with self._lock:
+            self._level = LogLevel(level)
 
     def log_test_error(self, message: str) -> None:
         self._emit(message, self.bold + self.red, line_prefix="!!! ")
@@ -166,8 +197,9 @@ class Logger:
             return previous
 
     @contextmanager
-    def nested(self, message: str, attrs: dict[str, str] | None = None) -> Iterator[None]:
+    def nested(self, message: str, attributes: dict[str, str] | None = None) -> Iterator[None]:
         """Print `message` as a header, indent what the block logs, then say how long it took."""
+        attrs = attributes
         self._emit(self._prefixed(message, attrs), self.bold + self.bright_green)
         with self._lock:
             self._depth += 1
@@ -184,7 +216,7 @@ class Logger:
     def subtest(
         self,
         name: str,
-        attrs: dict[str, str] | None = None,
+        attributes: dict[str, str] | None = None,
         describe: Callable[[BaseException], str] | None = None,
     ) -> Iterator[None]:
         """A nested block that is also a JUnit test case; a failure is logged and re-raised.
@@ -196,7 +228,7 @@ class Logger:
             self._cases.append(case)
             self._case_stack.append(case)
         try:
-            with self.nested(f"subtest: {name}", attrs):
+            with self.nested(f"subtest: {name}", attributes):
                 try:
                     yield
                 except Exception as exc:

@@ -16,6 +16,19 @@ def switch_socket(run_dir: Path, vlan: int) -> Path:
     return run_dir / f"vde{vlan}.ctl"
 
 
+def nic_id(index: int) -> str:
+    """QEMU's id of a machine's `index`th virtio-net device, 0 being the user network's.
+
+    The name QEMU gives NixOS's cards, which have no id: scripts write
+    `send_monitor_command("set_link virtio-net-pci.1 off")`, as NixOS's block() does.
+    """
+    return f"virtio-net-pci.{index}"
+
+
+USER_NETDEV = "user.0"
+"""QEMU's id of the user network's backend (-netdev user), NixOS's name for it."""
+
+
 @dataclass(frozen=True)
 class NetworkCard:
     """A machine's `index`th vlan card: `eth<index>` in the guest, plugged into `vlan`'s switch.
@@ -42,5 +55,5 @@ class NetworkCard:
 
     @property
     def device(self) -> str:
-        """QEMU's id of the card's virtio-net device (as set_link names it)."""
-        return f"nic{self.index}"
+        """QEMU's id of the card's virtio-net device (as set_link names it): see nic_id."""
+        return nic_id(self.index)

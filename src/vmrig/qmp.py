@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from vmrig.errors import MachineError, QMPError
+from vmrig.timeouts import Duration, seconds
 
 Message = dict[str, Any]
 
@@ -125,11 +126,22 @@ class QMPClient:
         output = self.execute("human-monitor-command", {"command-line": command_line})
         return output if isinstance(output, str) else str(output)
 
-    def wait_for_event(self, predicate: Callable[[Message], bool], timeout: float) -> Message:
-        """Return (and consume) the first queued or future event that `predicate` accepts."""
+    def wait_for_event(
+        self, predicate: Callable[[Message], bool], timeout: float, *, skip_others: bool = False
+    ) -> Message:
+        """Return (and consume) the first queued or future event that `predicate` accepts.
+
+        `skip_others`: the events it passes over are consumed too (NixOS's
+        wait_for_qmp_event), not kept for a later wait.
+        """
         deadline = time.monotonic() + timeout
         with self._state:
             while True:
+                if skip_others:
+                    while self._events:
+                        event = self._events.popleft()
+                        if predicate(event):
+                            return event
                 for event in self._events:
                     if predicate(event):
                         self._events.remove(event)
@@ -240,9 +252,9 @@ class QMPSession:
         """Runs QMP command `cmd` with `args`; returns `{"return": value}`; QMPError if refused."""
         return {"return": self._client.execute(cmd, args or None)}
 
-    def wait_for_event(self, timeout: float = 10) -> Message:
-        """The oldest event not yet consumed, waiting up to `timeout` seconds (TimeoutError)."""
-        return self._client.wait_for_event(lambda _event: True, timeout)
+    def wait_for_event(self, timeout: Duration = 10) -> Message:
+        """The oldest event not yet consumed, waiting up to `timeout` (seconds or a timedelta; TimeoutError)."""
+        return self._client.wait_for_event(lambda _event: True, seconds(timeout))
 
     def events(self, timeout: float = 10) -> Iterator[Message]:
         """The queued events, oldest first, each consumed as it is handed out; ends when none is

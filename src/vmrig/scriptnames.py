@@ -38,6 +38,8 @@ DRIVER_SYMBOLS = (
     "machines_nspawn",
     "BaseMachine",
     "QemuMachine",
+    "NspawnMachine",
+    "dump_machine_ssh",
 )
 
 # A machine variable with one of these names would hide a driver global.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vmrig.log import Logger
+from vmrig.log import Logger, LogLevel
 
 
 def make_logger() -> tuple[Logger, io.StringIO]:
@@ -70,7 +70,7 @@ def test_multiline_messages_indent_every_line() -> None:
 def test_no_color_when_stream_is_not_a_tty() -> None:
     logger = Logger(io.StringIO())
     assert not logger.color
-    logger.error("bad")
+    logger.alert("bad")
     assert "\x1b" not in logger.stream.getvalue()  # type: ignore[attr-defined]
 
 
@@ -79,7 +79,7 @@ def test_color_on_a_tty_unless_no_color(monkeypatch: pytest.MonkeyPatch) -> None
     stream = FakeTty()
     logger = Logger(stream)
     assert logger.color
-    logger.error("bad")
+    logger.alert("bad")
     logger.warning("careful")
     assert "\x1b[31mbad\x1b[0m" in stream.getvalue()
     assert "\x1b[33mcareful\x1b[0m" in stream.getvalue()
@@ -87,6 +87,23 @@ def test_color_on_a_tty_unless_no_color(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("NO_COLOR", "1")
     assert not Logger(FakeTty()).color
     assert Logger(FakeTty()).red == ""
+
+
+def test_the_scripts_log_as_nixos_logger() -> None:
+    logger, stream = make_logger()
+    logger.debug("hidden")
+    logger.info("shown", attributes={"machine": "server"})
+    logger.set_log_level(LogLevel.DEBUG)
+    logger.debug("details")
+    logger.set_log_level(LogLevel.ERROR)
+    logger.info("quiet")
+    logger.warning("quiet too")
+    assert lines_of(stream) == ["server: shown", "details"]
+    # As NixOS's CompositeLogger.error: the test ends with status 1.
+    with pytest.raises(SystemExit) as exit_info:
+        logger.error("cannot go on")
+    assert exit_info.value.code == 1
+    assert lines_of(stream)[-1] == "cannot go on"
 
 
 def test_explicit_color_overrides_detection() -> None:

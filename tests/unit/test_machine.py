@@ -15,6 +15,7 @@ from vmrig.errors import ArgumentError, HostCommandFailed, MachineError
 from vmrig.log import Logger
 from vmrig.machine import Machine, MachineConfig, qemu
 from vmrig.machine.console import SerialConsole, search_console
+from vmrig.machine.screen import screenshot_path
 from vmrig.machine.systemd import wait_unit_for
 from vmrig.net.plan import NetworkPlan, network_cards
 from vmrig.scriptnames import public_attributes
@@ -113,6 +114,8 @@ PUBLIC_NAMES = frozenset(
         "fail",
         "forward_port",
         "get_console_log",
+        "full_console_log",
+        "last_lines",
         "get_unit_info",
         "get_unit_property",
         "interact_lock",
@@ -181,9 +184,9 @@ def test_the_user_network_forwards_ports_then_takes_the_extra_options(tmp_path: 
         user_net_options="hostfwd=udp::5353-:53",
     )
     assert qemu.user_netdev(config) == (
-        "user,id=user0,restrict=on,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=tcp:127.0.0.1:40123-:22,hostfwd=udp::5353-:53"
+        "user,id=user.0,restrict=on,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=tcp:127.0.0.1:40123-:22,hostfwd=udp::5353-:53"
     )
-    assert qemu.hostfwd_add(8080, 80) == "hostfwd_add user0 tcp:127.0.0.1:8080-:80"
+    assert qemu.hostfwd_add(8080, 80) == "hostfwd_add user.0 tcp:127.0.0.1:8080-:80"
 
 
 def test_a_shown_screen_is_vnc_on_loopback_or_a_window_and_headless_otherwise(tmp_path: Path) -> None:
@@ -258,9 +261,9 @@ def test_the_vlan_cards_plug_into_the_runs_switches(tmp_path: Path) -> None:
         f"vde,id=vlan3,sock={tmp_path}/run/vde2.ctl",
     ]
     assert [argv[i + 1] for i, part in enumerate(argv) if part == "-device" and "netdev=vlan" in argv[i + 1]] == [
-        "virtio-net-pci,netdev=vlan1,mac=52:54:00:12:01:01,id=nic1,romfile=",
-        "virtio-net-pci,netdev=vlan2,mac=52:54:00:12:02:01,id=nic2,romfile=",
-        "virtio-net-pci,netdev=vlan3,mac=52:54:00:13:02:01,id=nic3,romfile=",
+        "virtio-net-pci,netdev=vlan1,mac=52:54:00:12:01:01,id=virtio-net-pci.1,romfile=",
+        "virtio-net-pci,netdev=vlan2,mac=52:54:00:12:02:01,id=virtio-net-pci.2,romfile=",
+        "virtio-net-pci,netdev=vlan3,mac=52:54:00:13:02:01,id=virtio-net-pci.3,romfile=",
     ]
     # No card loads a network boot ROM: vmrig boots the kernel directly.
     assert all(arg.endswith(",romfile=") for arg in argv if arg.startswith("virtio-net-pci,"))
@@ -291,7 +294,7 @@ def test_block_pulls_the_cable_of_the_card_it_names(tmp_path: Path, monkeypatch:
     machine.block()
     machine.block(vlan=2)
     machine.unblock(interface="eth3")
-    assert sent == ["set_link nic1 off", "set_link nic2 off", "set_link nic3 on"]
+    assert sent == ["set_link virtio-net-pci.1 off", "set_link virtio-net-pci.2 off", "set_link virtio-net-pci.3 on"]
     with pytest.raises(ArgumentError, match=r"no vlan interface 'eth4'; it has eth1, eth2, eth3"):
         machine.block(interface="eth4")
     with pytest.raises(ArgumentError, match=r"not on vlan 3; its vlans: \[1, 2, 2\]"):
@@ -362,6 +365,19 @@ def test_console_waits_see_through_a_message_that_interrupted_a_line() -> None:
     # The match consumed up to the end of its line, as it came: the line after it is next.
     assert _take_within(console, r"^\[ *\d+\.\d+\] cdrom: ", seconds=1)
     assert not _take_within(console, "passphrase", seconds=0.2)
+    os.close(write_fd)
+    console.join()
+
+
+def test_console_waits_see_lines_joined_as_nixos_joins_them() -> None:
+    read_fd, write_fd = os.pipe()
+    console = _console_fed_by(read_fd)
+    os.write(write_fd, b"Starting server\r\nlistening on port 80\r\nready\r\nnext\r\n")
+    # NixOS's driver concatenates the stripped lines: `.*` spans lines there.
+    assert _take_within(console, r"server.*port 80")
+    # The match ended in the second line: the wait consumed up to its end, not beyond.
+    assert _take_within(console, r"^ready$", seconds=1)
+    assert not _take_within(console, r"port 80", seconds=0.2)
     os.close(write_fd)
     console.join()
 
@@ -442,3 +458,12 @@ def test_a_swtpm_that_does_not_start_says_why(tmp_path: Path) -> None:
     with pytest.raises(MachineError, match=r"n: swtpm \(the machine's TPM\) did not start: swtpm: no such option"):
         swtpm.start()
     assert swtpm.process is None
+
+
+def test_screenshot_names_follow_nixos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    assert screenshot_path(out, "login") == out / "login.png"
+    assert screenshot_path(out, "login.jpg") == out / "login.jpg"
+    # A name with "/" is the driver's, from its working directory (QEMU's is the state directory).
+    assert screenshot_path(out, "shots/login") == tmp_path / "shots" / "login.png"

@@ -322,6 +322,15 @@ def test_console(node: Machine) -> None:
     )
     node.wait_for_console_text("Enter passphrase for vault: ", timeout=60)  # no newline yet
     assert re.search(r"Enter pass\[ *\d+\.\d+\] vmrig: interrupting", node.get_console_log())
+    # NixOS's attributes: the lines since the start, and a queue of them to take off.
+    assert any("Linux version" in line for line in node.full_console_log)
+    assert node.last_lines.get(timeout=1)  # the first line since the start
+    node.succeed("printf '\\nvmrig-queued-line\\n' > /dev/ttyS0")  # ends the prompt's line first
+    node.wait_for_console_text("vmrig-queued-line", timeout=30)
+    assert "vmrig-queued-line" in list(node.last_lines.queue)
+    # NixOS's driver joins the lines with nothing between them: `.*` spans two lines.
+    node.succeed("printf 'first-half\nsecond-half\n' > /dev/ttyS0")
+    node.wait_for_console_text("first-half.*second-half", timeout=30)
 
 
 def test_send_console_reaches_the_serial_port(node: Machine) -> None:
@@ -379,6 +388,13 @@ def test_monitor_and_qmp(node: Machine) -> None:
     assert event["event"] == "STOP"
     node.send_monitor_command("cont")
     assert node.succeed("echo resumed") == "resumed\n"
+    # As in NixOS, a wait consumes the events it passes over: the STOP before this RESUME is gone.
+    node.wait_for_qmp_event(lambda e: e["event"] == "RESUME", timeout=30)  # the "cont" above
+    node.send_monitor_command("stop")
+    node.send_monitor_command("cont")
+    assert node.wait_for_qmp_event(lambda e: e["event"] == "RESUME", timeout=30)["event"] == "RESUME"
+    with pytest.raises(TimeoutError):
+        node.wait_for_qmp_event(lambda e: e["event"] == "STOP", timeout=timedelta(seconds=1))
 
 
 def test_user_systemctl(node: Machine) -> None:

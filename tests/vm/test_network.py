@@ -259,6 +259,12 @@ def test_block_and_unblock_seen_from_the_other_side(net: Topology) -> None:
     net.alpha.unblock(interface="eth2")
     net.gamma.wait_until_succeeds("busybox ping -c 1 -W 2 192.168.2.1", timeout=60)
 
+    # The monitor names the cards as QEMU names NixOS's (scripts write these lines themselves).
+    net.alpha.send_monitor_command("set_link virtio-net-pci.2 off")
+    assert "NO-CARRIER" in net.alpha.succeed("ip -br link show eth2")
+    net.alpha.send_monitor_command("set_link virtio-net-pci.2 on")
+    net.gamma.wait_until_succeeds("busybox ping -c 1 -W 2 192.168.2.1", timeout=60)
+
     with pytest.raises(ValueError, match="not on vlan 3"):
         net.alpha.block(vlan=3)
     with pytest.raises(ValueError, match="no vlan interface 'eth3'"):

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import REPO, BootedDriver, run_vmrig, short_tmp
 from vmrig.errors import MachineError
-from vmrig.spec import EmptyDisk, Node, SharedDirectory
+from vmrig.spec import EmptyDisk, Node, Service, SharedDirectory
 
 pytestmark = pytest.mark.vm
 
@@ -246,3 +246,39 @@ def test_rerun_of_a_three_node_example_is_restored(vm_tmp: Path) -> None:
     assert len(re.findall(RESTORED, result.stderr)) == 3, result.stderr[-3000:]  # node1, node2, node3
     plain = run_vmrig("run", "--no-serial", "--no-snapshots", example, tmpdir=vm_tmp)
     assert plain.returncode == 0 and RESTORED not in plain.stderr and SAVED not in plain.stderr
+
+
+def test_a_machine_started_beside_one_that_is_up_boots_for_real(
+    drivers: list[BootedDriver], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A client's boot that announces itself to a running server happens in every run."""
+    tmp = short_tmp(tmp_path_factory, "beside")
+    nodes = {
+        "server": unique_node(
+            services={"sink": Service(exec_start="/bin/sh -c 'exec nc -lk 9000 >> /var/log/received'")}
+        ),
+        "client": unique_node(
+            services={
+                "announce": Service(
+                    type="oneshot",
+                    exec_start="/bin/sh -c 'echo booted | nc -N server 9000'",
+                    after=["network-online.target"],
+                    wants=["network-online.target"],
+                )
+            }
+        ),
+    }
+    for _ in range(2):  # the first run saves the server's snapshot, the second restores it
+        run_dir = tmp / f"run{len(drivers)}"
+        run_dir.mkdir()
+        booted = BootedDriver(nodes, run_dir, snapshots=True)
+        drivers.append(booted)
+        server, client = booted.machine("server"), booted.machine("client")
+        server.start()
+        server.wait_for_open_port(9000)
+        client.start()
+        client.wait_for_unit("multi-user.target")
+        server.wait_until_succeeds("grep -q booted /var/log/received", timeout=30)
+        assert "client: booting without a snapshot: server is up on its vlans" in booted.log()
+        booted.close()
+    assert RESTORED in drivers[-1].log()  # the server's boot, which talked to nobody

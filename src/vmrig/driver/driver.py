@@ -10,6 +10,7 @@ vmrig.driver.assemble.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -226,6 +227,7 @@ class Driver:
                 )
             )
             self.machines[-1].boot_hooks.append(self.network.machine_booted)
+            self.machines[-1]._neighbours_up = functools.partial(self._neighbours_up, self.machines[-1])
         if self.ssh is not None:
             self._publish_ssh()
         self._announce_screens(self.machines)
@@ -331,6 +333,15 @@ class Driver:
     ) -> Any:
         return polling.polling_condition(self, fun_, seconds_interval=seconds_interval, description=description)
 
+    def dump_machine_ssh(self) -> None:
+        """The newest NixOS driver's: logs how to log into each machine over the SSH backdoor."""
+        if self.ssh is None:
+            self.logger.log(
+                "the SSH backdoor is off in this run (on in interactive runs, and with Options(ssh_backdoor=True))"
+            )
+            return
+        self._publish_ssh()
+
     def _publish_ssh(self) -> None:
         assert self.ssh is not None and self.assembler.run_dir is not None
         state_dirs = {machine.name: machine.state_dir for machine in self.all_machines()}
@@ -363,6 +374,7 @@ class Driver:
             keep_vm_state=keep_vm_state,
         )
         machine.boot_hooks.append(self.network.machine_booted)
+        machine._neighbours_up = functools.partial(self._neighbours_up, machine)
         self._extra_machines.append(machine)
         self._announce_screens([machine])
         if self.ssh is not None and name in self.ssh.endpoints:
@@ -471,7 +483,7 @@ class Driver:
     def terminate_test(self) -> None:
         """Runs on the timer thread when the global timeout is reached."""
         self.timed_out = True
-        self.logger.error("timeout reached; test terminating...")
+        self.logger.alert("timeout reached; test terminating...")
         # The script's command may still hold a machine's channel: its terminal is then left out.
         report.save_evidence(self.logger, self.all_machines(), self.out_dir, wait=2.0)
         reason = f"the global timeout of {self.global_timeout:g} seconds was reached"
@@ -486,6 +498,15 @@ class Driver:
 
     def all_machines(self) -> list[Machine]:
         return self.machines + self._extra_machines
+
+    def _neighbours_up(self, machine: Machine) -> list[str]:
+        """The machines that share a vlan with `machine` and are up (see Machine._neighbour_blocker)."""
+        vlans = {card.vlan for card in machine.config.vlan_cards}
+        return [
+            other.name
+            for other in self.all_machines()
+            if other is not machine and other.is_up() and vlans & {card.vlan for card in other.config.vlan_cards}
+        ]
 
     def report_failure(self, error: BaseException | None) -> None:
         """Logs a failure the way a script author wants to see it."""

@@ -99,6 +99,8 @@ class ScriptHost(Protocol):
 
     def subtest(self, name: str) -> contextlib.AbstractContextManager[None]: ...
 
+    def dump_machine_ssh(self) -> None: ...
+
     def serial_stdout_on(self) -> None: ...
 
     def serial_stdout_off(self) -> None: ...
@@ -110,6 +112,11 @@ class ScriptHost(Protocol):
         seconds_interval: Duration = 2.0,
         description: str | None = None,
     ) -> Any: ...
+
+
+class NspawnMachine:
+    """The newest NixOS driver's container machine: vmrig has none, so no machine is one
+    (`isinstance(m, NspawnMachine)` is False; `machines_nspawn` is empty)."""
 
 
 def script_globals(driver: ScriptHost) -> dict[str, Any]:
@@ -140,6 +147,8 @@ def script_globals(driver: ScriptHost) -> dict[str, Any]:
         "machines_nspawn": [],
         "BaseMachine": Machine,
         "QemuMachine": Machine,
+        "NspawnMachine": NspawnMachine,
+        "dump_machine_ssh": driver.dump_machine_ssh,
     }
     assert namespace.keys() == set(DRIVER_SYMBOLS), "the namespace differs from scriptnames.DRIVER_SYMBOLS"
     # NixOS scripts look for their output files under $out (the output directory).

@@ -17,6 +17,7 @@ from typing import Any
 
 from vmrig.driver.polling import PollingCondition
 from vmrig.errors import MachineError, PollingConditionError, QMPError, RequestedAssertionFailed, TestScriptError
+from vmrig.log import Logger, LogLevel
 from vmrig.machine import Machine
 from vmrig.machine.keys import CHAR_TO_KEY
 from vmrig.qmp import QMPSession
@@ -50,6 +51,7 @@ def _modules(retry: Any, driver_class: type) -> dict[str, dict[str, Any]]:
             "PollingConditionError": PollingConditionError,
         },
         f"{ROOT}.driver": {"Driver": driver_class},
+        f"{ROOT}.logger": {"LogLevel": LogLevel, "AbstractLogger": Logger, "CompositeLogger": Logger},
     }
 
 

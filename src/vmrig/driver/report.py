@@ -6,7 +6,7 @@ import contextlib
 from pathlib import Path
 
 from vmrig import scripttrace
-from vmrig.errors import MachineError, RequestedAssertionFailed
+from vmrig.errors import MachineError, TestScriptError
 from vmrig.log import Logger
 from vmrig.machine import Machine
 from vmrig.machine.terminal import decode_vcsa
@@ -73,7 +73,7 @@ def save_evidence(logger: Logger, machines: list[Machine], out_dir: Path, *, wai
             continue
         with (
             machine.channel_free_within(-1 if wait is None else wait) as free,
-            contextlib.suppress(MachineError, RequestedAssertionFailed, OSError, ValueError),
+            contextlib.suppress(MachineError, TestScriptError, OSError, ValueError),
         ):
             if free:  # else another thread's command still holds the channel
                 saved.append(_save_terminal(machine, out_dir))

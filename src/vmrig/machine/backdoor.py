@@ -44,8 +44,12 @@ class Backdoor(MachineBase):
         stdout is decoded as UTF-8 with undecodable bytes replaced by U+FFFD,
         as NixOS's driver does (with check_return=False too, where NixOS
         raises UnicodeDecodeError); execute_bytes() gives the bytes.
+        With `check_return=False`, as in NixOS, the status is -1, and a
+        command that ends the machine (`poweroff -f`, a reboot without
+        allow_reboot) returns what it printed instead of raising
+        MachineError when QEMU exits under it.
         """
-        status, data = self.execute_bytes(command, timeout=timeout, check_output=check_output)
+        status, data = self.execute_bytes(command, timeout=timeout, check_output=check_output, gone_ok=not check_return)
         if not check_output:
             return -2, ""
         output = data.decode(errors="replace")
@@ -54,17 +58,23 @@ class Backdoor(MachineBase):
         return status, output
 
     def execute_bytes(
-        self, command: str, timeout: Duration | None = DEFAULT_TIMEOUT, *, check_output: bool = True
+        self,
+        command: str,
+        timeout: Duration | None = DEFAULT_TIMEOUT,
+        *,
+        check_output: bool = True,
+        gone_ok: bool = False,
     ) -> tuple[int, bytes]:
         """execute(), with stdout as the bytes the command wrote (binary data, any encoding).
 
         vmrig's own; returns (status, stdout), or (-2, b"") without waiting
-        for the command when `check_output` is False.
+        for the command when `check_output` is False. `gone_ok`: QEMU exiting
+        before the command ends gives (-1, what it printed), not MachineError.
         """
         self.run_callbacks()
         self._run_boot_hooks()
         limit = None if timeout is None else self.config.timeout_scale(timeout)
-        return self._run(command, timeout=limit, wait=check_output)
+        return self._run(command, timeout=limit, wait=check_output, gone_ok=gone_ok)
 
     def _run(
         self,
@@ -74,6 +84,7 @@ class Backdoor(MachineBase):
         stdin: bytes | None = None,
         wait: bool = True,
         moves_clock: bool = False,
+        gone_ok: bool = False,
     ) -> tuple[int, bytes]:
         """Runs `command` in the guest; `timeout` in seconds (None or 0: no limit).
 
@@ -88,7 +99,7 @@ class Backdoor(MachineBase):
             if not wait:
                 return -2, b""
             try:
-                return self._collect(decoder, command, timeout)
+                return self._collect(decoder, command, timeout, gone_ok=gone_ok)
             except KeyboardInterrupt:
                 self._cancel(decoder, command)
                 raise
@@ -132,12 +143,13 @@ class Backdoor(MachineBase):
             raise self._broken(f"cannot send input for `{command}` ({error}); {self._exit_note()}") from None
 
     def _collect(
-        self, decoder: FrameDecoder, command: str, timeout: float | None, slack: float = 60
+        self, decoder: FrameDecoder, command: str, timeout: float | None, slack: float = 60, *, gone_ok: bool = False
     ) -> tuple[int, bytes]:
         """Reads the frame `decoder` waits for: (status, output).
 
         The guest enforces `timeout`; `timeout + slack` only catches a guest
-        that stopped answering (MachineError).
+        that stopped answering (MachineError). QEMU's exit before the frame
+        ends is MachineError, or (-1, the output so far) if `gone_ok`.
         """
         output = bytearray()
         deadline = None if not timeout else time.monotonic() + timeout + slack
@@ -155,6 +167,11 @@ class Backdoor(MachineBase):
                 raise self._broken(f"no answer from the backdoor shell to `{command}` within {limit:g} s")
             if not self._receive(1.0):
                 self.connected = False
+                if gone_ok:
+                    self.log(f"{self._exit_note()} while running `{command}`")
+                    for chunk in decoder.close():  # what it held back for a possible end marker
+                        output += chunk
+                    return -1, bytes(output)
                 raise self._broken(f"{self._exit_note()} while running `{command}`")
 
     def _receive(self, wait: float, *, console: bool = False) -> bool:

@@ -96,6 +96,8 @@ class MachineBase(abc.ABC):
         # driver's network puts its faults back after a reboot).
         self.boot_hooks: list[Callable[[MachineBase], None]] = []
         self._boot_hooks_due = False
+        # The names of the machines on this one's vlans that are up (the driver's answer).
+        self._neighbours_up: Callable[[], list[str]] = list
         if not keep_vm_state and state_dir.exists():
             self.log(f"deleting VM state directory {state_dir}")
             self.log("if you want to keep the VM state, pass --keep-vm-state")
@@ -211,7 +213,12 @@ class MachineBase(abc.ABC):
 
     @abc.abstractmethod
     def execute_bytes(
-        self, command: str, timeout: Duration | None = DEFAULT_TIMEOUT, *, check_output: bool = True
+        self,
+        command: str,
+        timeout: Duration | None = DEFAULT_TIMEOUT,
+        *,
+        check_output: bool = True,
+        gone_ok: bool = False,
     ) -> tuple[int, bytes]: ...
 
     @abc.abstractmethod
@@ -223,4 +230,5 @@ class MachineBase(abc.ABC):
         stdin: bytes | None = None,
         wait: bool = True,
         moves_clock: bool = False,
+        gone_ok: bool = False,
     ) -> tuple[int, bytes]: ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import queue
 import re
 import threading
 from collections import deque
@@ -52,6 +53,17 @@ def search_console(pattern: re.Pattern[str], text: str) -> int | None:
     return len(text)
 
 
+def _pieces_through(pieces: list[str], separator: str, end: int) -> int:
+    """How many of `pieces`, joined by `separator`, the text up to offset `end` reaches into."""
+    position = 0
+    for count, piece in enumerate(pieces, 1):
+        position += len(piece)
+        if end <= position:
+            return count
+        position += len(separator)
+    return len(pieces)
+
+
 class SerialConsole:
     """The console's lines since QEMU started, the recent ones for error messages, and its reader thread.
 
@@ -69,6 +81,8 @@ class SerialConsole:
         self.unfinished = ""
         self.consumed = 0
         self.recent: deque[str] = deque(maxlen=200)
+        # NixOS's machine.last_lines: every line, for a script that reads them off itself.
+        self.queue: queue.Queue[str] = queue.Queue()
         self.cond = threading.Condition()
         self.thread: threading.Thread | None = None
 
@@ -80,6 +94,7 @@ class SerialConsole:
             self.unfinished = ""
             self.consumed = 0
             self.recent.clear()
+            self.queue = queue.Queue()
         self.thread = threading.Thread(
             target=self._read, args=(stream, logger, name), name=f"serial-{name}", daemon=True
         )
@@ -104,6 +119,8 @@ class SerialConsole:
                 self.lines.extend(lines)
                 self._unstripped.extend(unstripped)
                 self.recent.extend(lines)
+                for line in lines:
+                    self.queue.put(line)
                 self.unfinished = _clean(pending)
                 self.cond.notify_all()
             for line in lines:
@@ -126,18 +143,22 @@ class SerialConsole:
         with self.cond:
             return "\n".join([*self.lines, self.unfinished] if self.unfinished else self.lines)
 
+    def reading(self) -> bool:
+        """Whether the reader thread still runs (QEMU's output has not ended, or is being drained)."""
+        return self.thread is not None and self.thread.is_alive()
+
     def take(self, pattern: re.Pattern[str]) -> bool:
-        """Whether the text not consumed yet matches `pattern` (search_console), its lines as NixOS
-        gives them (trailing blanks stripped) or as they came; a match consumes the text up to the
+        """Whether the text not consumed yet matches `pattern` (search_console): its lines joined by
+        newlines, trailing blanks stripped (as NixOS strips them) or as they came, else the stripped
+        lines joined by nothing (as NixOS's driver joins them); a match consumes the text up to the
         end of its line. The caller holds `cond`."""
-        for lines in (self.lines, self._unstripped):
+        for lines, separator in ((self.lines, "\n"), (self._unstripped, "\n"), (self.lines, "")):
             pieces = lines[self.consumed :]
             if self.unfinished and self.consumed <= len(lines):  # not consumed by an earlier match
                 pieces = [*pieces, self.unfinished + _UNFINISHED]
-            text = "\n".join(pieces)
-            end = search_console(pattern, text)
+            end = search_console(pattern, separator.join(pieces))
             if end is not None:
-                self.consumed += text.count("\n", 0, end) + 1
+                self.consumed += _pieces_through(pieces, separator, end)
                 return True
         return False
 

@@ -43,7 +43,8 @@ class Monitor(MachineBase):
     ) -> dict[str, Any]:
         if self.qmp is None:
             raise MachineError(f"{self.name}: QMP is not ready yet (is the machine started?)")
-        return self.qmp.wait_for_event(event_filter, self.config.timeout_scale(timeout))
+        # As in NixOS, the events it passes over are gone: a later wait does not see them.
+        return self.qmp.wait_for_event(event_filter, self.config.timeout_scale(timeout), skip_others=True)
 
     def send_key(self, key: str, delay: float | None = 0.01, log: bool = True) -> None:
         """Presses and releases `key` (QEMU's sendkey names, or a character), then waits `delay` seconds.

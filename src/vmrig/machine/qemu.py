@@ -15,6 +15,7 @@ from pathlib import Path
 from vmrig import proc
 from vmrig.hostnet import LOOPBACK
 from vmrig.machine.config import KERNEL_PARAMS, MachineConfig, Viewer
+from vmrig.netcard import USER_NETDEV, nic_id
 from vmrig.spec import ROOT_DISK_SERIAL
 
 QBOOT = Path("/usr/share/qemu/qboot.rom")
@@ -131,7 +132,7 @@ def command(
         # was 250 KB of a booted snapshot's device state (906 KB with two cards, 405
         # without), which a restore loads: about 6 ms of it.
         "-device",
-        "virtio-net-pci,netdev=user0,mac=52:54:00:12:34:56,id=nic0,romfile=",
+        f"virtio-net-pci,netdev={USER_NETDEV},mac=52:54:00:12:34:56,id={nic_id(0)},romfile=",
     ]
     for card in c.vlan_cards:
         cmd += [
@@ -178,8 +179,8 @@ def version_text(qemu: str) -> str:
 
 
 def user_netdev(config: MachineConfig) -> str:
-    """The -netdev value of the user-mode network (nic0)."""
-    parts = ["user", "id=user0", f"restrict={'off' if config.outside_access else 'on'}"]
+    """The -netdev value of the user-mode network (its card is nic_id(0))."""
+    parts = ["user", f"id={USER_NETDEV}", f"restrict={'off' if config.outside_access else 'on'}"]
     parts += [f"hostfwd={_forward_rule(host_port, guest_port)}" for host_port, guest_port in config.forwards]
     if config.user_net_options:
         parts.append(config.user_net_options)
@@ -188,7 +189,7 @@ def user_netdev(config: MachineConfig) -> str:
 
 def hostfwd_add(host_port: int, guest_port: int) -> str:
     """The monitor (HMP) command that adds a forward to the running user network (Machine.forward_port)."""
-    return f"hostfwd_add user0 {_forward_rule(host_port, guest_port)}"
+    return f"hostfwd_add {USER_NETDEV} {_forward_rule(host_port, guest_port)}"
 
 
 def _forward_rule(host_port: int, guest_port: int) -> str:

@@ -31,10 +31,11 @@ POLL_SECONDS = 0.5
 
 
 def screenshot_path(out_dir: Path, name: str) -> Path:
-    """NixOS's naming: ".png" added to a name without a dot; a name without "/" goes into `out_dir`."""
+    """NixOS's naming: ".png" added to a name without a dot; a name without "/" goes into `out_dir`,
+    one with "/" is from the driver's working directory (made absolute: QEMU runs elsewhere)."""
     if "." not in name:
         name += ".png"
-    return Path(name) if "/" in name else out_dir / name
+    return Path(name).absolute() if "/" in name else out_dir / name
 
 
 class Screen(Commands):

@@ -109,7 +109,7 @@ class Snapshots(Monitor):
         root = self.config.snapshot_root
         if not first or root is None or self.keep_vm_state or self.config.start_command:
             return None, None
-        blocker = self._snapshot_blocker()
+        blocker = self._snapshot_blocker() or self._neighbour_blocker()
         if blocker is not None:
             self.log(f"booting without a snapshot: {blocker}")
             return None, None
@@ -127,6 +127,21 @@ class Snapshots(Monitor):
             if blocker is not None:
                 return blocker
         return None
+
+    def _neighbour_blocker(self) -> str | None:
+        """Why this boot must be real because of the machines already up beside it; None: it need not.
+
+        A machine started while another on its vlans is up (its first
+        command run, the script's doing on it begun) may talk to it while it
+        boots: a client announcing itself to a server, a DHCP lease. A
+        restore would skip that boot, and a boot saved then would hold one
+        side of a conversation; booting both sides (start_all) keeps them
+        in the same snapshot run instead.
+        """
+        up = self._neighbours_up()
+        if not up:
+            return None
+        return f"{', '.join(up)} {'is' if len(up) == 1 else 'are'} up on its vlans, and its boot may talk to them"
 
     def _settle_for_snapshot(self) -> None:
         """Waits until the boot to be saved has finished: start-up jobs done, then the guest quiet."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import re
 import shlex
 import time
@@ -58,6 +59,17 @@ class Waits(Commands):
         with self.nested(f"waiting for UNIX socket {addr}"):
             self._poll(f"UNIX socket {addr}", open_, timeout)
 
+    @property
+    def full_console_log(self) -> list[str]:
+        """NixOS's attribute: the console's lines since the machine last started (a live list)."""
+        return self._console.lines
+
+    @property
+    def last_lines(self) -> queue.Queue[str]:
+        """NixOS's attribute: a queue of the console's lines since the machine last started, for
+        a script to take them off one by one (vmrig's own waits do not read it)."""
+        return self._console.queue
+
     def get_console_log(self) -> str:
         """The whole serial console output since the machine last started."""
         return self._console.text()
@@ -68,7 +80,9 @@ class Waits(Commands):
         The regex sees the console's lines as one text joined by newlines, so
         multi-line regexes work; `^` and `$` match at every line (re.MULTILINE,
         unless `regex` is compiled already: then its own flags),
-        as they did when each line was tried alone. Beyond NixOS, the line
+        as they did when each line was tried alone. It also sees them joined
+        with nothing between them, as NixOS's driver gives them (`a.*b` across
+        two lines matches there). Beyond NixOS, the line
         being written counts too (a prompt matches before its newline), and a
         kernel or journal message that interrupted a line does not hide the
         line's text. As in NixOS, a wait consumes what it read up
@@ -88,6 +102,9 @@ class Waits(Commands):
                 if console.take(pattern):
                     return
                 if not self._alive() and self.booted:
+                    if console.reading():  # QEMU's last lines ("reboot: Power down") may still come
+                        console.cond.wait(0.1)
+                        continue
                     raise self._broken(f"{self._exit_note()} while waiting for {regex!r} on the console")
                 remaining = None if limit is None else started + limit - time.monotonic()
                 if remaining is not None and remaining <= 0:

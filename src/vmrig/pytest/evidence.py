@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmrig.driver import report
-from vmrig.errors import MachineError, RequestedAssertionFailed
+from vmrig.errors import MachineError, TestScriptError
 from vmrig.log import Logger
 from vmrig.machine import Machine
 
@@ -60,7 +60,7 @@ def collect(machines: list[Machine], directory: Path, logger: Logger) -> list[Se
             ("systemctl --failed", "failed-units.txt", "systemctl --failed --no-pager --no-legend --plain"),
             (journal, "journal.txt", f"journalctl -b -n {JOURNAL_LINES} --no-pager"),
         ):
-            with contextlib.suppress(MachineError, RequestedAssertionFailed, OSError):
+            with contextlib.suppress(MachineError, TestScriptError, OSError):
                 status, text = machine.execute(command, timeout=COMMAND_TIMEOUT)
                 if status != 0:
                     text += f"\n({command} exited with status {status})"

@@ -16,7 +16,7 @@ import pytest
 from _pytest.pathlib import fnmatch_ex
 
 from vmrig import testfile
-from vmrig.errors import RequestedAssertionFailed, VmrigError
+from vmrig.errors import TestScriptError, VmrigError
 from vmrig.log import Logger
 from vmrig.machine import Machine
 from vmrig.pytest import evidence
@@ -313,7 +313,7 @@ def _wait_for_sshd(machines: list[Machine]) -> None:
     (a restored guest may still be starting it)."""
     for machine in machines:
         if machine.is_up():
-            with contextlib.suppress(VmrigError, RequestedAssertionFailed):
+            with contextlib.suppress(VmrigError, TestScriptError):
                 machine.wait_for_open_port(22, timeout=60)
 
 
