@@ -6,6 +6,7 @@ import io
 import signal
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,7 @@ class _Starting:
 
     def __init__(self, barrier: threading.Barrier, error: Exception | None = None) -> None:
         self.booted = False
+        self.config = types.SimpleNamespace(vlan_cards=[])  # on no vlan: no company to save with
         self.barrier = barrier
         self.error = error
 
@@ -97,6 +99,7 @@ class _Interrupting:
 
     def __init__(self) -> None:
         self.booted = False
+        self.config = types.SimpleNamespace(vlan_cards=[])
 
     def start(self) -> None:
         time.sleep(0.05)

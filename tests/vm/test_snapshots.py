@@ -282,3 +282,40 @@ def test_a_machine_started_beside_one_that_is_up_boots_for_real(
         assert "client: booting without a snapshot: server is up on its vlans" in booted.log()
         booted.close()
     assert RESTORED in drivers[-1].log()  # the server's boot, which talked to nobody
+
+
+def test_machines_started_together_are_saved_together(
+    drivers: list[BootedDriver], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """What one boot told another is in both snapshots, whichever boot settled first."""
+    tmp = short_tmp(tmp_path_factory, "together")
+    nodes = {
+        "server": unique_node(
+            services={"sink": Service(exec_start="/bin/sh -c 'exec nc -lk 9000 >> /var/log/received'")}
+        ),
+        "client": unique_node(
+            services={
+                "announce": Service(
+                    type="oneshot",
+                    # Late in its boot: after the server's boot has settled (without the
+                    # wait for the client, the server's snapshot missed it).
+                    exec_start="/bin/sh -c 'sleep 8; until echo booted | nc -N server 9000; do sleep 1; done'",
+                    after=["network-online.target"],
+                    wants=["network-online.target"],
+                    extra={"Service": {"RemainAfterExit": "yes"}},
+                )
+            }
+        ),
+    }
+    for _ in range(2):  # the first run saves both, the second restores both
+        run_dir = tmp / f"run{len(drivers)}"
+        run_dir.mkdir()
+        booted = BootedDriver(nodes, run_dir, snapshots=True)
+        drivers.append(booted)
+        booted.driver.start_all()
+        server = booted.machine("server")
+        # The server's first command: its boot saved only once the client's has settled too.
+        server.wait_until_succeeds("grep -q booted /var/log/received", timeout=30)
+        booted.machine("client").succeed("systemctl is-active announce")
+        booted.close()
+    assert SAVED in drivers[0].log() and len(re.findall(RESTORED, drivers[1].log())) == 2, drivers[1].log()[-3000:]

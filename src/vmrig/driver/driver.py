@@ -227,7 +227,7 @@ class Driver:
                 )
             )
             self.machines[-1].boot_hooks.append(self.network.machine_booted)
-            self.machines[-1]._neighbours_up = functools.partial(self._neighbours_up, self.machines[-1])
+            self._wire_neighbours(self.machines[-1])
         if self.ssh is not None:
             self._publish_ssh()
         self._announce_screens(self.machines)
@@ -260,6 +260,8 @@ class Driver:
                 for machine in waiting:
                     machine.start()
                 return
+            for machine in waiting:  # saved and restored together (see Machine._await_company)
+                machine._company = frozenset(other.name for other in self._neighbours(machine) if other in waiting)
             pool = ThreadPoolExecutor(max_workers=len(waiting), thread_name_prefix="vmrig-start")
             started: list[Future[None]] = []
             try:
@@ -374,7 +376,7 @@ class Driver:
             keep_vm_state=keep_vm_state,
         )
         machine.boot_hooks.append(self.network.machine_booted)
-        machine._neighbours_up = functools.partial(self._neighbours_up, machine)
+        self._wire_neighbours(machine)
         self._extra_machines.append(machine)
         self._announce_screens([machine])
         if self.ssh is not None and name in self.ssh.endpoints:
@@ -499,14 +501,33 @@ class Driver:
     def all_machines(self) -> list[Machine]:
         return self.machines + self._extra_machines
 
-    def _neighbours_up(self, machine: Machine) -> list[str]:
-        """The machines that share a vlan with `machine` and are up (see Machine._neighbour_blocker)."""
+    def _wire_neighbours(self, machine: Machine) -> None:
+        machine._neighbours_up = functools.partial(self._neighbours_up, machine)
+        machine._company_machines = functools.partial(self._company_of, machine)
+
+    def _neighbours(self, machine: Machine) -> list[Machine]:
+        """The other machines that share a vlan with `machine`."""
         vlans = {card.vlan for card in machine.config.vlan_cards}
         return [
-            other.name
+            other
             for other in self.all_machines()
-            if other is not machine and other.is_up() and vlans & {card.vlan for card in other.config.vlan_cards}
+            if other is not machine and vlans & {card.vlan for card in other.config.vlan_cards}
         ]
+
+    def _neighbours_up(self, machine: Machine) -> list[str]:
+        """The machines running beside `machine`, not started with it (see Machine._neighbour_blocker).
+
+        One whose boot is still to be saved is saved first: `machine`'s boot
+        must not reach into it.
+        """
+        running = [other for other in self._neighbours(machine) if other.booted and other.name not in machine._company]
+        for other in running:
+            if not other.connected and other._save_to is not None:
+                other.connect()
+        return [other.name for other in running]
+
+    def _company_of(self, machine: Machine) -> list[Machine]:
+        return [other for other in self._neighbours(machine) if other.name in machine._company]
 
     def report_failure(self, error: BaseException | None) -> None:
         """Logs a failure the way a script author wants to see it."""

@@ -13,7 +13,7 @@ import contextlib
 import shutil
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from vmrig import proc
@@ -96,8 +96,13 @@ class MachineBase(abc.ABC):
         # driver's network puts its faults back after a reboot).
         self.boot_hooks: list[Callable[[MachineBase], None]] = []
         self._boot_hooks_due = False
-        # The names of the machines on this one's vlans that are up (the driver's answer).
+        # The machines on its vlans running beside this one's first boot, not started with it
+        # (the driver's answer; see Snapshots._neighbour_blocker).
         self._neighbours_up: Callable[[], list[str]] = list
+        # The machines on its vlans started with it (start_all): booted snapshots save them
+        # together, after every one has settled, and restore them together.
+        self._company: frozenset[str] = frozenset()
+        self._company_machines: Callable[[], Sequence[MachineBase]] = list
         if not keep_vm_state and state_dir.exists():
             self.log(f"deleting VM state directory {state_dir}")
             self.log("if you want to keep the VM state, pass --keep-vm-state")

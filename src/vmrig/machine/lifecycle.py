@@ -256,6 +256,7 @@ class Lifecycle(Snapshots, Backdoor):
             if self._save_to is not None:
                 scratch, self._save_to = self._save_to, None
                 self._settle_for_snapshot()
+                self._await_company()
                 self._save_snapshot(scratch)
                 if self._restore_pending:
                     self._finish_restore(count_boot=False)

@@ -93,6 +93,7 @@ class Snapshots(Monitor):
                 str(self.config.disk),
                 hashlib.sha256(self.config.config_layer).hexdigest(),
                 self.config.neighbours,
+                "started with: " + ",".join(sorted(self._company)),
                 str(self.config.initrd.stat().st_size),
                 *(f"empty disk of {disk.size} MiB" for disk in self.config.empty_disks),
                 *(part for sidecar in self.config.sidecars for part in sidecar.snapshot_key_parts()),
@@ -129,19 +130,34 @@ class Snapshots(Monitor):
         return None
 
     def _neighbour_blocker(self) -> str | None:
-        """Why this boot must be real because of the machines already up beside it; None: it need not.
+        """Why this boot must be real because of the machines already running beside it; None: it need not.
 
-        A machine started while another on its vlans is up (its first
-        command run, the script's doing on it begun) may talk to it while it
-        boots: a client announcing itself to a server, a DHCP lease. A
-        restore would skip that boot, and a boot saved then would hold one
-        side of a conversation; booting both sides (start_all) keeps them
-        in the same snapshot run instead.
+        A machine started while another on its vlans runs, not started with
+        it by start_all (the script may have acted on it), may talk to it
+        while it boots: a client announcing itself to a server, a DHCP lease.
+        A restore would skip that boot, and a boot saved then would hold one
+        side of a conversation. Machines started together are saved together
+        instead (_await_company), and their key names the company.
         """
         up = self._neighbours_up()
         if not up:
             return None
         return f"{', '.join(up)} {'is' if len(up) == 1 else 'are'} up on its vlans, and its boot may talk to them"
+
+    def _await_company(self) -> None:
+        """Before this settled boot is saved: the boots started with it settle and are saved too.
+
+        What one machine's boot told another (a DHCP lease, a registration)
+        is then in both snapshots, whichever settled first. Each is connected
+        here unless it is already (or restores, and so holds its saved boot).
+        """
+        for member in self._company_machines():
+            if member.connected or not member.booted or member._restore_pending:
+                continue
+            try:
+                member.connect()
+            except MachineError as error:
+                self.log(f"saving without waiting for {member.name}, which did not come up: {error}")
 
     def _settle_for_snapshot(self) -> None:
         """Waits until the boot to be saved has finished: start-up jobs done, then the guest quiet."""
