@@ -248,12 +248,9 @@ def test_rerun_of_a_three_node_example_is_restored(vm_tmp: Path) -> None:
     assert plain.returncode == 0 and RESTORED not in plain.stderr and SAVED not in plain.stderr
 
 
-def test_a_machine_started_beside_one_that_is_up_boots_for_real(
-    drivers: list[BootedDriver], tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    """A client's boot that announces itself to a running server happens in every run."""
-    tmp = short_tmp(tmp_path_factory, "beside")
-    nodes = {
+def announcing(announce: str) -> dict[str, Node]:
+    """A server that keeps what it is sent, and a client whose boot runs `announce` (a oneshot, after the network)."""
+    return {
         "server": unique_node(
             services={"sink": Service(exec_start="/bin/sh -c 'exec nc -lk 9000 >> /var/log/received'")}
         ),
@@ -261,13 +258,22 @@ def test_a_machine_started_beside_one_that_is_up_boots_for_real(
             services={
                 "announce": Service(
                     type="oneshot",
-                    exec_start="/bin/sh -c 'echo booted | nc -N server 9000'",
+                    exec_start=f"/bin/sh -c '{announce}'",
                     after=["network-online.target"],
                     wants=["network-online.target"],
+                    extra={"Service": {"RemainAfterExit": "yes"}},
                 )
             }
         ),
     }
+
+
+def test_a_machine_started_beside_one_that_is_up_boots_for_real(
+    drivers: list[BootedDriver], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A client's boot that announces itself to a running server happens in every run."""
+    tmp = short_tmp(tmp_path_factory, "beside")
+    nodes = announcing("echo booted | nc -N server 9000")
     for _ in range(2):  # the first run saves the server's snapshot, the second restores it
         run_dir = tmp / f"run{len(drivers)}"
         run_dir.mkdir()
@@ -289,24 +295,9 @@ def test_machines_started_together_are_saved_together(
 ) -> None:
     """What one boot told another is in both snapshots, whichever boot settled first."""
     tmp = short_tmp(tmp_path_factory, "together")
-    nodes = {
-        "server": unique_node(
-            services={"sink": Service(exec_start="/bin/sh -c 'exec nc -lk 9000 >> /var/log/received'")}
-        ),
-        "client": unique_node(
-            services={
-                "announce": Service(
-                    type="oneshot",
-                    # Late in its boot: after the server's boot has settled (without the
-                    # wait for the client, the server's snapshot missed it).
-                    exec_start="/bin/sh -c 'sleep 8; until echo booted | nc -N server 9000; do sleep 1; done'",
-                    after=["network-online.target"],
-                    wants=["network-online.target"],
-                    extra={"Service": {"RemainAfterExit": "yes"}},
-                )
-            }
-        ),
-    }
+    # Late in its boot: after the server's boot has settled (without the wait for the
+    # client, the server's snapshot missed it).
+    nodes = announcing("sleep 8; until echo booted | nc -N server 9000; do sleep 1; done")
     for _ in range(2):  # the first run saves both, the second restores both
         run_dir = tmp / f"run{len(drivers)}"
         run_dir.mkdir()
