@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import BootedDriver, short_tmp
 from vmrig.errors import MachineError, RequestedAssertionFailed
 from vmrig.machine import Machine
-from vmrig.spec import File, Node, Service
+from vmrig.spec import File, Node, Service, User
 from vmrig.timeouts import TimeoutScale
 
 pytestmark = pytest.mark.vm
@@ -26,7 +26,12 @@ NODE = Node(
     files={
         "/etc/vmrig-test/greeting": "hello from the config layer\n",
         "/usr/local/bin/secret": File(content="#!/bin/sh\necho secret\n", mode=0o750),
+        # Under /run, a tmpfs from the boot on: laid there all the same.
+        "/run/vmrig-test/token": File(content="token\n", mode=0o600, owner="wheeler"),
+        # Added to the generated hosts file, as NixOS's networking.extraHosts.
+        "/etc/hosts": "192.0.2.7 extra-host\n",
     },
+    users={"wheeler": User(groups=["wheel"])},
     services={
         "sleeper": Service(exec_start="/bin/sleep infinity"),
         "broken": Service(exec_start="/bin/sh -c 'echo about to fail; exit 3'"),
@@ -158,6 +163,13 @@ def test_timeout_gives_124(node: Machine) -> None:
     assert node.succeed("echo still usable") == "still usable\n"
     # the whole process group died with it
     assert node.execute("pgrep -x 'sleep' | grep -v $$ ")[0] != 0 or "60" not in node.succeed("ps -eo args")
+
+
+def test_files_under_run_the_hosts_file_and_wheel_as_on_nixos(node: Machine) -> None:
+    assert node.succeed("cat /run/vmrig-test/token; stat -c '%U %a' /run/vmrig-test/token") == "token\nwheeler 600\n"
+    assert node.succeed("getent hosts extra-host").split() == ["192.0.2.7", "extra-host"]
+    node.succeed("getent hosts localhost node1")  # the generated lines are still there
+    assert "(ALL : ALL) ALL" in node.succeed("sudo -l -U wheeler")
 
 
 def test_config_layer_files_and_hostname(node: Machine) -> None:

@@ -209,6 +209,36 @@ def mount_script(mounts: list[Mount]) -> str:
     return "".join(f"{line}\n" for line in lines)
 
 
+# Directories the guest empties or mounts a tmpfs on at boot (/run; /tmp on Debian 13, and
+# tmpfiles' "D /tmp" on 12): a node's file there is laid under RUNTIME_STAGE instead and
+# copied into place by systemd-tmpfiles (owner and mode kept), early in the boot.
+RUNTIME_DIRS = ("/run", "/tmp")
+RUNTIME_STAGE = "/usr/lib/vmrig/runtime-files"
+RUNTIME_RULES = "/etc/tmpfiles.d/vmrig-runtime-files.conf"
+
+
+def laid_path(path: str) -> str:
+    """Where the config layer lays a node's file `path` (see RUNTIME_DIRS)."""
+    if any(path.startswith(directory + "/") for directory in RUNTIME_DIRS):
+        return RUNTIME_STAGE + path
+    return path
+
+
+def runtime_rules(paths: list[str]) -> str:
+    """systemd-tmpfiles lines that copy the staged files `paths` into place, their directories first."""
+    lines: list[str] = []
+    made: set[str] = set()
+    for path in sorted(paths):
+        parts = path.split("/")
+        for depth in range(3, len(parts)):  # below /run or /tmp, which exist
+            directory = "/".join(parts[:depth])
+            if directory not in made:
+                made.add(directory)
+                lines.append(f"d {directory} 0755 root root -")
+        lines.append(f"C {path} - - - - {RUNTIME_STAGE}{path}")
+    return "".join(f"{line}\n" for line in lines)
+
+
 def setup_script(node: Node) -> str:
     """sh run in the node's root before systemd: users and file owners."""
     lines: list[str] = []
@@ -249,7 +279,7 @@ def setup_script(node: Node) -> str:
     for path, entry in sorted(files.items()):
         owner, group = node.file_owner(path)
         if (entry.owner, entry.group) != (None, None) or (owner, group) != ("root", "root"):
-            lines.append(f"chown {shlex.quote(f'{owner}:{group}')} {shlex.quote(path)}")
+            lines.append(f"chown {shlex.quote(f'{owner}:{group}')} {shlex.quote(laid_path(path))}")
     if not lines:
         return ""
     # Run by the initramfs' busybox, whose PATH knows nothing of /usr/sbin.
@@ -324,7 +354,17 @@ def config_layer(
     put("/etc/systemd/system/getty@.service.d/50-vmrig.conf", (GUEST_DIR / "getty.conf").read_bytes())
     put("/etc/hostname", f"{name}\n".encode())
     put("/etc/machine-id", f"{machine_id(name)}\n".encode(), 0o444)
-    put("/etc/hosts", hosts_file(name, network).encode())
+    # A node's own /etc/hosts adds to the generated one, as NixOS's networking.extraHosts
+    # does: the other nodes' names and localhost keep resolving.
+    own_hosts = node.file_entries().get("/etc/hosts")
+    hosts = hosts_file(name, network).encode()
+    if own_hosts is not None:
+        own = own_hosts.content.encode() if isinstance(own_hosts.content, str) else own_hosts.content
+        hosts += own if own.endswith(b"\n") or not own else own + b"\n"
+    put("/etc/hosts", hosts, own_hosts.mode if own_hosts is not None else 0o644)
+    # NixOS's wheel group may use sudo (security.sudo.wheelNeedsPassword: with the user's
+    # password); Debian's sudo group still does too.
+    put("/etc/sudoers.d/vmrig-wheel", b"%wheel ALL=(ALL:ALL) ALL\n", 0o440)
     put("/etc/fstab", b"")
     # useradd's default shell, bash as on NixOS (users.defaultUserShell); Debian's is
     # /bin/sh, where a script's `useradd -m alice` then waits for alice's bash in vain.
@@ -336,9 +376,16 @@ def config_layer(
     put("/etc/profile.d/vmrig-locale.sh", b': "${LANG:=en_US.UTF-8}"\nexport LANG\n')
     if network.outside_access:
         put("/etc/resolv.conf", f"nameserver {USER_NET_DNS}\n".encode())
+    staged: list[str] = []
     for path, entry in sorted(node.file_entries().items()):
+        if path == "/etc/hosts":
+            continue  # above
         data = entry.content.encode() if isinstance(entry.content, str) else entry.content
-        put(path, data, entry.mode)
+        put(laid_path(path), data, entry.mode)
+        if laid_path(path) != path:
+            staged.append(path)
+    if staged:
+        put(RUNTIME_RULES, runtime_rules(staged).encode())
     if node.firewall is not None:
         guest = guest_firewall(node.firewall)
         for path, content in guest.files.items():
