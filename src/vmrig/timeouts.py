@@ -11,7 +11,8 @@ driver picks once per run.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 Duration = float | int | timedelta
@@ -20,6 +21,10 @@ Duration = float | int | timedelta
 # (nix-bitcoin #272); twice that, because a 2-core host also runs several
 # emulated guests at once, each on a core of its own.
 TCG_FACTOR = 5.0
+# A scaled timeout ends this long (at most half the time left) before the run's
+# global timeout would: the script's wait or command then fails with its own
+# message, not the run's.
+GLOBAL_MARGIN = 30.0
 
 
 def seconds(value: Duration) -> float:
@@ -54,16 +59,30 @@ class TimeoutScale:
 
     factor: float = 1.0
     reason: str = "KVM"
+    # Seconds left on the run's global timeout (None: none runs); set by the driver.
+    left: Callable[[], float | None] | None = field(default=None, compare=False)
 
     def __call__(self, value: Duration) -> float:
-        """`value` in seconds, scaled."""
-        return seconds(value) * self.factor
+        """`value` in seconds, scaled, and cut to end GLOBAL_MARGIN before the global timeout."""
+        scaled = seconds(value) * self.factor
+        limit = self._limit()
+        return scaled if limit is None else min(scaled, limit)
+
+    def _limit(self) -> float | None:
+        """How long a timeout may last now: GLOBAL_MARGIN (at most half the time left) short of the global timeout."""
+        remaining = self.left() if self.left is not None else None
+        return None if remaining is None else remaining - min(GLOBAL_MARGIN, remaining / 2)
 
     def note(self, value: Duration) -> str:
-        """How a timeout message names the timeout: as given, and scaled when it was."""
-        if self.factor == 1:
-            return describe(value)
-        return f"{describe(value)}, scaled x{self.factor:g} under {self.reason} to {self(value):g} s"
+        """How a timeout message names the timeout: as given, and scaled or cut when it was."""
+        scaled = seconds(value) * self.factor
+        limit = self._limit()
+        text = describe(value)
+        if self.factor != 1:
+            text += f", scaled x{self.factor:g} under {self.reason} to {scaled:g} s"
+        if limit is not None and limit < scaled:
+            text += f", cut to {limit:.0f} s by the run's global timeout"
+        return text
 
     @classmethod
     def choose(cls, accel: str, override: str | None) -> TimeoutScale:

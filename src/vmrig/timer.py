@@ -34,6 +34,13 @@ class PausableTimer:
                 self._deadline = time.monotonic() + self._remaining
         self._thread.start()
 
+    def seconds_left(self) -> float | None:
+        """`remaining` while the timer runs or is paused; None before start() and once cancelled or fired."""
+        with self._cond:
+            if not self._started or self._cancelled or self._fired:
+                return None
+        return self.remaining
+
     def cancel(self) -> bool:
         """Stops the timer; False if it had already fired (its action ran or is running)."""
         with self._cond:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+from vmrig.timeouts import GLOBAL_MARGIN, TimeoutScale
 from vmrig.timer import PausableTimer
 
 
@@ -77,3 +78,27 @@ def test_cancel_says_whether_the_timer_had_fired() -> None:
     early, _ = _timer(5)
     early.start()
     assert early.cancel() is True
+
+
+def test_scaled_timeouts_end_before_the_global_timeout() -> None:
+    left: list[float | None] = [None]
+    scale = TimeoutScale(5.0, "TCG", left=lambda: left[0])
+    assert scale(900) == 4500
+    assert scale.note(900) == "900, scaled x5 under TCG to 4500 s"
+    left[0] = 600.0
+    assert scale(900) == 600 - GLOBAL_MARGIN
+    assert scale(10) == 50
+    assert scale.note(900) == "900, scaled x5 under TCG to 4500 s, cut to 570 s by the run's global timeout"
+    left[0] = 20.0
+    assert scale(900) == 10.0  # half the time left, when that is less than the margin
+    assert scale(1) == 5.0
+
+
+def test_seconds_left_of_the_timer() -> None:
+    timer = PausableTimer(100, lambda: None)
+    assert timer.seconds_left() is None
+    timer.start()
+    left = timer.seconds_left()
+    assert left is not None and 99 < left <= 100
+    timer.cancel()
+    assert timer.seconds_left() is None

@@ -271,13 +271,25 @@ def test_global_timeout_covers_the_final_sync(vm_tmp: Path) -> None:
 
 
 def test_global_timeout_saves_the_terminal_of_a_machine_between_commands(vm_tmp: Path) -> None:
-    path = slow_node_test(
-        vm_tmp, 'slow.succeed("echo on-the-terminal > /dev/tty1")', 'slow.wait_until_succeeds("test -e /never")'
-    )
+    path = slow_node_test(vm_tmp, 'slow.succeed("echo on-the-terminal > /dev/tty1")', '__import__("time").sleep(600)')
     result = run_vmrig("run", "--no-serial", path, "--global-timeout", "40", "-o", "out", tmpdir=vm_tmp)
     assert result.returncode == 1
+    assert "global timeout of 40 seconds reached" in result.stderr, result.stderr[-2000:]
     assert "saved for the failure: " in result.stderr, result.stderr[-2000:]
     assert "on-the-terminal" in (vm_tmp / "out" / "slow-tty.txt").read_text()
+    assert qemu_pids_for(str(vm_tmp)) == []
+
+
+def test_a_wait_ends_before_the_global_timeout_with_its_own_message(vm_tmp: Path) -> None:
+    # NixOS's default 900 s, x5 under TCG, would outlast the run: the wait is cut to end first.
+    path = slow_node_test(vm_tmp, 'slow.succeed("true")', 'slow.wait_until_succeeds("test -e /never")')
+    started = time.monotonic()
+    result = run_vmrig("run", "--no-serial", path, "--global-timeout", "60", tmpdir=vm_tmp)
+    assert result.returncode == 1
+    assert time.monotonic() - started < 150
+    assert re.search(r"waiting for `test -e /never` to succeed", result.stderr), result.stderr[-2000:]
+    assert "cut to" in result.stderr and "by the run's global timeout" in result.stderr
+    assert "global timeout of 60 seconds reached" not in result.stderr
     assert qemu_pids_for(str(vm_tmp)) == []
 
 

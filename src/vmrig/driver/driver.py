@@ -10,6 +10,7 @@ vmrig.driver.assemble.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import shutil
@@ -464,6 +465,11 @@ class Driver:
             # Pausable: a debugger prompt stops the clock (see vmrig.debug).
             self._timer = PausableTimer(self.global_timeout, self.terminate_test)
             self._timer.start()
+            # The script's scaled timeouts end before it (a default 900 s wait is 4500 s under TCG).
+            scale = dataclasses.replace(self.timeout_scale, left=self._timer.seconds_left)
+            self.assembler.timeout_scale = scale
+            for machine in self.all_machines():
+                machine.config.timeout_scale = scale
         started = time.monotonic()
         passed = self._timed(self._script_then_sync)  # stops the timer
         self.logger.log(f"test script finished in {time.monotonic() - started:.2f}s")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import time
 import unittest
@@ -121,7 +120,13 @@ class NspawnMachine:
 
 def script_globals(driver: ScriptHost) -> dict[str, Any]:
     """Every global of the test script, one variable per machine and vlan included; logs the extra names."""
-    script_retry = functools.partial(retry, scale=driver.timeout_scale)
+
+    def script_retry(
+        fn: Callable[[bool], bool], timeout: Duration | None = None, *, timeout_seconds: Duration | None = None
+    ) -> None:
+        __tracebackhide__ = True
+        retry(fn, timeout, timeout_seconds=timeout_seconds, scale=driver.timeout_scale)  # the scale of the moment
+
     nixmodules.install(script_retry, type(driver))  # `from test_driver.errors import ...` and the like
     namespace: dict[str, Any] = {
         "start_all": driver.start_all,
