@@ -112,6 +112,10 @@ def test_execute_status_and_fresh_shell_each_time(node: Machine) -> None:
     as_nixos = node.execute("bash -c vmrig-no-such-command 2>&1")
     assert as_nixos[1].startswith("bash: line 1: vmrig-no-such-command")
     assert node.execute("vmrig-no-such-command 2>&1") == as_nixos
+    # As under `bash -c`: no arguments, and none of the backdoor's variables (set -u fails on them).
+    assert node.succeed('echo "$#"') == "0\n"
+    for name in ("1", "cmd", "status", "pid", "timeout", "__vmrig_cmd"):
+        assert node.execute(f'echo "${name}"')[0] == 1, name
 
 
 def test_background_jobs_end_the_output_as_under_nixos(node: Machine) -> None:
