@@ -116,3 +116,15 @@ def test_ctrl_c_in_start_all_waits_for_the_starts_under_way(tmp_path: Path) -> N
         driver.start_all()
     # The cleanup after the interrupt finds every machine that was starting.
     assert all(machine.booted for machine in machines)
+
+
+def test_log_error_ends_the_script_with_status_1_and_says_so(tmp_path: Path) -> None:
+    output = io.StringIO()
+    script = 'from vmrig import Node\nnodes = {"idle": Node()}\ntest_script = """\nlog.error("no way on")\n"""\n'
+    driver = _driver(tmp_path, script, output)
+    with pytest.raises(SystemExit) as stop:
+        driver.run_tests()
+    assert stop.value.code == 1
+    assert "no way on" in output.getvalue()
+    assert "!!! the test script exited with status 1 (sys.exit() or log.error())" in output.getvalue()
+    time.sleep(0.5)  # the global timeout's clock stopped with the script: no interrupt comes later

@@ -414,6 +414,10 @@ class Driver:
         try:
             passed = run()
             self._await_timeout_interrupt()
+        except SystemExit:  # the script's sys.exit() or log.error(): the run ends here, and its clock
+            if self._timer is not None:
+                self._timer.cancel()
+            raise
         except KeyboardInterrupt as interrupt:
             if not self.timed_out:
                 raise
@@ -431,6 +435,12 @@ class Driver:
                 run()
         except Exception as error:  # the script's own errors are test failures
             return self._failed(error, prompt=True)
+        except SystemExit as stop:  # sys.exit(), or log.error() as in NixOS: the status is the run's
+            if stop.code not in (None, 0):
+                reason = f"the test script exited with status {stop.code} (sys.exit() or log.error())"
+                self.logger.log_test_error(reason)
+                self.logger.mark_failed(reason)
+            raise
         return True
 
     def _failed(self, error: Exception, *, prompt: bool) -> bool:
