@@ -199,8 +199,7 @@ class Logger:
     @contextmanager
     def nested(self, message: str, attributes: dict[str, str] | None = None) -> Iterator[None]:
         """Print `message` as a header, indent what the block logs, then say how long it took."""
-        attrs = attributes
-        self._emit(self._prefixed(message, attrs), self.bold + self.bright_green)
+        self._emit(self._prefixed(message, attributes), self.bold + self.bright_green)
         with self._lock:
             self._depth += 1
         started = time.monotonic()
@@ -210,7 +209,7 @@ class Logger:
             elapsed = time.monotonic() - started
             with self._lock:
                 self._depth -= 1
-                self._emit(self._prefixed(f"(finished: {message}, in {elapsed:.2f} seconds)", attrs))
+                self._emit(self._prefixed(f"(finished: {message}, in {elapsed:.2f} seconds)", attributes))
 
     @contextmanager
     def subtest(

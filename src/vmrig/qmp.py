@@ -137,12 +137,11 @@ class QMPClient:
         deadline = time.monotonic() + timeout
         with self._state:
             while True:
-                if skip_others:
-                    while self._events:
-                        event = self._events.popleft()
-                        if predicate(event):
-                            return event
-                for event in self._events:
+                while skip_others and self._events:
+                    event = self._events.popleft()
+                    if predicate(event):
+                        return event
+                for event in self._events:  # none left when skip_others
                     if predicate(event):
                         self._events.remove(event)
                         return event

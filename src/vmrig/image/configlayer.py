@@ -356,7 +356,8 @@ def config_layer(
     put("/etc/machine-id", f"{machine_id(name)}\n".encode(), 0o444)
     # A node's own /etc/hosts adds to the generated one, as NixOS's networking.extraHosts
     # does: the other nodes' names and localhost keep resolving.
-    own_hosts = node.file_entries().get("/etc/hosts")
+    entries = node.file_entries()
+    own_hosts = entries.get("/etc/hosts")
     hosts = hosts_file(name, network).encode()
     if own_hosts is not None:
         own = own_hosts.content.encode() if isinstance(own_hosts.content, str) else own_hosts.content
@@ -377,12 +378,13 @@ def config_layer(
     if network.outside_access:
         put("/etc/resolv.conf", f"nameserver {USER_NET_DNS}\n".encode())
     staged: list[str] = []
-    for path, entry in sorted(node.file_entries().items()):
+    for path, entry in sorted(entries.items()):
         if path == "/etc/hosts":
             continue  # above
         data = entry.content.encode() if isinstance(entry.content, str) else entry.content
-        put(laid_path(path), data, entry.mode)
-        if laid_path(path) != path:
+        laid = laid_path(path)
+        put(laid, data, entry.mode)
+        if laid != path:
             staged.append(path)
     if staged:
         put(RUNTIME_RULES, runtime_rules(staged).encode())
