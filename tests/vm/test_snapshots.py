@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import REPO, BootedDriver, run_vmrig, short_tmp
 from vmrig.errors import MachineError
-from vmrig.spec import EmptyDisk, Node, Service, SharedDirectory
+from vmrig.spec import EmptyDisk, File, Node, Service, SharedDirectory
 
 pytestmark = pytest.mark.vm
 
@@ -25,7 +25,7 @@ SAVED = "saved a booted snapshot"
 
 def unique_node(**fields: object) -> Node:
     """A node whose configuration no earlier run has booted (a file nobody else has)."""
-    files = {"/etc/vmrig-snapshot-test": f"{uuid.uuid4()}\n"}
+    files = {"/etc/vmrig-snapshot-test": f"{uuid.uuid4()}\n", **fields.pop("files", {})}  # type: ignore[dict-item]
     return Node(files=files, **fields)  # type: ignore[arg-type]
 
 
@@ -268,6 +268,20 @@ def announcing(announce: str) -> dict[str, Node]:
     }
 
 
+def saved_then_restored_together(
+    drivers: list[BootedDriver], tmp: Path, nodes: dict[str, Node]
+) -> Iterator[BootedDriver]:
+    """Two runs of `nodes`, each started by start_all(): the first saves them, the second restores them."""
+    for _ in range(2):
+        run_dir = tmp / f"run{len(drivers)}"
+        run_dir.mkdir()
+        booted = BootedDriver(nodes, run_dir, snapshots=True)
+        drivers.append(booted)
+        booted.driver.start_all()
+        yield booted
+        booted.close()
+
+
 def test_a_machine_started_beside_one_that_is_up_boots_for_real(
     drivers: list[BootedDriver], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -298,15 +312,77 @@ def test_machines_started_together_are_saved_together(
     # Late in its boot: after the server's boot has settled (without the wait for the
     # client, the server's snapshot missed it).
     nodes = announcing("sleep 8; until echo booted | nc -N server 9000; do sleep 1; done")
-    for _ in range(2):  # the first run saves both, the second restores both
-        run_dir = tmp / f"run{len(drivers)}"
-        run_dir.mkdir()
-        booted = BootedDriver(nodes, run_dir, snapshots=True)
-        drivers.append(booted)
-        booted.driver.start_all()
+    for booted in saved_then_restored_together(drivers, tmp, nodes):
         server = booted.machine("server")
         # The server's first command: its boot saved only once the client's has settled too.
         server.wait_until_succeeds("grep -q booted /var/log/received", timeout=30)
         booted.machine("client").succeed("systemctl is-active announce")
-        booted.close()
     assert SAVED in drivers[0].log() and len(re.findall(RESTORED, drivers[1].log())) == 2, drivers[1].log()[-3000:]
+
+
+# A client that keeps one TCP session with the server's echo service, in lock step: a
+# line out, the same line back. Saved at different instants, the two guests' halves of
+# the session disagree after a restore: the server has already answered what the
+# client sends again, and the session stalls.
+PINGER = """#!/bin/bash
+exec 3<>/dev/tcp/server/9001 || exit 1
+i=0
+while :; do
+    i=$((i + 1))
+    echo "$i" >&3
+    read -r -t 10 reply <&3 || exit 1
+    [ "$reply" = "$i" ] || exit 2
+    echo "$i" 1<>/run/last-echo  # in place: a reader never finds it empty (the numbers only grow)
+    sleep 0.5
+done
+"""
+
+
+def keeping_a_session() -> dict[str, Node]:
+    """A server with a socket-activated echo service (one instance per connection) and a pinging client."""
+    return {
+        "server": unique_node(
+            services={
+                "echo.socket": "[Socket]\nListenStream=9001\nAccept=yes\n\n[Install]\nWantedBy=sockets.target\n",
+                "echo@.service": "[Service]\nStandardInput=socket\nStandardOutput=socket\n"
+                "ExecStart=/bin/sh -c 'while read -r line; do echo \"$$line\"; done'\n",
+            }
+        ),
+        "client": unique_node(
+            files={"/usr/local/bin/pinger": File(content=PINGER, mode=0o755)},
+            services={
+                "pinger": Service(
+                    exec_start="/usr/local/bin/pinger",
+                    after=["network-online.target"],
+                    wants=["network-online.target"],
+                    restart="on-failure",
+                )
+            },
+        ),
+    }
+
+
+def sessions(server, client) -> tuple[int, ...]:  # noqa: ANN001 (Machine)
+    """(the client's last answered line, its restarts, the connections the server accepted)."""
+    return (
+        int(client.succeed("cat /run/last-echo")),
+        int(client.succeed("systemctl show -P NRestarts pinger")),
+        int(server.succeed("systemctl show -P NAccepted echo.socket")),
+    )
+
+
+def test_a_session_between_machines_started_together_survives_their_restore(
+    drivers: list[BootedDriver], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Machines started together are stopped together for their save: a TCP session between them goes on."""
+    tmp = short_tmp(tmp_path_factory, "session")
+    for booted in saved_then_restored_together(drivers, tmp, keeping_a_session()):
+        server, client = booted.machine("server"), booted.machine("client")
+        client.wait_until_succeeds("test -s /run/last-echo", timeout=60)
+        before = sessions(server, client)
+        # Ten more answers on the same session: no restart of the client, no new connection.
+        client.wait_until_succeeds(f"test $(cat /run/last-echo) -ge {before[0] + 10}", timeout=30)
+        after = sessions(server, client)
+        assert after[1:] == before[1:], (before, after)
+    assert "saving the booted snapshots of" in drivers[0].log(), drivers[0].log()[-3000:]
+    assert len(re.findall(RESTORED, drivers[1].log())) == 2, drivers[1].log()[-3000:]

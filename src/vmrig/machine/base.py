@@ -84,6 +84,8 @@ class MachineBase(abc.ABC):
         self._console = SerialConsole()
         self._first_start = True  # only a first start restores or saves a booted snapshot
         self._save_to: Path | None = None  # this boot is saved there once up
+        self._save_ready: Path | None = None  # settled, to be saved there with its company
+        self._save_started = 0.0  # time.monotonic() of the save's stop
         self._allow_reboot = False  # what the running QEMU was started with
         self._snapshot_final = Path()
         self._restore_pending = False  # restored, its first command not sent yet

@@ -208,6 +208,8 @@ class Lifecycle(Snapshots, Backdoor):
         if self.connected:
             return
         with self._command_lock, self.nested("waiting for the VM to finish booting"):
+            if self.connected:  # by another thread while this one waited for the lock
+                return
             self.start()
             if self._restore_pending:
                 self._finish_restore(count_boot=True)
@@ -254,10 +256,10 @@ class Lifecycle(Snapshots, Backdoor):
                 f" the shell answered after {answered - started:.2f} s, then basic.target)"
             )
             if self._save_to is not None:
-                scratch, self._save_to = self._save_to, None
                 self._settle_for_snapshot()
+                self._save_ready, self._save_to = self._save_to, None
                 self._await_company()
-                self._save_snapshot(scratch)
+                self._save_company()  # unless a member that settled later saved this one with it
                 if self._restore_pending:
                     self._finish_restore(count_boot=False)
 

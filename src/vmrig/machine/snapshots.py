@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import re
 import shutil
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,8 @@ QUIET_LIMIT = 30.0
 QUIET_WINDOW = 0.25
 QUIET_WINDOWS = 4
 QUIET_SHARE = 0.15
+# Taken to claim the settled boots a company save stops together (see Snapshots._save_company).
+_CLAIM = threading.Lock()
 
 
 def fixup_after(guest_clock: float | None, resumed: float) -> str:
@@ -145,19 +148,46 @@ class Snapshots(Monitor):
         return f"{', '.join(up)} {'is' if len(up) == 1 else 'are'} up on its vlans, and its boot may talk to them"
 
     def _await_company(self) -> None:
-        """Before this settled boot is saved: the boots started with it settle and are saved too.
+        """Before this settled boot is saved: the boots started with it settle too (see _save_company).
 
-        What one machine's boot told another (a DHCP lease, a registration)
-        is then in both snapshots, whichever settled first. Each is connected
-        here unless it is already (or restores, and so holds its saved boot).
+        Each one still booting toward its save is connected here; the last
+        to settle saves them all.
         """
         for member in self._company_machines():
-            if member.connected or not member.booted or member._restore_pending:
+            if member._save_to is None:  # restored, saved, or not booting toward a save
                 continue
             try:
                 member.connect()
             except MachineError as error:
                 self.log(f"saving without waiting for {member.name}, which did not come up: {error}")
+
+    def _save_company(self) -> None:
+        """Saves this settled boot, and those of its company that have settled, at one instant.
+
+        All of them are stopped before any is written: what one guest told
+        another (a DHCP lease, a TCP session such as BGP's) is then in both
+        snapshots alike. Saved one after the other, two routers' BGP session
+        came back after a restore only when its hold timer ran out (60 s).
+        """
+        with _CLAIM:
+            group: list[tuple[Snapshots, Path]] = []
+            for member in (self, *self._company_machines()):
+                if isinstance(member, Snapshots) and member._save_ready is not None:
+                    group.append((member, member._save_ready))
+                    member._save_ready = None
+        if not group:
+            return
+        if len(group) > 1:
+            self.log(f"saving the booted snapshots of {', '.join(member.name for member, _ in group)} together")
+        offsets = [member._guest_clock_offset() for member, _ in group]
+        stopped = [
+            (member, scratch)
+            for (member, scratch), offset in zip(group, offsets, strict=True)
+            if member._stop_for_save(scratch, offset)
+        ]
+        written = [(member, scratch) for member, scratch in stopped if member._write_saved_state(scratch)]
+        for member, scratch in written:
+            member._publish_and_restart(scratch)
 
     def _settle_for_snapshot(self) -> None:
         """Waits until the boot to be saved has finished: start-up jobs done, then the guest quiet."""
@@ -247,20 +277,31 @@ class Snapshots(Monitor):
         self.log(f"restored a booted snapshot ({time.monotonic() - started:.2f} s; {directory.name})")
         return fixup_after(snapshot.read_clock(directory), resumed)
 
-    def _save_snapshot(self, scratch: Path) -> None:
-        """Saves the booted guest into `scratch`, publishes it and restarts from it.
+    def _stop_for_save(self, scratch: Path, offset: float | None) -> bool:
+        """Stops the guest for its save, recording its wall clock (`offset`: the guest's minus the host's, s).
 
-        The guest is stopped while its channel is idle; its overlay becomes the
-        snapshot's frozen disk, so this run too goes on from a restore.
+        False if QEMU would not stop (the scratch directory is removed, the guest runs on).
         """
-        assert self.qmp is not None and self.process is not None
-        started = time.monotonic()
-        offset = self._guest_clock_offset()
+        assert self.qmp is not None
+        self._save_started = time.monotonic()
         try:
             before = time.time()
             self.qmp.execute("stop")
-            if offset is not None:
-                snapshot.write_clock(scratch, (before + time.time()) / 2 + offset)
+        except MachineError as error:
+            self.log(f"no booted snapshot of this machine: {error}")
+            shutil.rmtree(scratch, ignore_errors=True)
+            return False
+        if offset is not None:
+            snapshot.write_clock(scratch, (before + time.time()) / 2 + offset)
+        return True
+
+    def _write_saved_state(self, scratch: Path) -> bool:
+        """Writes the stopped guest's devices into `scratch` and flushes it and the disks.
+
+        False if that failed: the guest is resumed and `scratch` removed.
+        """
+        assert self.qmp is not None
+        try:
             self._migrate("migrate", scratch / snapshot.STATE, "saving the booted snapshot")
             try:
                 snapshot.flush(scratch)
@@ -274,7 +315,16 @@ class Snapshots(Monitor):
             with contextlib.suppress(MachineError):
                 self.qmp.execute("cont")
             shutil.rmtree(scratch, ignore_errors=True)
-            return
+            return False
+        return True
+
+    def _publish_and_restart(self, scratch: Path) -> None:
+        """Publishes the saved guest's snapshot and restarts the machine from it.
+
+        Its overlay becomes the snapshot's frozen disk, so this run too goes
+        on from a restore.
+        """
+        assert self.qmp is not None and self.process is not None
         (scratch / snapshot.CONSOLE).write_text(self._console.text() + "\n")
         with contextlib.suppress(MachineError):
             self.qmp.execute("quit")
@@ -291,7 +341,7 @@ class Snapshots(Monitor):
             overlay = scratch / snapshot.empty_disk_overlay(index)
             snapshot.create_overlay(overlay, final / snapshot.empty_disk(index), disk.size, unsafe=True)
         snapshot.publish(scratch, final)
-        self.log(f"saved a booted snapshot ({time.monotonic() - started:.2f} s; {final.name})")
+        self.log(f"saved a booted snapshot ({time.monotonic() - self._save_started:.2f} s; {final.name})")
         self._first_start = True
         self.start(allow_reboot=self._allow_reboot)  # as the first start was asked: -no-reboot or not
 
