@@ -52,13 +52,19 @@ def failing_tools(monkeypatch: pytest.MonkeyPatch, directory: Path, *names: str,
 
 
 def run_vmrig(
-    *args: str | Path, tmpdir: Path, env: dict[str, str] | None = None, timeout: float = 900, cwd: Path | None = None
+    *args: str | Path,
+    tmpdir: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 900,
+    cwd: Path | None = None,
+    stdin: str = "",
 ) -> subprocess.CompletedProcess[str]:
-    """Runs the vmrig CLI as a user would; TMPDIR keeps its state apart from other tests."""
+    """Runs the vmrig CLI as a user would, `stdin` piped in; TMPDIR keeps its state apart from other tests."""
     full_env = dict(os.environ, TMPDIR=str(tmpdir), NO_COLOR="1")
     full_env.update(env or {})
     return subprocess.run(
         [*VMRIG, *map(str, args)],
+        input=stdin,
         capture_output=True,
         text=True,
         env=full_env,

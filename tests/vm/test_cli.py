@@ -309,6 +309,25 @@ def test_backdoor_that_never_comes_up(vm_tmp: Path) -> None:
     assert qemu_pids_for(str(vm_tmp)) == []
 
 
+def test_shell_interact_runs_what_stdin_pipes_in(vm_tmp: Path) -> None:
+    """Piped in, the shell runs every line (the last one without a newline too), then ends with stdin."""
+    path = write_test_file(
+        vm_tmp,
+        f"""
+        from vmrig import Node
+        nodes = {{"machine": {PLAIN_NODE}}}
+        test_script = '''
+        machine.shell_interact()
+        machine.succeed("test -f /tmp/from-the-shell")
+        '''
+        """,
+    )
+    result = run_vmrig("run", path, tmpdir=vm_tmp, stdin="touch /tmp/from-the-shell\necho SHELL-$((6 * 7))")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "SHELL-42" in result.stdout, result.stdout[-3000:]
+    assert "root shell ended (exit status 0)" in result.stderr
+
+
 def test_qemu_dying_mid_command_is_reported_quickly(vm_tmp: Path) -> None:
     path = write_test_file(
         vm_tmp,

@@ -75,6 +75,10 @@ class _Endpoint:
     input_fd: int
     term = "dumb"
     mode = "line"
+    # Its end of input is the shell's too (commands piped in): the shell runs what it
+    # was sent, then exits. Otherwise (socat's peer left, the terminal hung up) the
+    # shell is ended at once: nobody is left to see its output.
+    input_ends_shell = False
 
     def size(self) -> tuple[int, int]:
         return 24, 80
@@ -96,6 +100,8 @@ class _Terminal(_Endpoint):
         if self.is_tty:
             self.term = term if _TERM.fullmatch(term) else "xterm-256color"
             self.mode = "tty"
+        else:
+            self.input_ends_shell = True
 
     def size(self) -> tuple[int, int]:
         for fd in (self.output_fd, self.input_fd):
@@ -238,6 +244,7 @@ def _bridge(
 ) -> None:
     """Copies bytes both ways until the guest's end marker."""
     input_open = True
+    line_open = False  # the last key sent did not end a line
     started_at = time.monotonic()
     hung_up_at: float | None = None
     while markers.status is None:
@@ -272,6 +279,12 @@ def _bridge(
                 keys = b""
             if keys:
                 _write_all(port_fd, keys)
+                line_open = not keys.endswith(b"\n")
+            elif endpoint.input_ends_shell:
+                # Ctrl-D at the start of a line: the pty (canonical mode in line mode)
+                # gives bash its end of input once it has read what came before.
+                input_open = False
+                _write_all(port_fd, b"\n\x04" if line_open else b"\x04")
             else:
                 # The host side hung up (end of stdin, or socat's peer left): end the guest's shell.
                 input_open = False
