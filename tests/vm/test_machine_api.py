@@ -293,6 +293,23 @@ def test_wait_timeouts_fail_with_nixos_text(node: Machine) -> None:
         node.config.timeout_scale = TimeoutScale.choose("tcg", None)
 
 
+def test_port_waits_end_on_time_when_nothing_answers(node: Machine) -> None:
+    """A host that drops the SYNs (a neighbour entry nobody has) does not hold a probe for its SYN retries."""
+    node.succeed("ip neigh replace 192.168.1.250 lladdr 52:54:00:12:99:99 dev eth1 nud permanent")
+    node.config.timeout_scale = TimeoutScale()
+    try:
+        started = time.monotonic()
+        with pytest.raises(RequestedAssertionFailed, match="port 1234 on 192.168.1.250 to open"):
+            node.wait_for_open_port(1234, addr="192.168.1.250", timeout=3)
+        # Without a bound each probe took the kernel's SYN retries: about 130 s.
+        assert time.monotonic() - started < 15
+        node.wait_for_closed_port(1234, addr="192.168.1.250", timeout=3)
+        assert time.monotonic() - started < 30
+    finally:
+        node.config.timeout_scale = TimeoutScale.choose("tcg", None)
+        node.succeed("ip neigh del 192.168.1.250 dev eth1")
+
+
 def test_timeouts_are_scaled_under_tcg(node: Machine) -> None:
     node.config.timeout_scale = TimeoutScale(3.0, "TCG")
     started = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import queue
 import re
 import shlex
@@ -11,6 +12,9 @@ from vmrig.errors import MachineError, RequestedAssertionFailed
 from vmrig.machine.base import DEFAULT_TIMEOUT
 from vmrig.machine.commands import Commands
 from vmrig.timeouts import Duration
+
+# s (scaled under emulation): how long one port probe waits for an answer to its SYN.
+PROBE_CONNECT = 1.0
 
 
 class Waits(Commands):
@@ -26,12 +30,30 @@ class Waits(Commands):
         with self.nested(f"waiting for file '{filename}'"):
             self._poll(f"file '{filename}'", exists, timeout)
 
+    def _port_answers(self, addr: str, port: int) -> bool:
+        """Whether a TCP connection to `addr`:`port` from the guest is accepted (nc -z, as NixOS probes).
+
+        Bounded as NixOS's probe is not: a host that drops the SYNs held a
+        probe for the kernel's SYN retries (about 130 s here), far past a
+        wait's own timeout. PROBE_CONNECT s, scaled under emulation, is
+        plenty for an answer from a guest beside this one.
+        """
+        seconds = math.ceil(self.config.timeout_scale(PROBE_CONNECT))
+        status, _ = self.execute(f"nc -z -w {seconds} {addr} {port}")
+        return status == 0
+
     def wait_for_open_port(self, port: int, addr: str = "localhost", timeout: Duration = DEFAULT_TIMEOUT) -> None:
+        """Waits until a TCP connection to `addr`:`port`, made in the guest, is accepted.
+
+        As NixOS's (nc -z; `addr` as nc reads it, a name or an address), except
+        that one try that gets no answer gives up after a few seconds.
+        Raises RequestedAssertionFailed after `timeout` (seconds or a
+        timedelta, scaled under emulation).
+        """
         __tracebackhide__ = True
 
         def open_(_last_try: bool) -> bool:
-            status, _ = self.execute(f"nc -z {addr} {port}")
-            return status == 0
+            return self._port_answers(addr, port)
 
         with self.nested(f"waiting for TCP port {port} on {addr}"):
             self._poll(f"TCP port {port} on {addr} to open", open_, timeout)
@@ -40,8 +62,7 @@ class Waits(Commands):
         __tracebackhide__ = True
 
         def closed(_last_try: bool) -> bool:
-            status, _ = self.execute(f"nc -z {addr} {port}")
-            return status != 0
+            return not self._port_answers(addr, port)
 
         with self.nested(f"waiting for TCP port {port} on {addr} to be closed"):
             self._poll(f"TCP port {port} on {addr} to close", closed, timeout)
