@@ -101,6 +101,9 @@ BASE_PACKAGES = (
     "libnss-systemd",
     # fdisk, sfdisk and cfdisk: part of util-linux on NixOS, a package of their own on Debian.
     "fdisk",
+    # Every user manager's D-Bus (/run/user/<uid>/bus), which NixOS's dbus module always
+    # sets up: `systemctl --user start x --wait` and `busctl --user` need it.
+    "dbus-user-session",
 )
 # Documentation and translations: never needed by a test, slow to unpack.
 DPKG_EXCLUDES = ("/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*", "/usr/share/info/*")

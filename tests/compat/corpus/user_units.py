@@ -10,8 +10,10 @@ files in it belonging to the user (`users.users.alice.createHome`), and a
 user in another user's group (`extraGroups = [ "bob" ]`, bob being a user
 declared after her).
 
-Debian packages standing in: none beyond the base image (systemd, dbus and
-libpam-systemd; logind and D-Bus start on demand when loginctl asks). The
+Debian packages standing in: none beyond the base image (systemd, dbus,
+dbus-user-session and libpam-systemd; logind and D-Bus start on demand when
+loginctl asks; the user manager's own D-Bus, /run/user/<uid>/bus, is what
+`systemctl --user --wait` and `busctl --user` talk to, as on NixOS). The
 user units are in alice's ~/.config/systemd/user, as home-manager would put
 them (NixOS's `systemd.user.services` would put them in /etc/systemd/user).
 A unit file cannot be enabled by a symlink given as a file, so
@@ -52,6 +54,11 @@ nodes = {
         files={
             "/home/alice/.config/systemd/user/hello.service": File(content=HELLO, owner="alice", group="alice"),
             "/home/alice/.config/systemd/user/greeter.service": File(content=GREETER, owner="alice", group="alice"),
+            "/home/alice/.config/systemd/user/greeter-once.service": File(
+                content="[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo once > /tmp/greeter-once-%u'\n",
+                owner="alice",
+                group="alice",
+            ),
             "/home/alice/.config/systemd/user/default.target.d/hello.conf": File(
                 content="[Unit]\nWants=hello.service\n", owner="alice", group="alice"
             ),
@@ -84,6 +91,14 @@ with subtest("a unit started on demand through systemctl --user"):
     t.assertEqual(status, 0, out)
     machine.wait_for_unit("greeter.service", "alice")
     machine.succeed("grep -q greeted /tmp/greeter-alice")
+
+with subtest("alice's user manager has a D-Bus of its own"):
+    machine.succeed("test -S /run/user/1000/bus")
+    # --wait follows the job through the bus's signals: no user bus, no --wait.
+    status, out = machine.systemctl("start --wait greeter-once.service", user="alice")
+    t.assertEqual(status, 0, out)
+    machine.succeed("grep -q once /tmp/greeter-once-alice")
+    machine.succeed("su -l alice -c 'busctl --user list' | grep -q org.freedesktop.systemd1")
 
 with subtest("the user manager stops when lingering ends"):
     machine.succeed("loginctl disable-linger alice")
