@@ -19,8 +19,9 @@ machine.wait_for_x()
 machine.wait_for_file("/home/alice/.Xauthority")
 machine.succeed("xauth merge ~alice/.Xauthority")
 
-with subtest("alice's session has its window manager"):
-    machine.wait_until_succeeds("pgrep -u alice -x icewm")
+with subtest("alice's session has its window manager, its taskbar up by the time wait_for_x returns"):
+    machine.succeed("pgrep -u alice -x icewm")
+    assert "TaskBar" in machine.get_window_names()
 
 with subtest("an xterm is found by its title and its text is read from the screen"):
     machine.execute("su - alice -c 'DISPLAY=:0 xterm -title greeting-term -geometry 60x10+40+40 -fa Monospace -fs 16 -e sh -c \\"echo Hello from vmrig; exec sleep infinity\\"' >/dev/null 2>&1 &")

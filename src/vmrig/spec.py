@@ -583,6 +583,8 @@ X11_PACKAGES = (
     "fonts-dejavu-core",
 )
 X11_UNIT = "display-manager"
+# Started with it, done once the IceWM session is up (guest/x11-ready).
+X11_READY_UNIT = "vmrig-x11-ready"
 # Node.firewall's backends, NixOS's two; each is also the Debian package that loads its rules.
 FIREWALL_BACKENDS = ("iptables", "nftables")
 # The unit each backend's rules are loaded by, as on NixOS.
@@ -618,6 +620,18 @@ class X11:
             restart="always",
             wanted_by=["graphical.target"],
             extra={"Unit": {"Conflicts": "getty@tty7.service"}, "Service": {"RestartSec": "1"}},
+        )
+
+    def ready_service(self) -> Service:
+        """Done once the IceWM session is up: graphical.target, and wait_for_x, come after it."""
+        return Service(
+            description="The X11 preset's IceWM session is up",
+            type="oneshot",
+            exec_start="/usr/lib/vmrig/x11-ready",
+            after=[f"{X11_UNIT}.service"],
+            remain_after_exit=True,
+            wanted_by=["graphical.target"],
+            extra={"Unit": {"Before": "graphical.target", "PartOf": f"{X11_UNIT}.service"}},
         )
 
 
@@ -879,12 +893,13 @@ class Node:
         if x11.user not in self.users:
             self.users = {**self.users, x11.user: User()}
         if X11_UNIT not in self.services and f"{X11_UNIT}.service" not in self.services:
-            self.services = {**self.services, X11_UNIT: x11.service()}
+            self.services = {**self.services, X11_UNIT: x11.service(), X11_READY_UNIT: x11.ready_service()}
         self.files = {
             **{
                 f"/usr/lib/vmrig/{name}": File(content=(GUEST_DIR / name).read_text(), mode=0o755)
-                for name in ("x11-start", "x11-session")
+                for name in ("x11-start", "x11-session", "x11-ready")
             },
+            "/etc/X11/icewm/startup": File(content=(GUEST_DIR / "x11-icewm-startup").read_text(), mode=0o755),
             "/etc/X11/xorg.conf.d/10-vmrig.conf": (GUEST_DIR / "x11-xorg.conf").read_text(),
             "/etc/X11/icewm/preferences": (GUEST_DIR / "x11-icewm-preferences").read_text(),
             **self.files,

@@ -422,3 +422,10 @@ def test_bookworm_suite_with_build_commands_memory_and_cores(vm_tmp: Path) -> No
     )
     result = run_vmrig("run", "--no-serial", path, tmpdir=vm_tmp)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_x11_example_booted_without_a_snapshot(vm_tmp: Path) -> None:
+    """wait_for_x returns once IceWM's session is up in a real boot too (a restore starts there)."""
+    result = run_vmrig("run", "--no-snapshots", REPO / "examples" / "x11.py", tmpdir=vm_tmp)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Finished vmrig-x11-ready.service" in result.stderr

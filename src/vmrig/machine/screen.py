@@ -22,12 +22,15 @@ from vmrig.errors import MachineError, RequestedAssertionFailed
 from vmrig.machine.base import DEFAULT_TIMEOUT
 from vmrig.machine.commands import Commands
 from vmrig.machine.ocr import Image, Region, changed_band, matches, read_text, reading_variant, variants
+from vmrig.spec import X11_READY_UNIT
 from vmrig.timeouts import Duration
 
 # The methods that need a display; the driver gives one to the machines of a script that names any.
 SCREEN_METHODS = ("screenshot", "get_screen_text", "get_screen_text_variants", "wait_for_text")
 # How often wait_for_text looks at the screen (a screendump costs a few milliseconds).
 POLL_SECONDS = 0.5
+# The X11 preset's wait for its IceWM session (see vmrig.spec.X11), there only on such nodes.
+X11_READY = "/usr/lib/vmrig/x11-ready"
 
 
 def screenshot_path(out_dir: Path, name: str) -> Path:
@@ -133,16 +136,23 @@ class Screen(Commands):
     # -- X11 (a guest that runs an X server on :0) ---------------------------------
 
     def wait_for_x(self, timeout: Duration = DEFAULT_TIMEOUT) -> None:
-        """Waits until the X server on :0 answers.
+        """Waits until the X server on :0 answers and, on an X11 preset node, its IceWM session is up.
 
-        NixOS looks for a user session target in the journal, which a plain
-        Debian X session may never reach; this asks the display itself
-        (its socket, then `xdpyinfo`, from x11-utils).
+        NixOS waits for the graphical user session's target in the journal,
+        which a plain Debian X session may never reach; this asks the display
+        itself (its socket, then `xdpyinfo`, from x11-utils) and, where the
+        preset's vmrig-x11-ready.service exists, waits for it to be done
+        (failed too: a node's own IceWM startup file). Raises
+        RequestedAssertionFailed after `timeout` (scaled under emulation).
         """
         __tracebackhide__ = True
+        check = (
+            "test -S /tmp/.X11-unix/X0 && DISPLAY=:0 xdpyinfo >/dev/null 2>&1"
+            f" && {{ [ ! -x {X11_READY} ] || [ -e /run/vmrig-x11/ready ] || systemctl -q is-failed {X11_READY_UNIT}; }}"
+        )
 
         def answers(_last_try: bool) -> bool:
-            status, _ = self.execute("test -S /tmp/.X11-unix/X0 && DISPLAY=:0 xdpyinfo >/dev/null 2>&1")
+            status, _ = self.execute(check)
             return status == 0
 
         with self.nested("waiting for the X11 server"):
