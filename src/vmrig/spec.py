@@ -583,8 +583,10 @@ X11_PACKAGES = (
     "fonts-dejavu-core",
 )
 X11_UNIT = "display-manager"
-# Started with it, done once the IceWM session is up (guest/x11-ready).
+# Started with it, done once the IceWM session is up (guest/x11-ready): the session's
+# IceWM startup file (guest/x11-icewm-startup) makes this file.
 X11_READY_UNIT = "vmrig-x11-ready"
+X11_READY_FLAG = "/run/vmrig-x11/ready"
 # Node.firewall's backends, NixOS's two; each is also the Debian package that loads its rules.
 FIREWALL_BACKENDS = ("iptables", "nftables")
 # The unit each backend's rules are loaded by, as on NixOS.

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import select
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
 
 from vmrig.contract import GUEST_DIR
+from vmrig.errors import MachineError
 from vmrig.image import guestbin, snapshot
 from vmrig.machine import snapshots
 
@@ -237,3 +240,102 @@ def test_a_discarded_snapshot_is_gone_and_a_flush_needs_its_files(tmp_path: Path
     snapshot.discard(directory)  # already gone: nothing to do
     with pytest.raises(OSError):
         snapshot.flush(directory)
+
+
+class Member(snapshots.Snapshots):
+    """A machine as a company save sees it: its steps recorded, none of QEMU behind them."""
+
+    def __init__(self, name: str, steps: list[str], *, stops: bool = True, restarts: bool = True) -> None:  # noqa: D107
+        self.name = name
+        self.steps = steps
+        self.stops = stops
+        self.restarts = restarts
+        self.company: list[Member] = []
+        self._company_machines = lambda: self.company
+        self._save_ready: Path | None = Path(f"/scratch/{name}")
+        self._command_lock = threading.RLock()
+
+    def log(self, msg: str) -> None:
+        self.steps.append(f"{self.name} log {msg}")
+
+    def _guest_clock_offset(self) -> float | None:
+        return 0.0
+
+    def _stop_for_save(self, scratch: Path, offset: float | None) -> bool:
+        self.steps.append(f"{self.name} stop")
+        return self.stops
+
+    def _write_saved_state(self, scratch: Path) -> bool:
+        self.steps.append(f"{self.name} write")
+        return True
+
+    def _abandon_save(self, scratch: Path) -> None:
+        self.steps.append(f"{self.name} cont")
+
+    def _publish_and_restart(self, scratch: Path) -> None:
+        self.steps.append(f"{self.name} publish")
+        if not self.restarts:
+            raise MachineError(f"{self.name}: QEMU did not start")
+
+
+# The machine's other operations (QEMU, the backdoor) are never called here.
+Member.__abstractmethods__ = frozenset()
+
+
+def chain(*members: Member) -> None:
+    """Each member shares a vlan with the next one (a client, a router, a server)."""
+    for left, right in itertools.pairwise(members):
+        left.company.append(right)
+        right.company.append(left)
+
+
+def test_a_company_is_stopped_together_then_written_transitively() -> None:
+    steps: list[str] = []
+    client, router, server = Member("client", steps), Member("router", steps), Member("server", steps)
+    chain(client, router, server)
+    server._save_company()
+    actions = [step for step in steps if " log " not in step]
+    assert actions[:3] == ["server stop", "router stop", "client stop"]  # all stopped before any is written
+    assert sorted(actions[3:6]) == ["client write", "router write", "server write"]
+    assert sorted(actions[6:]) == ["client publish", "router publish", "server publish"]
+    assert client._save_ready is None and router._save_ready is None
+
+
+def test_a_company_member_that_cannot_be_saved_leaves_all_of_them_unsaved_and_running() -> None:
+    steps: list[str] = []
+    client, server = Member("client", steps, stops=False), Member("server", steps)
+    chain(client, server)
+    server._save_company()
+    assert "server cont" in steps and not any("publish" in step for step in steps)
+
+
+def test_a_failed_restart_still_restarts_the_others_then_raises() -> None:
+    steps: list[str] = []
+    client, server = Member("client", steps), Member("server", steps, restarts=False)
+    chain(client, server)
+    with pytest.raises(MachineError, match="server: QEMU did not start"):
+        server._save_company()
+    assert "client publish" in steps
+
+
+def test_a_member_in_another_threads_hands_saves_itself() -> None:
+    steps: list[str] = []
+    client, server = Member("client", steps), Member("server", steps)
+    chain(client, server)
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with client._command_lock:
+            taken.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    taken.wait(10)
+    try:
+        server._save_company()
+    finally:
+        release.set()
+        holder.join()
+    assert "client stop" not in steps and "server publish" in steps
+    assert client._save_ready is not None

@@ -22,15 +22,13 @@ from vmrig.errors import MachineError, RequestedAssertionFailed
 from vmrig.machine.base import DEFAULT_TIMEOUT
 from vmrig.machine.commands import Commands
 from vmrig.machine.ocr import Image, Region, changed_band, matches, read_text, reading_variant, variants
-from vmrig.spec import X11_READY_UNIT
+from vmrig.spec import X11_READY_FLAG, X11_READY_UNIT
 from vmrig.timeouts import Duration
 
 # The methods that need a display; the driver gives one to the machines of a script that names any.
 SCREEN_METHODS = ("screenshot", "get_screen_text", "get_screen_text_variants", "wait_for_text")
 # How often wait_for_text looks at the screen (a screendump costs a few milliseconds).
 POLL_SECONDS = 0.5
-# The X11 preset's wait for its IceWM session (see vmrig.spec.X11), there only on such nodes.
-X11_READY = "/usr/lib/vmrig/x11-ready"
 
 
 def screenshot_path(out_dir: Path, name: str) -> Path:
@@ -148,7 +146,8 @@ class Screen(Commands):
         __tracebackhide__ = True
         check = (
             "test -S /tmp/.X11-unix/X0 && DISPLAY=:0 xdpyinfo >/dev/null 2>&1"
-            f" && {{ [ ! -x {X11_READY} ] || [ -e /run/vmrig-x11/ready ] || systemctl -q is-failed {X11_READY_UNIT}; }}"
+            f" && {{ [ ! -e /etc/systemd/system/{X11_READY_UNIT}.service ] || [ -e {X11_READY_FLAG} ]"
+            f" || systemctl -q is-failed {X11_READY_UNIT}; }}"
         )
 
         def answers(_last_try: bool) -> bool:

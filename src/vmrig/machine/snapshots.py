@@ -15,6 +15,7 @@ from pathlib import Path
 from vmrig.errors import ArgumentError, MachineError
 from vmrig.image import snapshot
 from vmrig.machine import qemu
+from vmrig.machine.base import MachineBase
 from vmrig.machine.monitor import Monitor
 
 # QEMU's migration capability that leaves RAM in a named shared file out of the stream.
@@ -154,7 +155,7 @@ class Snapshots(Monitor):
         to settle saves them all.
         """
         for member in self._company_machines():
-            if member._save_to is None:  # restored, saved, or not booting toward a save
+            if member._save_to is None or not member.booted:  # restored, saved, crashed, or not booting to a save
                 continue
             try:
                 member.connect()
@@ -162,32 +163,65 @@ class Snapshots(Monitor):
                 self.log(f"saving without waiting for {member.name}, which did not come up: {error}")
 
     def _save_company(self) -> None:
-        """Saves this settled boot, and those of its company that have settled, at one instant.
+        """Saves this settled boot, and the settled boots of its company, at one instant.
 
-        All of them are stopped before any is written: what one guest told
-        another (a DHCP lease, a TCP session such as BGP's) is then in both
-        snapshots alike. Saved one after the other, two routers' BGP session
-        came back after a restore only when its hold timer ran out (60 s).
+        The company is every machine started with this one on a vlan it
+        shares, and theirs in turn (a client, a router and a server on two
+        vlans). All of them are stopped before any is written: what one guest
+        told another (a DHCP lease, a TCP session such as BGP's) is then in
+        every snapshot alike. Saved one after the other, two routers' BGP
+        session came back after a restore only when its hold timer ran out
+        (60 s). All or none: if one cannot be saved, the others run on
+        unsaved, and the next run boots them all. A member whose commands
+        another thread holds is left to save itself.
         """
+        with contextlib.ExitStack() as held:
+            group = self._claim_company(held)
+            if not group:
+                return
+            if len(group) > 1:
+                self.log(f"saving the booted snapshots of {', '.join(member.name for member, _ in group)} together")
+            offsets = [member._guest_clock_offset() for member, _ in group]
+            stopped = [
+                (member, scratch)
+                for (member, scratch), offset in zip(group, offsets, strict=True)
+                if member._stop_for_save(scratch, offset)
+            ]
+            written = [(member, scratch) for member, scratch in stopped if member._write_saved_state(scratch)]
+            if len(written) < len(group):
+                for member, scratch in written:
+                    member.log("no booted snapshot of this machine: one started with it could not be saved")
+                    member._abandon_save(scratch)
+                return
+            failures: list[Exception] = []
+            for member, scratch in written:  # each on its own: one failing leaves none of the others stopped
+                try:
+                    member._publish_and_restart(scratch)
+                except Exception as error:  # noqa: BLE001 (raised below, after the others)
+                    failures.append(error)
+            if failures:
+                raise failures[0]
+
+    def _claim_company(self, held: contextlib.ExitStack) -> list[tuple[Snapshots, Path]]:
+        """The settled boots of this machine's company (transitively), each claimed once, its command lock held."""
+        group: list[tuple[Snapshots, Path]] = []
         with _CLAIM:
-            group: list[tuple[Snapshots, Path]] = []
-            for member in (self, *self._company_machines()):
-                if isinstance(member, Snapshots) and member._save_ready is not None:
-                    group.append((member, member._save_ready))
-                    member._save_ready = None
-        if not group:
-            return
-        if len(group) > 1:
-            self.log(f"saving the booted snapshots of {', '.join(member.name for member, _ in group)} together")
-        offsets = [member._guest_clock_offset() for member, _ in group]
-        stopped = [
-            (member, scratch)
-            for (member, scratch), offset in zip(group, offsets, strict=True)
-            if member._stop_for_save(scratch, offset)
-        ]
-        written = [(member, scratch) for member, scratch in stopped if member._write_saved_state(scratch)]
-        for member, scratch in written:
-            member._publish_and_restart(scratch)
+            queue: list[MachineBase] = [self]
+            seen = {self.name}
+            while queue:
+                member = queue.pop(0)
+                for other in member._company_machines():
+                    if other.name not in seen:
+                        seen.add(other.name)
+                        queue.append(other)
+                if not isinstance(member, Snapshots) or member._save_ready is None:
+                    continue
+                if not member._command_lock.acquire(blocking=False):
+                    continue  # in another thread's hands: it saves itself when that thread is done
+                held.callback(member._command_lock.release)
+                group.append((member, member._save_ready))
+                member._save_ready = None
+        return group
 
     def _settle_for_snapshot(self) -> None:
         """Waits until the boot to be saved has finished: start-up jobs done, then the guest quiet."""
@@ -312,11 +346,16 @@ class Snapshots(Monitor):
                 raise MachineError(f"writing the snapshot failed: {error}") from None
         except MachineError as error:
             self.log(f"no booted snapshot of this machine: {error}")
-            with contextlib.suppress(MachineError):
-                self.qmp.execute("cont")
-            shutil.rmtree(scratch, ignore_errors=True)
+            self._abandon_save(scratch)
             return False
         return True
+
+    def _abandon_save(self, scratch: Path) -> None:
+        """Resumes the guest stopped for its save, which is dropped."""
+        assert self.qmp is not None
+        with contextlib.suppress(MachineError):
+            self.qmp.execute("cont")
+        shutil.rmtree(scratch, ignore_errors=True)
 
     def _publish_and_restart(self, scratch: Path) -> None:
         """Publishes the saved guest's snapshot and restarts the machine from it.

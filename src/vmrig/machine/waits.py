@@ -38,7 +38,7 @@ class Waits(Commands):
         wait's own timeout. PROBE_CONNECT s, scaled under emulation, is
         plenty for an answer from a guest beside this one.
         """
-        seconds = math.ceil(self.config.timeout_scale(PROBE_CONNECT))
+        seconds = max(1, math.ceil(self.config.timeout_scale(PROBE_CONNECT)))  # cut by the global timeout: >= 1
         status, _ = self.execute(f"nc -z -w {seconds} {addr} {port}")
         return status == 0
 
@@ -46,7 +46,7 @@ class Waits(Commands):
         """Waits until a TCP connection to `addr`:`port`, made in the guest, is accepted.
 
         As NixOS's (nc -z; `addr` as nc reads it, a name or an address), except
-        that one try that gets no answer gives up after a few seconds.
+        that one try that gets no answer gives up after PROBE_CONNECT s (scaled).
         Raises RequestedAssertionFailed after `timeout` (seconds or a
         timedelta, scaled under emulation).
         """
