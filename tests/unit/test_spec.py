@@ -642,6 +642,9 @@ def test_the_x11_preset_keeps_what_the_node_says_and_survives_replace() -> None:
     )
     assert node.users["alice"].password == "secret"
     assert node.services["display-manager"] is own
+    # Its own display manager runs no IceWM session of vmrig's to wait for (wait_for_x looks for this unit).
+    assert "vmrig-x11-ready" not in node.services
+    assert "vmrig-x11-ready" in Node(x11=X11()).services
     assert node.kernel_params == ["systemd.unit=multi-user.target"]
     again = dataclasses.replace(node, memory_size=2048)
     assert (again.packages, again.files, again.kernel_params) == (node.packages, node.files, node.kernel_params)
