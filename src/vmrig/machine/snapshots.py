@@ -160,7 +160,7 @@ class Snapshots(Monitor):
             try:
                 member.connect()
             except MachineError as error:
-                self.log(f"saving without waiting for {member.name}, which did not come up: {error}")
+                self.log(f"saving without waiting for {member.name}: {error}")
 
     def _save_company(self) -> None:
         """Saves this settled boot, and the settled boots of its company, at one instant.
