@@ -96,6 +96,10 @@ def test_guest_cpu_runs_x86_64_v2_instructions(node: Machine) -> None:
     assert re.search(r"^\s+x86-64-v2 \(supported, searched\)$", hwcaps, re.MULTILINE), hwcaps
     node.copy_from_host(str(DATA / "x86_64_v2.py"), "/tmp/x86_64_v2.py")
     assert node.succeed("python3 /tmp/x86_64_v2.py") == "8 True 1 True\n"
+    if node.config.accel == "tcg":
+        # No SVM flag under emulation, so udev has no reason to load kvm_amd (qemu.TCG_CPU).
+        assert "svm" not in flags, flags
+        assert node.execute("grep -q '^kvm_amd ' /proc/modules")[0] == 1
 
 
 def test_execute_status_and_fresh_shell_each_time(node: Machine) -> None:
