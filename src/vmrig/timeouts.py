@@ -73,15 +73,19 @@ class TimeoutScale:
         remaining = self.left() if self.left is not None else None
         return None if remaining is None else remaining - min(GLOBAL_MARGIN, remaining / 2)
 
-    def note(self, value: Duration) -> str:
-        """How a timeout message names the timeout: as given, and scaled or cut when it was."""
+    def note(self, value: Duration, applied: float) -> str:
+        """How a timeout message names the timeout: as given, and scaled or cut when it was.
+
+        `applied`: the seconds the wait used, what this scale returned for
+        `value` when the wait began (the time left on the global timeout is
+        less by the time the message is written).
+        """
         scaled = seconds(value) * self.factor
-        limit = self._limit()
         text = describe(value)
         if self.factor != 1:
             text += f", scaled x{self.factor:g} under {self.reason} to {scaled:g} s"
-        if limit is not None and limit < scaled:
-            text += f", cut to {limit:.0f} s by the run's global timeout"
+        if applied < scaled:
+            text += f", cut to {applied:.0f} s by the run's global timeout"
         return text
 
     @classmethod

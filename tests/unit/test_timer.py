@@ -5,6 +5,10 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
+from vmrig.driver.namespace import retry
+from vmrig.errors import RequestedAssertionFailed
 from vmrig.timeouts import GLOBAL_MARGIN, TimeoutScale
 from vmrig.timer import PausableTimer
 
@@ -84,11 +88,16 @@ def test_scaled_timeouts_end_before_the_global_timeout() -> None:
     left: list[float | None] = [None]
     scale = TimeoutScale(5.0, "TCG", left=lambda: left[0])
     assert scale(900) == 4500
-    assert scale.note(900) == "900, scaled x5 under TCG to 4500 s"
+    assert scale.note(900, 4500) == "900, scaled x5 under TCG to 4500 s"
     left[0] = 600.0
     assert scale(900) == 600 - GLOBAL_MARGIN
     assert scale(10) == 50
-    assert scale.note(900) == "900, scaled x5 under TCG to 4500 s, cut to 570 s by the run's global timeout"
+    assert scale.note(900, 570) == "900, scaled x5 under TCG to 4500 s, cut to 570 s by the run's global timeout"
+    # A wait that began with its whole scaled time is not reported cut once the
+    # global timeout's time left has shrunk below it (during the wait).
+    left[0] = 39.0
+    assert scale(4) == 19.5
+    assert scale.note(4, 20) == "4, scaled x5 under TCG to 20 s"
     left[0] = 20.0
     assert scale(900) == 10.0  # half the time left, when that is less than the margin
     assert scale(1) == 5.0
@@ -102,3 +111,21 @@ def test_seconds_left_of_the_timer() -> None:
     assert left is not None and 99 < left <= 100
     timer.cancel()
     assert timer.seconds_left() is None
+
+
+def test_a_timeout_message_names_the_time_the_wait_had() -> None:
+    # The global timeout has 60 s left when the wait begins and 0.1 s at its end:
+    # the wait had its whole scaled 0.1 s, so the message must not call it cut.
+    left = [60.0]
+    scale = TimeoutScale(5.0, "TCG", left=lambda: left[0])
+    calls: list[bool] = []
+
+    def never(last: bool) -> bool:
+        calls.append(last)
+        if len(calls) > 1:  # the wait begins after the first try
+            left[0] = 0.1
+        return False
+
+    with pytest.raises(RequestedAssertionFailed) as failure:
+        retry(never, timeout=0.02, scale=scale)
+    assert str(failure.value).endswith("(timeout=0.02, scaled x5 under TCG to 0.1 s)"), failure.value

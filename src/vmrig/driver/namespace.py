@@ -55,14 +55,15 @@ def retry(
     if fn(False):
         return
     started = time.monotonic()
-    deadline = started + scale(given)
+    limit = scale(given)
+    deadline = started + limit
     while time.monotonic() < deadline:
         time.sleep(1)
         if fn(False):
             return
     if not fn(True):
         raise RequestedAssertionFailed(
-            f"action timed out after {time.monotonic() - started:.2f} seconds (timeout={scale.note(given)})"
+            f"action timed out after {time.monotonic() - started:.2f} seconds (timeout={scale.note(given, limit)})"
         )
 
 

@@ -51,13 +51,14 @@ class PollingCondition:
     def wait(self, timeout: Duration = 900, scale: TimeoutScale | None = None) -> None:
         scale = scale or TimeoutScale()
         started = time.monotonic()
-        deadline = started + scale(timeout)
+        limit = scale(timeout)
+        deadline = started + limit
         with self.logger.nested(f"waiting for {self.description}"):
             while not self.check(force=True):
                 if time.monotonic() > deadline:
                     raise RequestedAssertionFailed(
                         f"action timed out after {time.monotonic() - started:.2f} seconds "
-                        f"(timeout={scale.note(timeout)}) waiting for {self.description}"
+                        f"(timeout={scale.note(timeout, limit)}) waiting for {self.description}"
                     )
                 time.sleep(self.seconds_interval)
 

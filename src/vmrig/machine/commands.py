@@ -65,7 +65,7 @@ class Commands(MachineBase):
             return
         raise RequestedAssertionFailed(
             f"action timed out after {time.monotonic() - started:.2f} seconds "
-            f"(timeout={self.config.timeout_scale.note(timeout)}) waiting for {what}"
+            f"(timeout={self.config.timeout_scale.note(timeout, limit)}) waiting for {what}"
         )
 
     def wait_until_succeeds(self, command: str, timeout: Duration = DEFAULT_TIMEOUT) -> str:

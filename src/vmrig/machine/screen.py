@@ -127,7 +127,7 @@ class Screen(Commands):
                 last_text = self._ocr(reading_variant(last_image))  # as get_screen_text reads
         raise RequestedAssertionFailed(
             f"action timed out after {time.monotonic() - started:.2f} seconds "
-            f"(timeout={self.config.timeout_scale.note(timeout)}) waiting for {regex!r} on the screen of "
+            f"(timeout={self.config.timeout_scale.note(timeout, limit)}) waiting for {regex!r} on the screen of "
             f"{self.name}; the last OCR read:\n{last_text.strip() or '(nothing)'}\nthe last screenshot: {shot}"
         )
 

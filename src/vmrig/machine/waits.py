@@ -116,7 +116,6 @@ class Waits(Commands):
         pattern = regex if isinstance(regex, re.Pattern) else re.compile(regex, re.MULTILINE)
         started = time.monotonic()
         limit = None if timeout is None else self.config.timeout_scale(timeout)
-        limit_note = None if timeout is None else self.config.timeout_scale.note(timeout)
         console = self._console
         with self.nested(f"waiting for {regex} to appear on console"), console.cond:
             while True:
@@ -129,9 +128,11 @@ class Waits(Commands):
                     raise self._broken(f"{self._exit_note()} while waiting for {regex!r} on the console")
                 remaining = None if limit is None else started + limit - time.monotonic()
                 if remaining is not None and remaining <= 0:
+                    assert timeout is not None and limit is not None
+                    note = self.config.timeout_scale.note(timeout, limit)
                     raise RequestedAssertionFailed(
                         f"action timed out after {time.monotonic() - started:.2f} seconds "
-                        f"(timeout={limit_note}) waiting for {regex!r} on the console"
+                        f"(timeout={note}) waiting for {regex!r} on the console"
                     )
                 console.cond.wait(1.0 if remaining is None else min(remaining, 1.0))
 
