@@ -6,6 +6,11 @@ import stat
 from typing import BinaryIO
 
 _TRAILER = "TRAILER!!!"
+# Every entry's modification time: 1 s after the epoch, as the Nix store's files
+# on NixOS. Not 0: software takes 0 for "never" (NSD left a zone file dated 0
+# "configured but not loaded"). A fixed time keeps the archive's bytes, and the
+# booted snapshot's key, the same from run to run.
+MTIME = 1
 
 
 class CpioWriter:
@@ -15,7 +20,7 @@ class CpioWriter:
         self._out = out
         self._ino = 1
 
-    def _entry(self, name: str, mode: int, data: bytes, uid: int = 0, gid: int = 0, mtime: int = 0) -> None:
+    def _entry(self, name: str, mode: int, data: bytes, uid: int = 0, gid: int = 0) -> None:
         encoded = name.encode() + b"\0"
         fields = [
             self._ino,
@@ -23,7 +28,7 @@ class CpioWriter:
             uid,
             gid,
             1,
-            mtime,
+            MTIME,
             len(data),
             0,
             0,
