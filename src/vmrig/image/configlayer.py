@@ -29,6 +29,8 @@ JOURNAL_UNITS = {
     "vmrig-journal-on-shutdown.service": "sysinit.target",
 }
 BASIC_UNITS = ("vmrig-basic.socket", "vmrig-basic.service")
+# md arrays and volume groups up before the local file systems, as NixOS's initrd has them.
+BLOCK_STACKS_UNIT = "vmrig-block-stacks.service"
 NETWORK_TARGETS = ("network.target", "network-online.target")
 
 USER_NET_ADDRESS = "10.0.2.15/24"
@@ -340,6 +342,7 @@ def config_layer(
     unit(WAIT_UNIT, (GUEST_DIR / WAIT_UNIT).read_bytes())
     for basic in BASIC_UNITS:
         unit(basic, (GUEST_DIR / basic).read_bytes())
+    unit(BLOCK_STACKS_UNIT, (GUEST_DIR / BLOCK_STACKS_UNIT).read_bytes(), "sysinit.target")
     put("/etc/systemd/journald.conf.d/60-vmrig-nixos.conf", (GUEST_DIR / "journald-nixos.conf").read_bytes())
     for journal, target in JOURNAL_UNITS.items():
         unit(journal, (GUEST_DIR / journal).read_bytes(), target)

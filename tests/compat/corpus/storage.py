@@ -1,24 +1,26 @@
-"""LVM and ext4 on empty disks: a volume group across two disks, kept across a reboot.
+"""LVM, md RAID and ext4 on empty disks, kept across a reboot.
 
 NixOS behaviours exercised: `virtualisation.emptyDiskImages` (here
 `Node(empty_disks=...)`): blank virtio disks after the root disk, /dev/vdb
 and /dev/vdc, one named by its serial as /dev/disk/by-id/virtio-<serial>
 (`driveConfig.deviceExtraOpts.serial`); a script that partitions nothing and
 builds on whole disks (`pvcreate`, `vgcreate`, `lvcreate`, `mkfs.ext4`),
-`/dev/disk/by-label` links made by udev, and LVM's activation at boot
-(NixOS enables `services.lvm` by default) after `shutdown()` and `start()`:
-what was written is still on the disks.
+`/dev/disk/by-label` links made by udev, and, after `shutdown()` and
+`start()`, LVM's activation (NixOS enables `services.lvm` by default) and the
+mirror's assembly (`boot.swraid`) done in the initrd: both are there when
+multi-user.target is reached, and what was written is still on the disks.
 
-Debian packages standing in: `lvm2` (NixOS's default system has LVM);
-mkfs.ext4 is in the base image, as on every NixOS system with an ext4 root.
+Debian packages standing in: `lvm2` (NixOS's default system has LVM) and
+`mdadm`; mkfs.ext4 is in the base image, as on every NixOS system with an
+ext4 root.
 """
 
 from vmrig import EmptyDisk, Node
 
 nodes = {
     "machine": Node(
-        packages=["lvm2"],
-        empty_disks=[512, EmptyDisk(size=256, serial="scratch")],
+        packages=["lvm2", "mdadm"],
+        empty_disks=[512, EmptyDisk(size=256, serial="scratch"), 64, 64],
     ),
 }
 
@@ -48,12 +50,29 @@ with subtest("a logical volume larger than either disk"):
     machine.succeed("echo 'kept across a reboot' > /data/note", "sync")
     t.assertEqual(machine.succeed("findmnt -no SOURCE /data").strip(), "/dev/mapper/pool-data")
 
-with subtest("the volume group is activated again at boot"):
+with subtest("a mirror on the other two disks"):
+    machine.succeed(
+        "mdadm --create /dev/md0 --run --level=1 --raid-devices=2 /dev/vdd /dev/vde",
+        "mdadm --detail --scan >> /etc/mdadm/mdadm.conf",
+        "mkfs.ext4 -q /dev/md0",
+        "mkdir -p /mirror",
+        "mount /dev/md0 /mirror",
+        "echo 'on both disks' > /mirror/note",
+        "umount /mirror",
+        "mdadm --wait /dev/md0 || true",  # the first resync; exit 1: none was running
+    )
+
+with subtest("the volume group and the mirror are up again at boot"):
     machine.succeed("umount /data")
     machine.shutdown()
     machine.start()
     machine.wait_for_unit("multi-user.target")
-    machine.wait_until_succeeds("test -e /dev/pool/data", timeout=30)
     machine.succeed("mount /dev/pool/data /data")
     t.assertEqual(machine.succeed("cat /data/note"), "kept across a reboot\\n")
+    # Assembled, both halves in: read-only until its first write, as any array mdadm assembles.
+    mdstat = machine.succeed("cat /proc/mdstat")
+    t.assertRegex(mdstat, r"md0 : active (\\(auto-read-only\\) )?raid1 vd[de]\\[\\d\\] vd[de]\\[\\d\\]")
+    t.assertIn("[UU]", mdstat)
+    machine.succeed("mount /dev/md0 /mirror")
+    t.assertEqual(machine.succeed("cat /mirror/note"), "on both disks\\n")
 """
