@@ -83,6 +83,7 @@ def test_failing_script_shows_script_line_and_console(vm_tmp: Path) -> None:
 
         test_script = '''
         server.succeed("echo before-failure > /dev/ttyS0")
+        server.execute("systemd-run --unit=doomed --wait false")
         with subtest("a subtest that fails"):
             server.succeed("echo this fails; exit 7")
         '''
@@ -91,12 +92,13 @@ def test_failing_script_shows_script_line_and_console(vm_tmp: Path) -> None:
     result = run_vmrig("run", path, "--junit-xml", "junit.xml", tmpdir=vm_tmp)
     assert result.returncode == 1
     err = result.stderr
-    assert f'!!!   File "{path}", line 8, in <module>' in err
+    assert f'!!!   File "{path}", line 9, in <module>' in err
     assert '!!!     server.succeed("echo this fails; exit 7")' in err
     assert "RequestedAssertionFailed: command `echo this fails; exit 7` failed (exit code 7)" in err
     assert "last console lines of server:" in err
     assert "server # before-failure" in err
     assert 'Test "a subtest that fails" failed with error' in err
+    assert "!!! failed units on server: doomed.service" in err
     # the driver's own frames are not shown
     assert "vmrig/machine/" not in err and "vmrig/driver/" not in err
     assert "test FAILED" in err

@@ -57,8 +57,9 @@ def format_error(error: BaseException, script_path: str) -> str:
 
 
 def save_evidence(logger: Logger, machines: list[Machine], out_dir: Path, *, wait: float | None = None) -> list[Path]:
-    """After a failure: each running machine's active terminal as text, and a screenshot
-    of each one with a display, in `out_dir` named after the machine. Returns the files.
+    """After a failure: each running machine's failed units (logged), its active terminal
+    as text, and a screenshot of each one with a display, in `out_dir` named after the
+    machine. Returns the files.
 
     `wait`: how long (seconds) a machine's command channel may stay busy with
     another thread's command before its terminal is left out (the global
@@ -76,6 +77,7 @@ def save_evidence(logger: Logger, machines: list[Machine], out_dir: Path, *, wai
             contextlib.suppress(MachineError, TestScriptError, OSError, ValueError),
         ):
             if free:  # else another thread's command still holds the channel
+                _log_failed_units(logger, machine)
                 saved.append(_save_terminal(machine, out_dir))
         if machine.config.display:
             with contextlib.suppress(MachineError, OSError):
@@ -83,6 +85,14 @@ def save_evidence(logger: Logger, machines: list[Machine], out_dir: Path, *, wai
     if saved:
         logger.log_test_error("saved for the failure: " + ", ".join(str(path) for path in saved))
     return saved
+
+
+def _log_failed_units(logger: Logger, machine: Machine) -> None:
+    """Logs the machine's failed units, if it has any: the cause is often on a machine other than the failing one."""
+    status, text = machine.execute("systemctl --failed --no-pager --no-legend --plain", timeout=5)
+    units = [line.split()[0] for line in text.splitlines() if line.strip()]
+    if status == 0 and units:
+        logger.log_test_error(f"failed units on {machine.name}: {', '.join(units)}")
 
 
 def _paused(machine: Machine) -> bool:
