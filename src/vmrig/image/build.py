@@ -7,6 +7,7 @@ import io
 import lzma
 import os
 import re
+import shlex
 from pathlib import Path
 
 from vmrig import proc
@@ -86,6 +87,27 @@ exit $status
 """
 
 
+# The base image masks units a test rarely wants (guest/customize.sh), some of
+# packages it does not have, such as systemd-timesyncd; a package the node names
+# and installs gets those units back, enabled as Debian's presets enable them
+# (its postinst left them disabled, masked as they were). Naming a package the
+# base image has (systemd, util-linux) changes nothing.
+INSTALLED_BEFORE = "vmrig_had=\" $(dpkg-query -W -f '${Package} ' 2>/dev/null || :)\""
+UNMASK_NAMED = (
+    "for p in {names}; do"
+    ' case "$vmrig_had" in *" $p "*) continue;; esac;'
+    ' for u in $(dpkg-query -L "$p" 2>/dev/null | grep -E "^(/usr)?/lib/systemd/system/[^/]+$" || :); do'
+    " m=/etc/systemd/system/${{u##*/}};"
+    ' if [ "$(readlink "$m")" = /dev/null ]; then rm -f "$m"; systemctl preset -q "${{u##*/}}" || :; fi;'
+    " done; done"
+)
+
+
+def package_name(package: str) -> str:
+    """The package's name in an apt-get install argument (`name`, `name=version`, `name/suite`, `name:arch`)."""
+    return re.split(r"[=/:]", package, maxsplit=1)[0]
+
+
 # What the chroot script prints when one of Node.build_commands fails: "<this> INDEX STATUS".
 BUILD_STEP_FAILED = "vmrig: build command failed:"
 
@@ -99,7 +121,9 @@ def install_script(packages: list[str], commands: list[str]) -> str:
     """
     steps = ["apt-get -q update"]
     if packages:
+        steps.append(INSTALLED_BEFORE)
         steps.append("apt-get -q -y --no-install-recommends -o Dpkg::Use-Pty=0 install " + " ".join(packages))
+        steps.append(UNMASK_NAMED.format(names=" ".join(shlex.quote(package_name(p)) for p in packages)))
     for index, command in enumerate(commands):
         # The empty line ends a command whose last line ends in a backslash.
         steps += [f"vmrig_step={index}", command, ""]

@@ -46,6 +46,7 @@ from vmrig.image.build import (
     build_initramfs,
     disk_usage,
     install_in_chroot,
+    install_script,
     make_disk,
     resize_disk,
     write_static_nodes,
@@ -369,6 +370,10 @@ class ImageStore:
             "file_system": FILE_SYSTEM,
             **node.image_inputs(),
         }
+        if node.packages or node.build_commands:
+            # How the layer is made: a change to the chroot's script (UNMASK_NAMED, ...) makes it anew.
+            script = install_script(sorted(node.packages), node.build_commands)
+            inputs["install"] = hashlib.sha256(script.encode()).hexdigest()[:24]
         if any(package.startswith("linux-image-") for package in node.packages):
             inputs["kernel_modules"] = list(NODE_KERNEL_MODULES)  # the initramfs of the node's own kernel
         return inputs

@@ -7,7 +7,9 @@ service (`systemd.timers.tick` + `systemd.services.tick`),
 `wait_for_unit("tick.timer")`, `wait_until_succeeds` on the service's
 output, `systemctl list-timers`, `stop_job`/`start_job` on the timer.
 
-Debian package standing in for `services.atd`: `at`.
+Debian package standing in for `services.atd`: `at`. And NixOS's
+`services.timesyncd` (on by default there): a node that names
+`systemd-timesyncd` has it running, although vmrig's base image masks it.
 
 Debian differences: at's job output is mailed through /usr/sbin/sendmail;
 with --no-install-recommends no MTA is installed (at only recommends one), so
@@ -33,7 +35,7 @@ WantedBy=timers.target
 
 nodes = {
     "machine": Node(
-        packages=["at"],
+        packages=["at", "systemd-timesyncd"],
         users={"alice": User()},
         services={
             "tick": Service(
@@ -51,6 +53,10 @@ test_script = """
 start_all()
 machine.wait_for_unit("multi-user.target")
 machine.wait_for_unit("atd")
+
+with subtest("the package named in the node brings its unit: timesyncd runs"):
+    machine.wait_for_unit("systemd-timesyncd.service")
+    t.assertEqual(machine.succeed("timedatectl show -p NTP --value").strip(), "yes")
 
 with subtest("a job queued for now runs"):
     machine.succeed("echo 'echo hi > /tmp/at-ran.new; mv /tmp/at-ran.new /tmp/at-ran' | at now")
