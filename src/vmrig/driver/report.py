@@ -77,7 +77,8 @@ def save_evidence(logger: Logger, machines: list[Machine], out_dir: Path, *, wai
             contextlib.suppress(MachineError, TestScriptError, OSError, ValueError),
         ):
             if free:  # else another thread's command still holds the channel
-                _log_failed_units(logger, machine)
+                with contextlib.suppress(MachineError, TestScriptError, OSError):
+                    _log_failed_units(logger, machine)
                 saved.append(_save_terminal(machine, out_dir))
         if machine.config.display:
             with contextlib.suppress(MachineError, OSError):
