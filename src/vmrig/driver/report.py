@@ -56,10 +56,13 @@ def format_error(error: BaseException, script_path: str) -> str:
     return "\n".join(lines)
 
 
-def save_evidence(logger: Logger, machines: list[Machine], out_dir: Path, *, wait: float | None = None) -> list[Path]:
-    """After a failure: each running machine's failed units (logged), its active terminal
-    as text, and a screenshot of each one with a display, in `out_dir` named after the
-    machine. Returns the files.
+def save_evidence(
+    logger: Logger, machines: list[Machine], out_dir: Path, *, wait: float | None = None, failed_units: bool = True
+) -> list[Path]:
+    """After a failure: each running machine's failed units (logged, unless not
+    `failed_units`: the pytest plugin shows them as a section of its own), its active
+    terminal as text, and a screenshot of each one with a display, in `out_dir` named
+    after the machine. Returns the files.
 
     `wait`: how long (seconds) a machine's command channel may stay busy with
     another thread's command before its terminal is left out (the global
@@ -77,8 +80,9 @@ def save_evidence(logger: Logger, machines: list[Machine], out_dir: Path, *, wai
             contextlib.suppress(MachineError, TestScriptError, OSError, ValueError),
         ):
             if free:  # else another thread's command still holds the channel
-                with contextlib.suppress(MachineError, TestScriptError, OSError):
-                    _log_failed_units(logger, machine)
+                if failed_units:
+                    with contextlib.suppress(MachineError, TestScriptError, OSError):
+                        _log_failed_units(logger, machine)
                 saved.append(_save_terminal(machine, out_dir))
         if machine.config.display:
             with contextlib.suppress(MachineError, OSError):

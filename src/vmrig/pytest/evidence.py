@@ -67,7 +67,7 @@ def collect(machines: list[Machine], directory: Path, logger: Logger) -> list[Se
                 if not text.strip():
                     text = "(none)"
                 add(machine, what, file, text)
-    saved = report.save_evidence(logger, machines, directory)
+    saved = report.save_evidence(logger, machines, directory, failed_units=False)  # a section above has them
     if saved:
         files = "\n".join(str(path) for path in saved)
         sections.append(Section("vmrig: terminals and screens saved", files, directory))
