@@ -73,6 +73,34 @@ def test_multi_step_example_passes(vm_tmp: Path) -> None:
     assert " # " not in result.stderr  # --no-serial
 
 
+def test_nixos_well_known_paths(vm_tmp: Path) -> None:
+    # A node of the base image alone: its programs under NixOS's system profile
+    # (sysctl from /usr/sbin too), and its setuid programs under NixOS's wrappers.
+    path = write_test_file(
+        vm_tmp,
+        f"""
+        from vmrig import Node
+
+        nodes = {{"machine": {PLAIN_NODE}}}
+
+        test_script = '''
+        machine.succeed("/run/current-system/sw/bin/bash -c true")
+        t.assertEqual(machine.succeed("/run/current-system/sw/bin/sysctl -n kernel.ostype"), "Linux\\\\n")
+        machine.succeed("/run/current-system/sw/sbin/sysctl -n kernel.ostype")
+        machine.succeed("/run/booted-system/sw/bin/true")
+        machine.succeed("test -x /run/current-system/sw/lib/systemd/systemd")
+        machine.succeed("test ! -e /run/current-system/sw/bin/policy-rc.d")
+        t.assertEqual(machine.succeed("stat -L -c %a /run/wrappers/bin/sudo"), "4755\\\\n")
+        t.assertIn("nobody", machine.succeed("/run/wrappers/bin/su -s /bin/sh -c id nobody"))
+        machine.succeed("/run/wrappers/bin/ping -c 1 -W 5 127.0.0.1")
+        machine.succeed("test -x /run/wrappers/bin/sudoedit -a -x /run/wrappers/bin/unix_chkpwd")
+        '''
+        """,
+    )
+    result = run_vmrig("run", "--no-serial", path, tmpdir=vm_tmp)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def test_failing_script_shows_script_line_and_console(vm_tmp: Path) -> None:
     path = write_test_file(
         vm_tmp,

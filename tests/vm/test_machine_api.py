@@ -185,6 +185,9 @@ def test_config_layer_files_and_hostname(node: Machine) -> None:
     assert node.succeed("cat /etc/vmrig-test/greeting") == "hello from the config layer\n"
     assert node.succeed("stat -c %a /usr/local/bin/secret") == "750\n"
     assert node.succeed("/usr/local/bin/secret") == "secret\n"
+    # NixOS's system profile: the package layer's programs, and a node's own.
+    assert node.succeed("/run/current-system/sw/bin/secret") == "secret\n"
+    node.succeed("/run/current-system/sw/bin/python3 -c pass")
     # Dated 1 s after the epoch, as NixOS's store files: NSD, for one, takes a zone file dated 0 for none.
     files = "/etc/vmrig-test/greeting /usr/local/bin/secret /run/vmrig-test/token"
     assert node.succeed(f"stat -c %Y {files}").split() == ["1", "1", "1"]

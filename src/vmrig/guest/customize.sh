@@ -100,3 +100,5 @@ printf 'LANG=en_US.UTF-8\n' >"$root/etc/locale.conf"
 chroot "$root" passwd -d root >/dev/null
 rm -f "$root/etc/hostname"
 : >"$root/etc/machine-id"
+# NixOS's /run/current-system/sw/bin, /run/wrappers/bin, ... (the package layer makes them again).
+chroot "$root" sh -s <"$guest/nixos-paths"

@@ -108,6 +108,10 @@ def package_name(package: str) -> str:
     return re.split(r"[=/:]", package, maxsplit=1)[0]
 
 
+# NixOS's well-known paths (/run/current-system/sw/bin...), made again for the layer's packages and build commands.
+NIXOS_PATHS = "sh -s <<'VMRIG_NIXOS_PATHS'\n{script}\nVMRIG_NIXOS_PATHS"
+
+
 # What the chroot script prints when one of Node.build_commands fails: "<this> INDEX STATUS".
 BUILD_STEP_FAILED = "vmrig: build command failed:"
 
@@ -127,7 +131,8 @@ def install_script(packages: list[str], commands: list[str]) -> str:
     for index, command in enumerate(commands):
         # The empty line ends a command whose last line ends in a backslash.
         steps += [f"vmrig_step={index}", command, ""]
-    steps += ["vmrig_step=", "apt-get clean", "rm -rf /var/lib/apt/lists/*"]
+    steps += ["vmrig_step=", NIXOS_PATHS.format(script=(GUEST_DIR / "nixos-paths").read_text().rstrip("\n"))]
+    steps += ["apt-get clean", "rm -rf /var/lib/apt/lists/*"]
     # On a line of its own, also after output that did not end its line.
     report = f'[ $s -eq 0 ] || [ -z "$vmrig_step" ] || printf "\\n{BUILD_STEP_FAILED} %s %s\\n" "$vmrig_step" $s >&2'
     trap = f"trap 's=$?; {report}' EXIT"

@@ -32,6 +32,10 @@ BASIC_UNITS = ("vmrig-basic.socket", "vmrig-basic.service")
 # md arrays and volume groups up before the local file systems, as NixOS's initrd has them.
 BLOCK_STACKS_UNIT = "vmrig-block-stacks.service"
 NETWORK_TARGETS = ("network.target", "network-online.target")
+# NixOS's /run/current-system/sw/bin (guest/nixos-paths links it here): a program a
+# node's files put in one of PROGRAM_DIRS is there too, as environment.systemPackages are.
+SYSTEM_PROFILE_BIN = "/usr/lib/vmrig/current-system/sw/bin"
+PROGRAM_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 
 USER_NET_ADDRESS = "10.0.2.15/24"
 USER_NET_GATEWAY = "10.0.2.2"
@@ -389,6 +393,9 @@ def config_layer(
         put(laid, data, entry.mode)
         if laid != path:
             staged.append(path)
+        directory, _, program = path.rpartition("/")
+        if directory in PROGRAM_DIRS and entry.mode & 0o111:
+            link(f"{SYSTEM_PROFILE_BIN}/{program}", path)
     if staged:
         put(RUNTIME_RULES, runtime_rules(staged).encode())
     if node.firewall is not None:

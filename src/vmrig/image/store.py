@@ -149,7 +149,7 @@ def make_room(root: Path, progress: ProgressFn, needed: int = ROOM_BYTES) -> lis
 # 3: the static device nodes' tmpfiles.d list).
 BASE_LAYOUT = 3
 # Guest files that go into the base image; the others travel in the config layer.
-BASE_GUEST_FILES = ("customize.sh", "init", "journald.conf", "system.conf")
+BASE_GUEST_FILES = ("customize.sh", "init", "journald.conf", "nixos-paths", "system.conf")
 
 
 def guest_contract_digest() -> str:
