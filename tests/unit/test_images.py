@@ -110,6 +110,15 @@ def test_config_layer_contents() -> None:
     assert "config/etc/resolv.conf" not in entries
     assert b"default via" not in entries["network.sh"][2]
     assert "config/etc/resolv.conf" in read_newc(config_layer("server", Node(), network(outside=True), fixup=b""))
+    # md arrays and volume groups are assembled at boot only on an image with mdadm or LVM
+    stacks = "config/etc/systemd/system/sysinit.target.wants/vmrig-block-stacks.service"
+    assert stacks in entries
+    assert stacks not in read_newc(config_layer("server", Node(), network(), fixup=b"", block_stacks=False))
+    # an executable a node puts where programs live is in NixOS's system profile too
+    programs = Node(files={"/usr/local/bin/tool": File(content="#!/bin/sh\n", mode=0o755), "/usr/bin/data": "x"})
+    linked = read_newc(config_layer("server", programs, network(), fixup=b""))
+    assert linked["config/usr/lib/vmrig/current-system/sw/bin/tool"][2] == b"/usr/local/bin/tool"
+    assert "config/usr/lib/vmrig/current-system/sw/bin/data" not in linked
 
 
 def test_firewall_in_the_config_layer_iptables_as_nixos_by_default() -> None:
@@ -371,6 +380,9 @@ def test_a_kernel_the_packages_install_is_the_one_the_node_boots(
     (base.path / "initrd.img").write_bytes(b"cloud initrd")
 
     def install(tree: Path, packages: list[str], _commands: list[str]) -> None:
+        if "mdadm" in packages:
+            (tree / "usr" / "sbin").mkdir(parents=True)
+            (tree / "usr" / "sbin" / "mdadm").write_bytes(b"mdadm")
         if "linux-image-amd64" not in packages:
             return
         (tree / "boot" / "vmlinuz-6.12-amd64").write_bytes(b"generic kernel")
@@ -404,6 +416,9 @@ def test_a_kernel_the_packages_install_is_the_one_the_node_boots(
 
     cloud = store.node_image(Node(packages=["curl"]), "trixie")
     assert (cloud.kernel, cloud.initrd) == (base.path / "vmlinuz", base.initrd)
+    # Whether md arrays and volume groups are assembled at boot (the config layer's unit).
+    assert not cloud.block_stack_tools and not generic.block_stack_tools
+    assert store.node_image(Node(packages=["mdadm"]), "trixie").block_stack_tools
 
 
 def test_static_device_nodes_as_kmod_lists_them() -> None:

@@ -213,7 +213,12 @@ class Assembler:
             display=display,
             initrd=image.initrd,
             config_layer=configlayer.config_layer(
-                name, node, network, fixup=self.fixup_program, mounts=virtiofs.mounts()
+                name,
+                node,
+                network,
+                fixup=self.fixup_program,
+                mounts=virtiofs.mounts(),
+                block_stacks=image.block_stack_tools,
             ),
             memory_mib=node.memory_size,
             cores=node.cores or default_cores(len(self.spec.nodes), self.host_cpus()),

@@ -304,14 +304,21 @@ def _add_parents(archive: CpioWriter, path: str, seen: set[str]) -> None:
 
 
 def config_layer(
-    name: str, node: Node, network: NodeNetwork, *, fixup: bytes, mounts: list[Mount] | None = None
+    name: str,
+    node: Node,
+    network: NodeNetwork,
+    *,
+    fixup: bytes,
+    mounts: list[Mount] | None = None,
+    block_stacks: bool = True,
 ) -> bytes:
     """The cpio archive that turns an image into node `name` for this run.
 
     `fixup`: the fix-up program (guestbin.fixup_program). `mounts`: virtiofs
     shares, mounted before systemd starts (the init sources network.sh, which
-    carries them). The root file system has the node's disk size already
-    (ImageStore.disk_of).
+    carries them). `block_stacks`: whether the image has mdadm or LVM, whose
+    arrays and volume groups BLOCK_STACKS_UNIT brings up at boot. The root
+    file system has the node's disk size already (ImageStore.disk_of).
     """
     buffer = io.BytesIO()
     archive = CpioWriter(buffer)
@@ -346,7 +353,10 @@ def config_layer(
     unit(WAIT_UNIT, (GUEST_DIR / WAIT_UNIT).read_bytes())
     for basic in BASIC_UNITS:
         unit(basic, (GUEST_DIR / basic).read_bytes())
-    unit(BLOCK_STACKS_UNIT, (GUEST_DIR / BLOCK_STACKS_UNIT).read_bytes(), "sysinit.target")
+    if block_stacks:
+        # Only then: its ordering (after udevd is up, before the coldplug and the local
+        # file systems) held basic.target back by 0.5 s, even with its conditions false.
+        unit(BLOCK_STACKS_UNIT, (GUEST_DIR / BLOCK_STACKS_UNIT).read_bytes(), "sysinit.target")
     put("/etc/systemd/journald.conf.d/60-vmrig-nixos.conf", (GUEST_DIR / "journald-nixos.conf").read_bytes())
     for journal, target in JOURNAL_UNITS.items():
         unit(journal, (GUEST_DIR / journal).read_bytes(), target)

@@ -106,6 +106,8 @@ BASE_PACKAGES = (
     # sets up: `systemctl --user start x --wait` and `busctl --user` need it.
     "dbus-user-session",
 )
+# Programs that assemble md arrays and LVM volume groups, if an image has them.
+BLOCK_STACK_TOOLS = ("/usr/sbin/mdadm", "/usr/sbin/lvm")
 # Documentation and translations: never needed by a test, slow to unpack.
 DPKG_EXCLUDES = ("/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*", "/usr/share/info/*")
 # Debian's own initramfs is not used: ours is 2 MB and needs no udev.
@@ -239,6 +241,9 @@ class NodeImage:
     # The compressed kernel (vmlinuz): booted through SeaBIOS when the machine has a
     # display, since its PVH entry (`kernel`) gives the kernel no screen to draw on.
     bzimage: Path | None = None
+    # Whether the image has mdadm or LVM (BLOCK_STACK_TOOLS), which assemble its
+    # arrays and volume groups at boot (configlayer.BLOCK_STACKS_UNIT).
+    block_stack_tools: bool = True
 
 
 class ImageStore:
@@ -399,6 +404,7 @@ class ImageStore:
             fs_size_mib=int(meta["fs_size_mib"]),
             min_disk_mib=int(meta.get("min_disk_mib", meta["fs_size_mib"])),
             bzimage=boot / "vmlinuz",
+            block_stack_tools=bool(meta.get("block_stack_tools", True)),
         )
 
     def disk_of(self, image: NodeImage, size_mib: int) -> Path:
@@ -442,6 +448,7 @@ class ImageStore:
                     self._progress(f"the image boots its own kernel {version}")
                     _write_boot_files(tree, version, scratch, NODE_KERNEL_MODULES)
                     meta["kernel"] = version
+            meta["block_stack_tools"] = any((tree / tool.lstrip("/")).exists() for tool in BLOCK_STACK_TOOLS)
             meta["fs_size_mib"], meta["min_disk_mib"] = make_disk(tree, scratch / IMAGE_DISK)
             if tree != base.root:
                 shutil.rmtree(tree)
