@@ -1038,6 +1038,33 @@ class Node:
                 result[_unit_file_name(name)] = targets
         return result
 
+    def install_links(self) -> dict[str, list[str]]:
+        """Unit file name -> the links `systemctl enable` makes for it, relative to /etc/systemd/system.
+
+        As NixOS's `wantedBy`, `requiredBy`, `upheldBy` and `aliases` do:
+        `multi-user.target.wants/web.service` for WantedBy=,
+        `.requires/` for RequiredBy=, `.upholds/` for UpheldBy=, and the
+        alias's own name for Alias=. A Service's targets are its `wanted_by`
+        (none with `enable=False`); the rest comes from the unit's [Install]
+        section (a Service's `extra`, or the text of a unit given as text).
+        """
+        texts = self.unit_files()
+        wanted = self.enabled_units()
+        result = {}
+        for name, service in self.services.items():
+            file_name = _unit_file_name(name)
+            if isinstance(service, Service) and not service.enable:
+                continue
+            entries = _install_entries(texts[file_name])
+            links = [f"{target}.wants/{file_name}" for target in wanted.get(file_name, [])]
+            for key, directory in INSTALL_DIRECTORIES.items():
+                if key != "WantedBy":
+                    links += [f"{target}.{directory}/{file_name}" for target in entries.get(key, [])]
+            links += [alias for alias in entries.get("Alias", []) if alias != file_name]
+            if links:
+                result[file_name] = links
+        return result
+
     def image_inputs(self) -> dict[str, Any]:
         """What goes into the package layer, JSON-able and in a stable order (for its cache key)."""
         return {
@@ -1052,8 +1079,12 @@ def _unit_file_name(name: str) -> str:
     return name if suffix in UNIT_TYPES else f"{name}.service"
 
 
-def _install_wanted_by(text: str) -> list[str]:
-    """The `WantedBy=` targets of a unit file's [Install] section, as systemd reads them."""
+# `systemctl enable`'s links for an [Install] key: the directory suffix of each named unit.
+INSTALL_DIRECTORIES = {"WantedBy": "wants", "RequiredBy": "requires", "UpheldBy": "upholds"}
+
+
+def _install_entries(text: str) -> dict[str, list[str]]:
+    """The [Install] section of a unit file as systemd reads it: key -> values (WantedBy, Alias, ...)."""
     logical_lines: list[str] = []
     pending = ""
     for raw in text.splitlines():
@@ -1066,7 +1097,7 @@ def _install_wanted_by(text: str) -> list[str]:
         logical_lines.append(pending)
 
     section = None
-    targets: list[str] = []
+    entries: dict[str, list[str]] = {}
     for raw in logical_lines:
         line = raw.strip()
         if not line or line[0] in "#;":
@@ -1075,14 +1106,20 @@ def _install_wanted_by(text: str) -> list[str]:
             section = line[1:-1].strip()
             continue
         key, equals, value = line.partition("=")
-        if section != "Install" or not equals or key.strip() != "WantedBy":
+        if section != "Install" or not equals:
             continue
+        values = entries.setdefault(key.strip(), [])
         if not value.strip():
-            targets.clear()  # an empty assignment resets the list
-        for target in value.split():
-            if target not in targets:
-                targets.append(target)
-    return targets
+            values.clear()  # an empty assignment resets the list
+        for item in value.split():
+            if item not in values:
+                values.append(item)
+    return entries
+
+
+def _install_wanted_by(text: str) -> list[str]:
+    """The `WantedBy=` targets of a unit file's [Install] section, as systemd reads them."""
+    return _install_entries(text).get("WantedBy", [])
 
 
 @_spec_class

@@ -568,6 +568,23 @@ def test_unit_files_and_enabled_units() -> None:
     }
 
 
+def test_install_links_are_the_ones_systemctl_enable_makes() -> None:
+    # NixOS's requiredBy, upheldBy and aliases, from a Service's `extra` or a unit's own text.
+    node = Node(
+        services={
+            "aliased": Service(exec_start="/bin/a", extra={"Install": {"Alias": "other-name.service"}}),
+            "required": "[Service]\nExecStart=/bin/r\n[Install]\nRequiredBy=multi-user.target\n",
+            "upheld": "[Service]\nExecStart=/bin/u\n[Install]\nUpheldBy=a.target\nAlias=\nAlias=u2.service\n",
+            "off": Service(exec_start="/bin/o", enable=False, extra={"Install": {"Alias": "o2.service"}}),
+        }
+    )
+    assert node.install_links() == {
+        "aliased.service": ["multi-user.target.wants/aliased.service", "other-name.service"],
+        "required.service": ["multi-user.target.requires/required.service"],
+        "upheld.service": ["a.target.upholds/upheld.service", "u2.service"],
+    }
+
+
 # -- interactive overrides ------------------------------------------------------------
 
 

@@ -30,10 +30,15 @@ NODE = Node(
         "/run/vmrig-test/token": File(content="token\n", mode=0o600, owner="wheeler"),
         # Added to the generated hosts file, as NixOS's networking.extraHosts.
         "/etc/hosts": "192.0.2.7 extra-host\n",
+        # As NixOS's security.sudo.wheelNeedsPassword = false: sorted before any file of vmrig's.
+        "/etc/sudoers.d/10-wheel": File(content="%wheel ALL=(ALL:ALL) NOPASSWD: ALL\n", mode=0o440),
     },
     users={"wheeler": User(groups=["wheel"])},
     services={
         "sleeper": Service(exec_start="/bin/sleep infinity"),
+        # NixOS's aliases and requiredBy, as systemctl enable makes them
+        "aliased": Service(exec_start="/bin/sleep infinity", extra={"Install": {"Alias": "other-name.service"}}),
+        "required": "[Service]\nExecStart=/bin/sleep infinity\n[Install]\nRequiredBy=multi-user.target\n",
         "broken": Service(exec_start="/bin/sh -c 'echo about to fail; exit 3'"),
         "oneshot-later": Service(exec_start="/bin/true", type="oneshot", wanted_by=[]),
         "listener": Service(exec_start="/usr/bin/python3 -m http.server 8080 --bind 127.0.0.1"),
@@ -178,6 +183,19 @@ def test_files_under_run_the_hosts_file_and_wheel_as_on_nixos(node: Machine) -> 
     assert node.succeed("getent hosts extra-host").split() == ["192.0.2.7", "extra-host"]
     node.succeed("getent hosts localhost node1")  # the generated lines are still there
     assert "(ALL : ALL) ALL" in node.succeed("sudo -l -U wheeler")
+    node.succeed("su - wheeler -c 'sudo -n true'")  # the node's own rule wins
+
+
+def test_what_a_nixos_machine_allows_and_hides(node: Machine) -> None:
+    # Every user may ping, as with NixOS's ping wrapper.
+    node.succeed("su - wheeler -c 'ping -c 1 -W 5 127.0.0.1'")
+    # No name servers (NixOS test VMs have none), the host's least of all: a package layer keeps the base's file.
+    assert "nameserver" not in node.succeed("cat /etc/resolv.conf")
+    # The backdoor's own processes are not a script's: its output copier is no `cat`...
+    assert node.execute("pgrep -x cat")[0] == 1
+    # ... and one killed all the same comes back.
+    node.succeed("pkill -x vmrig-copy-out")
+    assert node.succeed("echo mine", timeout=30) == "mine\n"
 
 
 def test_config_layer_files_and_hostname(node: Machine) -> None:
@@ -232,6 +250,13 @@ def test_wait_for_unit_and_unit_info(node: Machine) -> None:
         node.require_unit_state("sleeper", "inactive")
     status, output = node.systemctl("is-active sleeper")
     assert (status, output) == (0, "active\n")
+
+
+def test_units_are_enabled_with_their_aliases_and_required_by(node: Machine) -> None:
+    node.wait_for_unit("required.service")
+    node.wait_for_unit("other-name")
+    assert node.get_unit_property("other-name", "Id") == "aliased.service"
+    assert "required.service" in node.get_unit_property("multi-user.target", "Requires").split()
 
 
 def test_wait_for_unit_fails_fast_on_failed_unit(node: Machine) -> None:

@@ -202,6 +202,9 @@ def test_cards_addresses_and_hosts(net: Topology) -> None:
     for line in ("192.168.1.1 alpha", "2001:db8:1::1 alpha", "192.168.1.2 beta", "192.168.2.33 gamma"):
         assert f"\n{line}\n" in hosts, hosts
     assert net.gamma.succeed("hostname") == "gamma\n"
+    # QEMU's user network (eth0) is no IPv6 router either: no route or address of its advertisements
+    for machine in (net.alpha, net.beta, net.gamma):
+        assert machine.succeed("ip -6 route show default; ip -6 addr show dev eth0 scope global") == ""
 
 
 def test_each_card_has_nixos_address_unit_that_sets_its_addresses_again(net: Topology) -> None:

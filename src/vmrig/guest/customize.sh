@@ -98,6 +98,16 @@ sed -i 's/^# *\(en_US.UTF-8 UTF-8\)/\1/' "$root/etc/locale.gen"
 chroot "$root" locale-gen >/dev/null
 printf 'LANG=en_US.UTF-8\n' >"$root/etc/locale.conf"
 chroot "$root" passwd -d root >/dev/null
+# NixOS's wheel group may use sudo (security.sudo.wheelNeedsPassword: with the user's
+# password), and Debian's sudo group still does. In /etc/sudoers, before its
+# @includedir, so that a rule a node puts in /etc/sudoers.d (NOPASSWD) wins.
+sed -i 's|^@includedir /etc/sudoers.d|%wheel\tALL=(ALL:ALL) ALL\n&|' "$root/etc/sudoers"
+grep -q '^%wheel' "$root/etc/sudoers"
+# No name servers, as in NixOS's test VMs (networking.nameservers = []): the nodes'
+# names are in /etc/hosts, and mmdebstrap left the host's file here. The config
+# layer adds QEMU's when a run reaches outside.
+printf '# vmrig: no name servers (the nodes are in /etc/hosts)\n' >"$root/etc/resolv.conf"
+chmod 0644 "$root/etc/resolv.conf"
 rm -f "$root/etc/hostname"
 : >"$root/etc/machine-id"
 # NixOS's /run/current-system/sw/bin, /run/wrappers/bin, ... (the package layer makes them again).

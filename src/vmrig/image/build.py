@@ -73,6 +73,9 @@ mount -t sysfs sysfs "$root/sys"
 mount --rbind /dev "$root/dev"
 mount -t tmpfs tmpfs "$root/run"
 mount -t tmpfs tmpfs "$root/tmp"
+# apt needs the host's name servers; the image keeps its own resolv.conf (the base's
+# without name servers), unless its packages made another (systemd-resolved's link).
+mv "$root/etc/resolv.conf" "$root/etc/resolv.conf.vmrig" 2>/dev/null || :
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
 chmod 755 "$root/usr/sbin/policy-rc.d"
@@ -82,7 +85,13 @@ export TMPDIR=/tmp
 unset TMP TEMP
 status=0
 "$@" || status=$?
-rm -f "$root/usr/sbin/policy-rc.d" "$root/etc/resolv.conf"
+rm -f "$root/usr/sbin/policy-rc.d"
+if [ ! -L "$root/etc/resolv.conf" ] && cmp -s /etc/resolv.conf "$root/etc/resolv.conf"; then
+    rm -f "$root/etc/resolv.conf"
+    mv "$root/etc/resolv.conf.vmrig" "$root/etc/resolv.conf" 2>/dev/null || :
+else
+    rm -f "$root/etc/resolv.conf.vmrig"
+fi
 exit $status
 """
 

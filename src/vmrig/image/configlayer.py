@@ -139,11 +139,12 @@ def _naming_script(interfaces: tuple[Interface, ...]) -> str:
 
 def network_script(network: NodeNetwork) -> str:
     """busybox sh that brings up eth0 (QEMU's user network) and the vlan interfaces."""
-    lines = [
-        "ip link set lo up",
-        "ip link set eth0 up",
-        f"ip addr add {USER_NET_ADDRESS} dev eth0",
-    ]
+    lines = ["ip link set lo up"]
+    if not network.outside_access:
+        # QEMU's user network advertises itself as an IPv6 router: its default route
+        # took IPv6 traffic for the other vlans' addresses out through eth0.
+        lines += [f"echo 0 >/proc/sys/net/ipv6/conf/eth0/{key}" for key in ("accept_ra", "autoconf")]
+    lines += ["ip link set eth0 up", f"ip addr add {USER_NET_ADDRESS} dev eth0"]
     if network.outside_access:
         lines.append(f"ip route add default via {USER_NET_GATEWAY} dev eth0")
     for interface in network.interfaces:
@@ -343,6 +344,7 @@ def config_layer(
     put("/usr/lib/vmrig/backdoor", (GUEST_DIR / "backdoor").read_bytes(), 0o755)
     put("/usr/lib/vmrig/protocol.bash", (GUEST_DIR / "protocol.bash").read_bytes())
     put("/usr/lib/vmrig/bash", (GUEST_DIR / "bash").read_bytes())
+    link("/usr/lib/vmrig/vmrig-copy-out", "/usr/bin/cat")  # the backdoor's output copier
     # machine.shell_interact()'s guest side; started only when asked for.
     put("/usr/lib/vmrig/shell", (GUEST_DIR / "shell").read_bytes(), 0o755)
     # A restored guest's clock and RNG fix-up (vmrig.image.snapshot, guest/fixup.c).
@@ -380,9 +382,6 @@ def config_layer(
         own = own_hosts.content.encode() if isinstance(own_hosts.content, str) else own_hosts.content
         hosts += own if own.endswith(b"\n") or not own else own + b"\n"
     put("/etc/hosts", hosts, own_hosts.mode if own_hosts is not None else 0o644)
-    # NixOS's wheel group may use sudo (security.sudo.wheelNeedsPassword: with the user's
-    # password); Debian's sudo group still does too.
-    put("/etc/sudoers.d/vmrig-wheel", b"%wheel ALL=(ALL:ALL) ALL\n", 0o440)
     put("/etc/fstab", b"")
     # useradd's default shell, bash as on NixOS (users.defaultUserShell); Debian's is
     # /bin/sh, where a script's `useradd -m alice` then waits for alice's bash in vain.
@@ -416,9 +415,11 @@ def config_layer(
             unit(fw_unit, fw_text, "sysinit.target")
         for debian_unit in guest.enable:
             link(f"/etc/systemd/system/sysinit.target.wants/{debian_unit}", f"/usr/lib/systemd/system/{debian_unit}")
-    enabled = node.enabled_units()
+    links = node.install_links()
     for file_name, text in sorted(node.unit_files().items()):
-        unit(file_name, text.encode(), *enabled.get(file_name, []))
+        put(f"/etc/systemd/system/{file_name}", text.encode())
+        for relative in links.get(file_name, []):
+            link(f"/etc/systemd/system/{relative}", f"/etc/systemd/system/{file_name}")
     early = network_script(network) + KERNEL_FS_SCRIPT + mount_script(mounts or [])
     archive.file("network.sh", early.encode(), 0o644)
     setup = setup_script(node)

@@ -106,6 +106,18 @@ BASE_PACKAGES = (
     # sets up: `systemctl --user start x --wait` and `busctl --user` need it.
     "dbus-user-session",
 )
+# systemd's upstream sysctl defaults, which NixOS has: since trixie a package of their
+# own, where `net.ipv4.ping_group_range` lets every user ping (as NixOS's ping wrapper
+# does); bookworm's systemd has them itself.
+SUITE_PACKAGES = {"bookworm": (), "oldstable": ()}
+NEWER_SUITE_PACKAGES = ("linux-sysctl-defaults",)
+
+
+def base_packages(suite: str) -> tuple[str, ...]:
+    """The base image's packages for Debian suite `suite` (BASE_PACKAGES and the suite's own)."""
+    return BASE_PACKAGES + SUITE_PACKAGES.get(suite, NEWER_SUITE_PACKAGES)
+
+
 # Programs that assemble md arrays and LVM volume groups, if an image has them.
 BLOCK_STACK_TOOLS = ("/usr/sbin/mdadm", "/usr/sbin/lvm")
 # Documentation and translations: never needed by a test, slow to unpack.
@@ -315,7 +327,7 @@ class ImageStore:
             "layer": "base",
             "suite": suite,
             "mirror": mirror,
-            "packages": sorted(BASE_PACKAGES),
+            "packages": sorted(base_packages(suite)),
             "initramfs_modules": list(INITRAMFS_MODULES),
             "guest": guest_contract_digest(),
             "layout": BASE_LAYOUT,
@@ -345,7 +357,7 @@ class ImageStore:
                 mmdebstrap,
                 "--mode=root",
                 "--variant=minbase",
-                "--include=" + ",".join(BASE_PACKAGES),
+                "--include=" + ",".join(base_packages(suite)),
                 *(f"--dpkgopt=path-exclude={p}" for p in DPKG_EXCLUDES + DPKG_EXCLUDES_KERNEL),
                 f'--customize-hook=sh {GUEST_DIR / "customize.sh"} "$1" {GUEST_DIR}',
                 suite,
