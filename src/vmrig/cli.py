@@ -22,6 +22,7 @@ from vmrig.errors import (
     HostToolMissing,
     ImageBuildError,
     MachineError,
+    Terminated,
     TestFileError,
     UsageError,
     VmrigError,
@@ -270,7 +271,7 @@ def command_gc(args: argparse.Namespace, logger: Logger) -> int:
 
 def _terminate_on_signal(signum: int, _frame: FrameType | None) -> None:
     # Unwinds through the driver's cleanup, which stops every VM.
-    raise SystemExit(128 + signum)
+    raise Terminated(signum, signal.Signals(signum).name)
 
 
 def failure(error: VmrigError) -> tuple[str, int]:

@@ -36,6 +36,10 @@
     │                               test, not a broken tool
     └── PollingConditionError       a polling_condition stopped holding
 
+    Terminated                      (a SystemExit) the driver got SIGTERM or
+                                    SIGHUP; it unwinds through the cleanup
+                                    that stops every VM, exit 128 + signal
+
 The names `MachineError` and `RequestedAssertionFailed` match the NixOS test
 driver's, so scripts that catch them keep working; scripts that import them
 from NixOS's modules (`from test_driver.errors import ...`) get these
@@ -161,6 +165,14 @@ class RequestedAssertionFailed(TestScriptError, AssertionError):
 
 class PollingConditionError(TestScriptError):
     """A polling condition was found false while it was active (not an AssertionError, as in NixOS)."""
+
+
+class Terminated(SystemExit):
+    """The driver was told to stop by a signal; `signal_name` (SIGTERM) names it."""
+
+    def __init__(self, signum: int, signal_name: str) -> None:
+        super().__init__(128 + signum)
+        self.signal_name = signal_name
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:

@@ -363,8 +363,12 @@ def test_a_failing_build_command_is_named(monkeypatch: pytest.MonkeyPatch, tmp_p
     # What the driver makes of it.
     failing_tools(monkeypatch, tmp_path, "unshare", message=f"{BUILD_STEP_FAILED} 1 2")
     message = r"^Node.build_commands\[1\] failed \(exit status 2\) in the image's chroot, run by /bin/sh: 'false'\n"
-    with pytest.raises(ImageBuildError, match=message):
+    with pytest.raises(ImageBuildError, match=message) as caught:
         install_in_chroot(tmp_path / "root", [], ["true", "false"])
+    # a command that looked for a node's file is told why it was not there
+    assert str(caught.value).endswith(
+        "the node's files, users and units are not there yet; they are laid over the image at every boot)"
+    )
 
 
 def test_a_kernel_the_packages_install_is_the_one_the_node_boots(

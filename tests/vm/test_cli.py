@@ -103,6 +103,26 @@ def test_nixos_well_known_paths(vm_tmp: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+def test_a_terminated_driver_says_so(vm_tmp: Path) -> None:
+    path = write_test_file(
+        vm_tmp,
+        f"""
+        from vmrig import Node
+
+        nodes = {{"idle": {PLAIN_NODE}}}
+
+        test_script = '''
+        import signal
+        os.kill(os.getpid(), signal.SIGTERM)
+        '''
+        """,
+    )
+    result = run_vmrig("run", path, tmpdir=vm_tmp)
+    assert result.returncode == 128 + signal.SIGTERM
+    assert "!!! the driver was stopped by SIGTERM while the test script ran" in result.stderr
+    assert "sys.exit()" not in result.stderr
+
+
 def test_failing_script_shows_script_line_and_console(vm_tmp: Path) -> None:
     path = write_test_file(
         vm_tmp,

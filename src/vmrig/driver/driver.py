@@ -30,7 +30,7 @@ from vmrig.debug import Debugger
 from vmrig.driver import namespace, polling, report
 from vmrig.driver.assemble import Assembler, with_ssh_backdoor
 from vmrig.driver.polling import PollingCondition
-from vmrig.errors import TestFileError, UnknownPackageError, UsageError
+from vmrig.errors import Terminated, TestFileError, UnknownPackageError, UsageError
 from vmrig.image.configlayer import NodeNetwork
 from vmrig.image.store import ImageStore, NodeImage, make_room
 from vmrig.log import Logger
@@ -436,7 +436,11 @@ class Driver:
         except Exception as error:  # the script's own errors are test failures
             return self._failed(error, prompt=True)
         except SystemExit as stop:  # sys.exit(), or log.error() as in NixOS: the status is the run's
-            if stop.code not in (None, 0):
+            if isinstance(stop, Terminated):
+                reason = f"the driver was stopped by {stop.signal_name} while the test script ran"
+                self.logger.log_test_error(reason)
+                self.logger.mark_failed(reason)
+            elif stop.code not in (None, 0):
                 reason = f"the test script exited with status {stop.code} (sys.exit() or log.error())"
                 self.logger.log_test_error(reason)
                 self.logger.mark_failed(reason)

@@ -188,7 +188,9 @@ def install_in_chroot(tree: Path, packages: list[str], commands: list[str]) -> N
             index, status = int(failed[-1][0]), failed[-1][1]
             raise ImageBuildError(
                 f"Node.build_commands[{index}] failed (exit status {status}) in the image's chroot, run by /bin/sh:"
-                f" {commands[index]!r}\n{apt_tail(output, 40)}"
+                f" {commands[index]!r}\n{apt_tail(output, 40)}\n"
+                "(build commands run when the image is built: the node's files, users and units are not"
+                " there yet; they are laid over the image at every boot)"
             ) from error
         raise ImageBuildError(
             f"building the package layer failed (exit status {error.status}):\n{apt_tail(output, 40)}"
