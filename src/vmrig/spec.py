@@ -827,9 +827,15 @@ class Node:
     empty_disks: list[int | EmptyDisk] = field(default_factory=list)
     # NixOS's virtualisation.tpm.enable: a TPM 2.0 (tpm-tis, /dev/tpm0), emulated by swtpm on the host.
     tpm: bool = False
+    # NixOS's networking.defaultGateway and defaultGateway6: the default routes, through
+    # an address on one of the node's vlans (NixOS's network-setup.service sets them).
+    default_gateway: str | None = None
+    default_gateway6: str | None = None
 
     def __post_init__(self) -> None:
         _check_fields(self)
+        for name, version in (("default_gateway", 4), ("default_gateway6", 6)):
+            _gateway(getattr(self, name), version, f"Node.{name}")
         if self.x11 is not None:
             self._apply_x11(self.x11)
         if self.tpm and TPM_PACKAGE not in self.packages:
@@ -1071,6 +1077,23 @@ class Node:
             "packages": sorted(set(self.packages)),
             "build_commands": list(self.build_commands),
         }
+
+
+def _gateway(value: str | None, version: int, where: str) -> None:
+    """Checks that `value` is None or an IPv`version` address (no prefix length)."""
+    if value is None:
+        return
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise SpecError(
+            f"{where}: expected an IPv{version} address such as {_EXAMPLE_GATEWAY[version]!r}, got {value!r}"
+        ) from None
+    if address.version != version:
+        raise SpecError(f"{where}: {value!r} is an IPv{address.version} address; IPv{version} goes here")
+
+
+_EXAMPLE_GATEWAY = {4: "192.168.1.1", 6: "2001:db8:1::1"}
 
 
 def _unit_file_name(name: str) -> str:

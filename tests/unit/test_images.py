@@ -214,6 +214,29 @@ def test_firewall_with_the_nftables_backend_is_debians_nftables_service() -> Non
     assert "rpfilter" not in nft_table(Firewall(backend="nftables", check_reverse_path=False))
 
 
+def test_default_gateways_are_set_in_the_initramfs_and_by_network_setup() -> None:
+    # NixOS's networking.defaultGateway(6), set by its network-setup.service
+    routed = dataclasses.replace(network(), gateways=("192.168.1.9", "2001:db8:1::9"))
+    script = network_script(routed)
+    assert "ip route add default via 192.168.1.9 2>/dev/null\n" in script
+    assert "ip -6 route add default via 2001:db8:1::9 2>/dev/null\n" in script
+    entries = read_newc(config_layer("client", Node(), routed, fixup=b""))
+    unit = entries["config/etc/systemd/system/network-setup.service"][2].decode()
+    assert "StandardInputText=route replace default via 192.168.1.9\n" in unit
+    assert "StandardInputText=route replace default via 2001:db8:1::9\n" in unit
+    assert "config/etc/systemd/system/network.target.wants/network-setup.service" in entries
+    # the node's own IPv4 gateway wins over QEMU's user network in runs that reach outside
+    outside = dataclasses.replace(routed, outside_access=True)
+    assert "via 10.0.2.2" not in network_script(outside)
+    # no gateway, no unit
+    assert "config/etc/systemd/system/network-setup.service" not in read_newc(
+        config_layer("client", Node(), network(), fixup=b"")
+    )
+    # and QEMU's user network is no IPv6 router in runs that do not reach outside
+    assert "echo 0 >/proc/sys/net/ipv6/conf/eth0/accept_ra" in network_script(network())
+    assert "accept_ra" not in network_script(network(outside=True))
+
+
 def test_hosts_and_network_script() -> None:
     hosts = hosts_file("server", network())
     assert "192.168.1.1 client\n" in hosts

@@ -115,6 +115,18 @@ def test_required_field() -> None:
         ),
         (lambda: Options(ssh_backdoor="yes"), "Options.ssh_backdoor: expected bool, got str 'yes'"),
         (
+            lambda: Node(default_gateway="192.168.1.1/24"),
+            "Node.default_gateway: expected an IPv4 address such as '192.168.1.1', got '192.168.1.1/24'",
+        ),
+        (
+            lambda: Node(default_gateway="2001:db8:1::1"),
+            "Node.default_gateway: '2001:db8:1::1' is an IPv6 address; IPv4 goes here",
+        ),
+        (
+            lambda: Node(default_gateway6="192.168.1.1"),
+            "Node.default_gateway6: '192.168.1.1' is an IPv4 address; IPv6 goes here",
+        ),
+        (
             lambda: Interactive(options=[]),
             "Interactive.options: expected a dict of str to any value, got list []",
         ),

@@ -79,6 +79,8 @@ class NodeNetwork:
     hosts: tuple[tuple[str, str | None, str | None], ...]
     outside_access: bool = False
     extra_hosts: dict[str, str] = field(default_factory=dict)
+    # Node.default_gateway and default_gateway6
+    gateways: tuple[str, ...] = ()
 
 
 def machine_id(name: str) -> str:
@@ -145,8 +147,8 @@ def network_script(network: NodeNetwork) -> str:
         # took IPv6 traffic for the other vlans' addresses out through eth0.
         lines += [f"echo 0 >/proc/sys/net/ipv6/conf/eth0/{key}" for key in ("accept_ra", "autoconf")]
     lines += ["ip link set eth0 up", f"ip addr add {USER_NET_ADDRESS} dev eth0"]
-    if network.outside_access:
-        lines.append(f"ip route add default via {USER_NET_GATEWAY} dev eth0")
+    if network.outside_access and not any(":" not in gateway for gateway in network.gateways):
+        lines.append(f"ip route add default via {USER_NET_GATEWAY} dev eth0")  # unless the node has its own
     for interface in network.interfaces:
         dev = interface.name
         if interface.ipv6:
@@ -155,28 +157,20 @@ def network_script(network: NodeNetwork) -> str:
         lines.append(f"ip link set {dev} up")
         for address in interface.addresses:
             lines.append(f"ip {'-6 ' if ':' in address else ''}addr add {address} dev {dev}")
+    lines += [f"ip {'-6 ' if ':' in gateway else ''}route add default via {gateway}" for gateway in network.gateways]
     naming = _naming_script(network.interfaces)
     return naming + "".join(f"{line} 2>/dev/null\n" for line in lines)
 
 
-def address_unit(interface: Interface) -> str:
-    """NixOS's `network-addresses-<card>.service` for a vlan card: scripts wait for it.
+def _ip_batch_unit(description: str, commands: list[str], stops: list[str] | None = None) -> str:
+    """A oneshot unit of NixOS's scripted networking, before network.target: one `ip -batch` of `commands`.
 
-    NixOS's scripted networking sets a card's addresses in this unit. Here the
-    initramfs has set them before systemd starts, so at boot the unit finds
-    them in place; as on NixOS, a stop removes them and a start or restart
-    sets them again. One `ip -batch` exec, not one per address: an exec costs
-    tens of milliseconds under TCG while the first command runs.
+    One exec, not one per command: an exec costs tens of milliseconds under
+    TCG while the first command runs. `stops`: ExecStop= command lines.
     """
-    dev = interface.name
-    commands = [f"link set {dev} up"]
-    # nodad: the initramfs sets IPv6 addresses without duplicate address detection too (accept_dad=0)
-    commands += [
-        f"address replace {address} dev {dev}{' nodad' if ':' in address else ''}" for address in interface.addresses
-    ]
     return (
         "[Unit]\n"
-        f"Description=Address configuration of {dev}\n"
+        f"Description={description}\n"
         "After=network-pre.target\n"
         "Before=network.target network-online.target\n"
         "\n"
@@ -185,9 +179,36 @@ def address_unit(interface: Interface) -> str:
         "RemainAfterExit=yes\n"
         + "".join(f"StandardInputText={command}\n" for command in commands)
         + "ExecStart=ip -batch -\n"
-        # As NixOS's preStop: a stop takes the card's addresses away (the link stays up).
-        + "".join(f"ExecStop=-ip address del {address} dev {dev}\n" for address in interface.addresses)
+        + "".join(f"ExecStop={stop}\n" for stop in stops or [])
     )
+
+
+def network_setup_unit(gateways: tuple[str, ...]) -> str:
+    """NixOS's `network-setup.service`, which sets the default routes (networking.defaultGateway).
+
+    The initramfs has set them before systemd starts; a restart sets them again.
+    """
+    # ip takes a route's family from its gateway (a batch has no -6).
+    return _ip_batch_unit("Networking Setup", [f"route replace default via {gateway}" for gateway in gateways])
+
+
+def address_unit(interface: Interface) -> str:
+    """NixOS's `network-addresses-<card>.service` for a vlan card: scripts wait for it.
+
+    NixOS's scripted networking sets a card's addresses in this unit. Here the
+    initramfs has set them before systemd starts, so at boot the unit finds
+    them in place; as on NixOS, a stop removes them and a start or restart
+    sets them again.
+    """
+    dev = interface.name
+    commands = [f"link set {dev} up"]
+    # nodad: the initramfs sets IPv6 addresses without duplicate address detection too (accept_dad=0)
+    commands += [
+        f"address replace {address} dev {dev}{' nodad' if ':' in address else ''}" for address in interface.addresses
+    ]
+    # As NixOS's preStop: a stop takes the card's addresses away (the link stays up).
+    stops = [f"-ip address del {address} dev {dev}" for address in interface.addresses]
+    return _ip_batch_unit(f"Address configuration of {dev}", commands, stops)
 
 
 # The kernel's file systems under /sys that NixOS machines have mounted (systemd's
@@ -370,6 +391,8 @@ def config_layer(
         link(f"/etc/systemd/system/multi-user.target.wants/{target}", f"/usr/lib/systemd/system/{target}")
     for interface in network.interfaces:
         unit(f"network-addresses-{interface.name}.service", address_unit(interface).encode(), "network.target")
+    if network.gateways:
+        unit("network-setup.service", network_setup_unit(network.gateways).encode(), "network.target")
     put("/etc/systemd/system/getty@.service.d/50-vmrig.conf", (GUEST_DIR / "getty.conf").read_bytes())
     put("/etc/hostname", f"{name}\n".encode())
     put("/etc/machine-id", f"{machine_id(name)}\n".encode(), 0o444)

@@ -140,4 +140,7 @@ class NetworkPlan:
         their cards and everyone's names, but nobody else knows theirs.
         """
         interfaces = self.interfaces[name] if name in self.interfaces else interfaces_of(node, number)
-        return NodeNetwork(number=number, interfaces=interfaces, hosts=self.hosts, outside_access=outside_access)
+        gateways = tuple(gateway for gateway in (node.default_gateway, node.default_gateway6) if gateway)
+        return NodeNetwork(
+            number=number, interfaces=interfaces, hosts=self.hosts, outside_access=outside_access, gateways=gateways
+        )
