@@ -147,6 +147,7 @@ PUBLIC_NAMES = frozenset(
         "sleep",
         "snapshot",
         "ssh_backdoor_command",
+        "stalled",
         "start",
         "start_job",
         "state_dir",

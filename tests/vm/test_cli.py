@@ -123,6 +123,28 @@ def test_a_terminated_driver_says_so(vm_tmp: Path) -> None:
     assert "sys.exit()" not in result.stderr
 
 
+def test_a_shell_that_stopped_answering_is_not_asked_for_evidence(vm_tmp: Path) -> None:
+    # The backdoor's output copier stopped: the command is never answered. The failure report
+    # then asks that guest nothing more, where each question would wait as long again.
+    path = write_test_file(
+        vm_tmp,
+        f"""
+        from vmrig import Node
+
+        nodes = {{"machine": {PLAIN_NODE}}}
+
+        test_script = '''
+        machine.succeed("pkill -STOP -x vmrig-copy-out", timeout=2)
+        '''
+        """,
+    )
+    result = run_vmrig("run", path, tmpdir=vm_tmp, env={"VMRIG_TIMEOUT_FACTOR": "1"})
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "no answer from the backdoor shell to `pkill -STOP -x vmrig-copy-out` within 62 s" in result.stderr
+    assert "machine's backdoor shell stopped answering: its failed units and terminal are not saved" in result.stderr
+    assert not (vm_tmp / "out" / "machine-tty.txt").exists()
+
+
 def test_failing_script_shows_script_line_and_console(vm_tmp: Path) -> None:
     path = write_test_file(
         vm_tmp,

@@ -75,6 +75,11 @@ def save_evidence(
         if _paused(machine):  # its guest cannot answer: asking would only wait for the command's timeout
             logger.log_test_error(f"{machine.name} is paused (QEMU's `stop`): its terminal is not saved")
             continue
+        if machine.stalled:  # likewise
+            logger.log_test_error(
+                f"{machine.name}'s backdoor shell stopped answering: its failed units and terminal are not saved"
+            )
+            continue
         with (
             machine.channel_free_within(-1 if wait is None else wait) as free,
             contextlib.suppress(MachineError, TestScriptError, OSError, ValueError),

@@ -161,9 +161,11 @@ class Backdoor(MachineBase):
                 if decoder.discarded:
                     self.log(f"discarding {decoder.discarded} bytes of output from earlier background processes")
                 self._shell_buffer += decoder.remainder
+                self.stalled = False
                 return decoder.status or 0, bytes(output)
             if deadline is not None and time.monotonic() > deadline:
                 limit = (timeout or 0) + slack
+                self.stalled = True
                 raise self._broken(f"no answer from the backdoor shell to `{command}` within {limit:g} s")
             if not self._receive(1.0):
                 self.connected = False

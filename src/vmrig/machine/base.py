@@ -43,6 +43,7 @@ class MachineBase(abc.ABC):
     pid: int | None
     booted: bool
     connected: bool
+    stalled: bool  # the backdoor shell left a command unanswered past its timeout
     qmp: QMPClient | None
     interact_lock: threading.Lock
     boot_count: int  # backdoor connections so far: one per boot of the guest
@@ -69,6 +70,9 @@ class MachineBase(abc.ABC):
         self.pid: int | None = None
         self.booted = False
         self.connected = False
+        # The backdoor shell left a command unanswered past its timeout: the failure
+        # report asks the guest nothing more (each question would wait as long again).
+        self.stalled = False
         # Why the driver stopped QEMU (release(reason=...)), for the errors of commands it broke.
         self._stopped_because: str | None = None
         self.qmp: QMPClient | None = None

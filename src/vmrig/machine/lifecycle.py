@@ -194,6 +194,7 @@ class Lifecycle(Snapshots, Backdoor):
             self.release()
             raise
         self.booted = True
+        self.stalled = False
         self.log(f"QEMU running (pid {self.pid})")
         if restore_from is not None:
             fixup = self._load_snapshot(restore_from)
@@ -239,6 +240,7 @@ class Lifecycle(Snapshots, Backdoor):
             index = self._console_buffer.index(READY_LINE) + len(READY_LINE)
             del self._console_buffer[: index + 1]
             self.connected = True
+            self.stalled = False
             self.boot_count += 1
             self._boot_hooks_due = bool(self.boot_hooks)
             # The backdoor starts with the first units of the boot; a script's first command

@@ -53,7 +53,7 @@ def collect(machines: list[Machine], directory: Path, logger: Logger) -> list[Se
 
     for machine in machines:
         add(machine, f"console (last {CONSOLE_LINES} lines)", "console.txt", machine.console_tail(CONSOLE_LINES))
-        if not machine.is_up():
+        if not machine.is_up() or machine.stalled:  # a stalled shell would keep each command waiting
             continue
         journal = f"journalctl -b (last {JOURNAL_LINES} lines)"
         for what, file, command in (
