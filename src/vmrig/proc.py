@@ -21,6 +21,7 @@ import logging
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -108,9 +109,10 @@ class Child:
     them; `close` (and leaving a `with` block) stops the child and closes them.
     """
 
-    def __init__(self, popen: subprocess.Popen[bytes], argv: list[str]) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], argv: list[str], own_group: bool = False) -> None:
         self._popen = popen
         self.argv = argv
+        self._own_group = own_group
 
     def __repr__(self) -> str:
         return f"<Child {self.pid} {self.argv[0]!r}>"
@@ -165,16 +167,41 @@ class Child:
             with contextlib.suppress(OSError):
                 self.stdin.close()
         if self.poll() is None and grace > 0:
-            self._popen.terminate()
+            deadline = time.monotonic() + grace
+            self._signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.wait(grace)
-        if self.poll() is None:
-            self._popen.kill()
+            while self._group_left() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        if self.poll() is None or self._group_left():
+            self._signal(signal.SIGKILL)
             try:
                 self.wait(KILL_WAIT)
             except subprocess.TimeoutExpired:
                 LOG.warning("%s (pid %d) did not end after SIGKILL", self.argv[0], self.pid)
         return self.returncode
+
+    def _group_left(self) -> bool:
+        """Whether the process group this child led still has a process after the child ended."""
+        if not self._own_group or self.poll() is None:
+            return False
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def _signal(self, signum: signal.Signals) -> None:
+        """Sends `signum` to the child, and to its whole process group when it leads one.
+
+        A child in a group of its own may be a wrapper that started the real
+        program as its own child (a user's QEMU start command): that one goes too.
+        """
+        if not self._own_group:
+            self._popen.send_signal(signum)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signum)
 
     def close(self, grace: float = 5.0) -> None:
         """Stops the child and closes its pipes: for an owner that is done with it."""
@@ -223,7 +250,7 @@ def _start(
         cwd=cwd,
         process_group=0 if own_group else None,
     )
-    return Child(popen, argv)
+    return Child(popen, argv, own_group)
 
 
 def run(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import BootedDriver
-from vmrig.errors import MachineError
+from vmrig.errors import ArgumentError, MachineError
 from vmrig.spec import Node
 
 pytestmark = pytest.mark.vm
@@ -82,3 +83,22 @@ def test_command_on_dead_machine_names_the_node(booted: type[BootedDriver]) -> N
     os.kill(node.process.pid, signal.SIGKILL)  # QEMU dies on its own, as far as vmrig knows
     with pytest.raises(MachineError, match=r"node1: .*QEMU exited with status -9"):
         node.succeed("true")
+
+
+def test_a_start_command_that_wraps_qemu_leaves_nothing_behind(booted: type[BootedDriver]) -> None:
+    """create_machine(start_command): NixOS's naming, and a wrapper's QEMU stopped with the machine."""
+    run = booted({"machine": Node()})
+    with pytest.raises(ArgumentError, match="a machine named 'machine' exists already"):
+        run.driver.create_machine("qemu-system-x86_64")
+    # A wrapper that keeps running beside QEMU (no exec), named like NixOS's run-<name>-vm script.
+    wrapper = "sh -c 'qemu-system-x86_64 \"$@\"; echo qemu ended' /tmp/run-wrapped-vm"
+    extra = run.driver.create_machine(wrapper)
+    assert extra.name == "wrapped"
+    extra.succeed("true")
+    assert extra.process is not None
+    group = extra.process.pid
+    members = subprocess.run(["pgrep", "-g", str(group)], capture_output=True, text=True).stdout.split()
+    assert len(members) == 2, members  # the wrapper and its QEMU
+    extra.release()
+    left = subprocess.run(["pgrep", "-g", str(group)], capture_output=True, text=True)
+    assert left.returncode == 1, f"still running in the machine's process group: {left.stdout}"

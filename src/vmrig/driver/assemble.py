@@ -8,6 +8,7 @@ import functools
 import hashlib
 import inspect
 import os
+import re
 import shlex
 from pathlib import Path
 from typing import TextIO
@@ -253,7 +254,8 @@ class Assembler:
             image = self.images.node_image(node, self.spec.options.suite, self.spec.options.mirror)
             config = self.machine_config(name, number, node, image)
         else:
-            name = name or "machine"
+            named = re.search(r"run-(.+)-vm$", start_command.strip())  # NixOS's run-<name>-vm scripts
+            name = name or (named.group(1) if named else "machine")
             some_image = next(iter(node_images.values()))
             node = Node()
             # A QEMU command of the user's: no backdoor sshd is known to be in its image.

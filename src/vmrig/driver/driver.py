@@ -30,7 +30,7 @@ from vmrig.debug import Debugger
 from vmrig.driver import namespace, polling, report
 from vmrig.driver.assemble import Assembler, with_ssh_backdoor
 from vmrig.driver.polling import PollingCondition
-from vmrig.errors import Terminated, TestFileError, UnknownPackageError, UsageError
+from vmrig.errors import ArgumentError, Terminated, TestFileError, UnknownPackageError, UsageError
 from vmrig.image.configlayer import NodeNetwork
 from vmrig.image.store import ImageStore, NodeImage, make_room
 from vmrig.log import Logger
@@ -362,12 +362,19 @@ class Driver:
 
         A start command is a shell command that starts QEMU with a vmrig-style
         guest; vmrig appends its own arguments, like the NixOS driver does.
-        `keep_machine_state` is newer NixOS's name for `keep_vm_state`.
+        Its machine is named as in NixOS: `name`, else NAME from a command
+        ending in `run-NAME-vm`, else "machine". `keep_machine_state` is newer
+        NixOS's name for `keep_vm_state`. Raises ArgumentError when a machine
+        of that name exists already.
         """
         keep_vm_state = keep_vm_state or keep_machine_state
         assert self.assembler.run_dir is not None
         number = len(self.machines) + len(self._extra_machines) + 1
         name, config = self.assembler.extra_machine_config(start_command, name, number, self.node_images)
+        if any(machine.name == name for machine in self.all_machines()):
+            raise ArgumentError(
+                f"create_machine(): a machine named {name!r} exists already; give this one another name (name=...)"
+            )
         self.assembler.lock_state_dir(name)
         machine = Machine(
             config,

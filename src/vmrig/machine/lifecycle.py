@@ -154,7 +154,8 @@ class Lifecycle(Snapshots, Backdoor):
                 incoming=restore_from is not None,
             )
             if self.config.start_command:
-                args = ["sh", "-c", f'{self.config.start_command} "$@"', "vmrig-start", *args[1:]]
+                # exec: QEMU (or the user's wrapper) is the child that the driver's death kills.
+                args = ["sh", "-c", f'exec {self.config.start_command} "$@"', "vmrig-start", *args[1:]]
             for sidecar in self.config.sidecars:
                 sidecar.start()
             self.process = proc.spawn(
