@@ -293,8 +293,9 @@ def spawn(
     pass_fds: Sequence[int] = (),
     env: Mapping[str, str] | None = None,
     cwd: str | Path | None = None,
+    death_signal: str = "KILL",
 ) -> Child:
-    """Starts a long-lived child that the kernel kills when this process dies.
+    """Starts a long-lived child that the kernel signals (`death_signal`, SIGKILL) when this process dies.
 
     The child has a process group of its own: Ctrl-C at the driver's prompt
     interrupts the driver, not its machines and switches. Callable from any
@@ -305,7 +306,7 @@ def spawn(
     def start() -> Child:
         return _start(
             [str(part) for part in cmd],
-            prefix=(setpriv, "--pdeathsig", "KILL", "--"),
+            prefix=(setpriv, "--pdeathsig", death_signal, "--"),
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,

@@ -433,6 +433,9 @@ def test_no_qemu_survives_sigkill_of_the_driver(vm_tmp: Path) -> None:
         test_script = '''
         start_all()
         left.succeed("touch /tmp/booted")
+        # A start command whose wrapper runs QEMU as its own child, not exec'd.
+        extra = create_machine("sh -c 'qemu-system-x86_64 \\\\"$@\\\\"; sleep 600' run-extra-vm")
+        extra.succeed("true")
         left.succeed("sleep 600")
         '''
         """,

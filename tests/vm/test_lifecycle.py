@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -87,18 +88,29 @@ def test_command_on_dead_machine_names_the_node(booted: type[BootedDriver]) -> N
 
 def test_a_start_command_that_wraps_qemu_leaves_nothing_behind(booted: type[BootedDriver]) -> None:
     """create_machine(start_command): NixOS's naming, and a wrapper's QEMU stopped with the machine."""
-    run = booted({"machine": Node()})
+    run = booted({"machine": Node(), "machine4": Node()})
     with pytest.raises(ArgumentError, match="a machine named 'machine' exists already"):
         run.driver.create_machine("qemu-system-x86_64")
-    # A wrapper that keeps running beside QEMU (no exec), named like NixOS's run-<name>-vm script.
-    wrapper = "sh -c 'qemu-system-x86_64 \"$@\"; echo qemu ended' /tmp/run-wrapped-vm"
-    extra = run.driver.create_machine(wrapper)
+    with pytest.raises(ArgumentError, match="invalid machine name 'a/b'"):
+        run.driver.create_machine("/tmp/run-a/b-vm")
+    with pytest.raises(ArgumentError, match="pass a QEMU start command"):
+        run.driver.create_machine(None)  # type: ignore[arg-type]
+    # A wrapper that keeps running beside QEMU and after it (no exec), in NixOS's older
+    # dict form, named like NixOS's run-<name>-vm script.
+    wrapper = "sh -c 'qemu-system-x86_64 \"$@\"; sleep 600' /tmp/run-wrapped-vm"
+    extra = run.driver.create_machine({"startCommand": wrapper})
     assert extra.name == "wrapped"
+    extra.succeed("true")
+    started = time.monotonic()
+    extra.crash()  # QEMU quits; the wrapper's sleep is not waited for
+    assert time.monotonic() - started < 30
     extra.succeed("true")
     assert extra.process is not None
     group = extra.process.pid
     members = subprocess.run(["pgrep", "-g", str(group)], capture_output=True, text=True).stdout.split()
-    assert len(members) == 2, members  # the wrapper and its QEMU
+    assert len(members) == 3, members  # vmrig's shell, the wrapper and its QEMU
     extra.release()
     left = subprocess.run(["pgrep", "-g", str(group)], capture_output=True, text=True)
     assert left.returncode == 1, f"still running in the machine's process group: {left.stdout}"
+    # A Node's default name, machine<number of machines + 1>, skips the names taken (a node's here).
+    assert run.driver.create_machine(Node()).name == "machine5"

@@ -39,7 +39,7 @@ from vmrig.net.faults import Network
 from vmrig.net.vlan import VLan
 from vmrig.runenv import RunEnvironment
 from vmrig.scriptnames import DRIVER_SYMBOLS, method_keywords, public_attributes
-from vmrig.spec import Node, python_name
+from vmrig.spec import Node, SpecError, check_node_name, python_name
 from vmrig.testfile import TestSpec, string_line
 from vmrig.timeouts import Duration, TimeoutScale
 from vmrig.timer import PausableTimer
@@ -352,7 +352,7 @@ class Driver:
 
     def create_machine(
         self,
-        start_command: str | Node,
+        start_command: str | Node | dict[str, Any],
         *,
         name: str | None = None,
         keep_vm_state: bool = False,
@@ -363,15 +363,32 @@ class Driver:
         A start command is a shell command that starts QEMU with a vmrig-style
         guest; vmrig appends its own arguments, like the NixOS driver does.
         Its machine is named as in NixOS: `name`, else NAME from a command
-        ending in `run-NAME-vm`, else "machine". `keep_machine_state` is newer
-        NixOS's name for `keep_vm_state`. Raises ArgumentError when a machine
-        of that name exists already.
+        ending in `run-NAME-vm`, else "machine"; a Node's, else the first free
+        `machineN`. `keep_machine_state` is newer NixOS's name for
+        `keep_vm_state`; older NixOS scripts pass one dict (`startCommand`,
+        `name`, `keepVmState`). Raises ArgumentError for another type, a name
+        that cannot name a machine, and one that a machine has already.
         """
+        if isinstance(start_command, dict):
+            start_command, name, keep_vm_state = _create_machine_arguments(start_command, name, keep_vm_state)
+        if not isinstance(start_command, str | Node):
+            raise ArgumentError(
+                f"create_machine(): pass a QEMU start command (str) or a Node, not {type(start_command).__name__}"
+            )
         keep_vm_state = keep_vm_state or keep_machine_state
         assert self.assembler.run_dir is not None
-        number = len(self.machines) + len(self._extra_machines) + 1
+        taken = {machine.name for machine in self.all_machines()}
+        number = len(taken) + 1
+        if name is None and isinstance(start_command, Node):
+            while f"machine{number}" in taken:
+                number += 1
+            name = f"machine{number}"
         name, config = self.assembler.extra_machine_config(start_command, name, number, self.node_images)
-        if any(machine.name == name for machine in self.all_machines()):
+        try:
+            check_node_name(name)
+        except SpecError as error:
+            raise ArgumentError(f"create_machine(): {str(error).replace('node name', 'machine name')}") from None
+        if name in taken:
             raise ArgumentError(
                 f"create_machine(): a machine named {name!r} exists already; give this one another name (name=...)"
             )
@@ -588,3 +605,16 @@ class Driver:
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
+
+
+def _create_machine_arguments(
+    arguments: dict[str, Any], name: str | None, keep_vm_state: bool
+) -> tuple[Any, str | None, bool]:
+    """Older NixOS's create_machine({"startCommand": ..., "name": ..., "keepVmState": ...}), as three values."""
+    unknown = sorted(set(arguments) - {"startCommand", "name", "keepVmState"})
+    if unknown or "startCommand" not in arguments:
+        raise ArgumentError(
+            "create_machine(dict): NixOS's older form takes 'startCommand' and optionally 'name' and"
+            f" 'keepVmState'{'; unknown: ' + ', '.join(map(repr, unknown)) if unknown else ''}"
+        )
+    return arguments["startCommand"], name or arguments.get("name"), keep_vm_state or bool(arguments.get("keepVmState"))

@@ -90,7 +90,7 @@ class ScriptHost(Protocol):
 
     def create_machine(
         self,
-        start_command: str | Node,
+        start_command: str | Node | dict[str, Any],
         *,
         name: str | None = None,
         keep_vm_state: bool = False,

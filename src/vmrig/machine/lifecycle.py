@@ -28,6 +28,19 @@ from vmrig.ssh import vsock_cid_hint
 
 # Seconds a released QEMU has to exit after SIGTERM (it takes milliseconds) before SIGKILL.
 RELEASE_GRACE = 5.0
+# create_machine(start_command)'s shell: runs the command with QEMU's arguments and
+# waits for it; the driver's death (SIGUSR1) sends SIGTERM to the whole process group.
+# Its stdin is kept on fd 3: sh gives a background command /dev/null.
+START_SUPERVISOR = """exec 3<&0
+trap 'kill -TERM 0' USR1
+{} "$@" <&3 3<&- &
+child=$!
+exec 3<&-
+while :; do
+    wait "$child"
+    status=$?
+    kill -0 "$child" 2>/dev/null || exit "$status"
+done"""
 
 
 class Lifecycle(Snapshots, Backdoor):
@@ -153,9 +166,13 @@ class Lifecycle(Snapshots, Backdoor):
                 ram=ram,
                 incoming=restore_from is not None,
             )
+            death_signal = "KILL"
             if self.config.start_command:
-                # exec: QEMU (or the user's wrapper) is the child that the driver's death kills.
-                args = ["sh", "-c", f'exec {self.config.start_command} "$@"', "vmrig-start", *args[1:]]
+                # The parent-death signal reaches only the driver's own child. A user's
+                # wrapper may run QEMU as its child, so that child is this shell, which
+                # stops its whole process group when the driver dies (SIGUSR1).
+                args = ["sh", "-c", START_SUPERVISOR.format(self.config.start_command), "vmrig-start", *args[1:]]
+                death_signal = "USR1"
             for sidecar in self.config.sidecars:
                 sidecar.start()
             self.process = proc.spawn(
@@ -166,6 +183,7 @@ class Lifecycle(Snapshots, Backdoor):
                 pass_fds=[sock.fileno() for sock in guest_ends],
                 cwd=self.state_dir,
                 env={"TMPDIR": str(self.state_dir)},
+                death_signal=death_signal,
             )
         except BaseException:
             for sock in (shell_host, qmp_host, data_host, port_host, control_host, *guest_ends):
@@ -351,7 +369,11 @@ class Lifecycle(Snapshots, Backdoor):
             raise MachineError(f"{self.name}: crash(): QEMU's monitor is not connected")
         with contextlib.suppress(MachineError):
             qmp.execute("quit")
-        self.wait_for_shutdown()
+        with contextlib.suppress(proc.TimeoutExpired):
+            self._running("crash").wait(RELEASE_GRACE)
+        # QEMU has gone; a start command's wrapper that lingers after it is stopped.
+        with self.nested("waiting for the VM to power off"):
+            self._cleanup_after_exit()
 
     def reboot(self) -> None:
         """Presses Ctrl-Alt-Delete; QEMU exits unless started with allow_reboot."""
