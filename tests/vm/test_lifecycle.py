@@ -113,4 +113,6 @@ def test_a_start_command_that_wraps_qemu_leaves_nothing_behind(booted: type[Boot
     left = subprocess.run(["pgrep", "-g", str(group)], capture_output=True, text=True)
     assert left.returncode == 1, f"still running in the machine's process group: {left.stdout}"
     # A Node's default name, machine<number of machines + 1>, skips the names taken (a node's here).
-    assert run.driver.create_machine(Node()).name == "machine5"
+    first, second = run.driver.create_machine(Node()), run.driver.create_machine(Node())
+    assert (first.name, second.name) == ("machine5", "machine6")
+    assert first.config.vlan_cards[0].mac != second.config.vlan_cards[0].mac  # node numbers of their own

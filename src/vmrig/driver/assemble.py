@@ -243,12 +243,24 @@ class Assembler:
         )
 
     def extra_machine_config(
-        self, start_command: str | Node, name: str | None, number: int, node_images: dict[str, NodeImage]
+        self,
+        start_command: str | Node,
+        name: str | None,
+        number: int,
+        node_images: dict[str, NodeImage],
+        taken: set[str],
     ) -> tuple[str, MachineConfig]:
-        """create_machine()'s machine: from a Node (built like any other) or a QEMU start command."""
+        """create_machine()'s machine: from a Node (built like any other) or a QEMU start command.
+
+        `number` is its node number (addresses, MACs); a Node's default name is
+        the first `machineN` from there that is not in `taken`.
+        """
         if isinstance(start_command, Node):
             node = start_command
-            name = name or f"machine{number}"
+            index = number
+            while name is None and f"machine{index}" in taken:
+                index += 1
+            name = name or f"machine{index}"
             if self.ssh is not None:
                 node = ssh.backdoor_node(node, vsock=self.ssh.vsock)
             image = self.images.node_image(node, self.spec.options.suite, self.spec.options.mirror)

@@ -378,12 +378,7 @@ class Driver:
         keep_vm_state = keep_vm_state or keep_machine_state
         assert self.assembler.run_dir is not None
         taken = {machine.name for machine in self.all_machines()}
-        number = len(taken) + 1
-        if name is None and isinstance(start_command, Node):
-            while f"machine{number}" in taken:
-                number += 1
-            name = f"machine{number}"
-        name, config = self.assembler.extra_machine_config(start_command, name, number, self.node_images)
+        name, config = self.assembler.extra_machine_config(start_command, name, len(taken) + 1, self.node_images, taken)
         try:
             check_node_name(name)
         except SpecError as error:
